@@ -1,0 +1,118 @@
+//! The browser's WebSocket object in safe Rust: what the C boundary wraps.
+
+use crate::error::{Error, ErrorKind};
+use crate::options::Options;
+use crate::shared::{Shared, Waker, HEADROOM};
+use crate::target::Target;
+use std::ffi::{CStr, CString};
+use std::sync::Arc;
+
+/// Receives a connection's events, always on its I/O thread, one at a time.
+pub trait Handler: Send {
+    fn on_open(&mut self);
+    /// `data` is followed in memory by one NUL byte not counted in its length.
+    fn on_message(&mut self, data: &[u8], text: bool);
+    fn on_error(&mut self, message: &CStr);
+    fn on_close(&mut self, code: u16, reason: &CStr, was_clean: bool);
+}
+
+/// One connection. Dropping it does not close it: call `free`.
+pub struct Client {
+    shared: Arc<Shared>,
+    /// Until `start`, what the I/O thread will need.
+    pending: Option<(Target, Options, crossbeam_channel::Receiver<crate::shared::Command>)>,
+}
+
+/// Browsers limit a close reason to 123 bytes (WHATWG close() step 2).
+pub(crate) const MAX_CLOSE_REASON: usize = 123;
+
+impl Client {
+    /// The constructor's checks; nothing touches the network until `start`.
+    pub fn new(url: &str, protocols: &[&str], options: &Options) -> Result<Client, Error> {
+        let target = Target::parse(url, protocols)?;
+        let url = CString::new(target.url.clone()).map_err(|_| Error::syntax("URL contains a NUL byte"))?;
+        let waker = Waker::new()
+            .map(Arc::new)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot create eventfd: {e}")))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared::new(url, options.max_buffered_amount, waker, tx));
+        Ok(Client {
+            shared,
+            pending: Some((target, options.clone(), rx)),
+        })
+    }
+
+    /// Starts the I/O thread, which connects at once.
+    pub fn start(&mut self, handler: Box<dyn Handler>) -> Result<(), Error> {
+        let Some((target, options, rx)) = self.pending.take() else {
+            return Err(Error::new(ErrorKind::Internal, "connection already started"));
+        };
+        crate::io::spawn(self.shared.clone(), rx, target, options, handler)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start I/O thread: {e}")))
+    }
+
+    pub fn send_text(&self, text: &[u8]) -> Result<(), Error> {
+        if std::str::from_utf8(text).is_err() {
+            return Err(Error::invalid_argument("text message is not valid UTF-8"));
+        }
+        self.shared.send(with_headroom(text), true)
+    }
+
+    pub fn send_binary(&self, data: &[u8]) -> Result<(), Error> {
+        self.shared.send(with_headroom(data), false)
+    }
+
+    /// `code` 0 is "no code"; `reason` None is "no reason" (WHATWG close()).
+    pub fn close(&self, code: u16, reason: Option<&str>) -> Result<(), Error> {
+        if code != 0 && code != 1000 && !(3000..=4999).contains(&code) {
+            return Err(Error::new(
+                ErrorKind::InvalidAccess,
+                format!("close code {code} is neither 1000 nor in 3000..4999"),
+            ));
+        }
+        let reason = reason.unwrap_or("");
+        if reason.len() > MAX_CLOSE_REASON {
+            return Err(Error::syntax(format!(
+                "close reason is {} bytes, over the limit of {MAX_CLOSE_REASON}",
+                reason.len()
+            )));
+        }
+        let code = if code == 0 && !reason.is_empty() { 1000 } else { code };
+        self.shared.close(code, reason.to_string());
+        Ok(())
+    }
+
+    pub fn ready_state(&self) -> u8 {
+        self.shared.state()
+    }
+
+    pub fn buffered_amount(&self) -> u64 {
+        self.shared.buffered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn url(&self) -> &CStr {
+        &self.shared.url
+    }
+
+    pub fn protocol(&self) -> &CStr {
+        self.shared.protocol.get().map_or(c"", |p| p.as_c_str())
+    }
+
+    pub fn extensions(&self) -> &CStr {
+        self.shared.extensions.get().map_or(c"", |p| p.as_c_str())
+    }
+
+    /// Stops callbacks (waiting for one running on another thread) and lets
+    /// the I/O thread close with 1001 in the background.
+    pub fn free(self) {
+        self.shared.free();
+    }
+}
+
+/// One copy of the caller's bytes, with room in front for the frame header.
+fn with_headroom(data: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADROOM + data.len());
+    buf.resize(HEADROOM, 0);
+    buf.extend_from_slice(data);
+    buf
+}

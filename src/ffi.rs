@@ -1,0 +1,570 @@
+//! The C boundary: converts and checks pointers, maps results, and never
+//! lets a panic cross into C. Everything else lives in the safe core.
+//!
+//! Every function here is described in `include/ws.h`, which cbindgen
+//! generates from these doc comments.
+#![allow(non_camel_case_types)]
+
+use crate::client::{Client, Handler};
+use crate::error::{self, Error, WS_ERR_INTERNAL, WS_ERR_INVALID_ARGUMENT, WS_OK};
+use crate::options::Options;
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// readyState: the connection is not yet open.
+pub const WS_CONNECTING: c_int = 0;
+/// readyState: the connection is open and ready to communicate.
+pub const WS_OPEN: c_int = 1;
+/// readyState: the closing handshake has started.
+pub const WS_CLOSING: c_int = 2;
+/// readyState: the connection is closed or could not be opened.
+pub const WS_CLOSED: c_int = 3;
+
+/// One WebSocket connection (the browser's `WebSocket` object). Opaque.
+///
+/// Created by `ws_new` or `ws_new_with_options`; the caller owns it and must
+/// release it with `ws_free` exactly once. Every function taking a
+/// `ws_socket *` may be called from any thread, also from inside callbacks,
+/// until `ws_free` returns.
+pub struct ws_socket {
+    client: Client,
+}
+
+/// Settings for `ws_new_with_options`. Opaque.
+///
+/// Created by `ws_options_new`, released by `ws_options_free`. A connection
+/// copies the options when it is created, so they may be changed or freed
+/// right after. Not thread-safe: use one `ws_options` from one thread at a time.
+pub struct ws_options {
+    options: Options,
+}
+
+/// The connection opened: readyState is `WS_OPEN`. Runs at most once.
+pub type ws_on_open = Option<unsafe extern "C" fn(user_data: *mut c_void, ws: *mut ws_socket)>;
+
+/// A whole message arrived while `WS_OPEN`. `data` is never NULL and is valid
+/// only during the callback; `len` bytes, followed by a NUL byte not counted
+/// in `len` (so text can be used as a C string). `is_text` is true for a text
+/// message, which is valid UTF-8.
+pub type ws_on_message = Option<
+    unsafe extern "C" fn(user_data: *mut c_void, ws: *mut ws_socket, data: *const u8, len: usize, is_text: bool),
+>;
+
+/// The connection failed (handshake failed, protocol broken, limit exceeded,
+/// or `ws_close` during `WS_CONNECTING`). Always immediately followed by
+/// `on_close` with 1006. `message` is NUL-terminated UTF-8 saying why,
+/// valid only during the callback. readyState is `WS_CLOSED`.
+pub type ws_on_error = Option<unsafe extern "C" fn(user_data: *mut c_void, ws: *mut ws_socket, message: *const c_char)>;
+
+/// The connection is closed: always the last callback, exactly once.
+/// `code` and `reason` are the server's when the closing handshake completed
+/// (`was_clean` true; 1005 if its close frame had no code); 1006 with
+/// `was_clean` false when the connection dropped, timed out or failed.
+/// `reason` is NUL-terminated UTF-8, never NULL, valid only during the
+/// callback. readyState is `WS_CLOSED`.
+pub type ws_on_close = Option<
+    unsafe extern "C" fn(user_data: *mut c_void, ws: *mut ws_socket, code: u16, reason: *const c_char, was_clean: bool),
+>;
+
+/// The event callbacks of one connection, copied by `ws_new`.
+///
+/// Callbacks of one handle run on its own background thread, one at a time,
+/// in order, never after `ws_free` has returned. Inside a callback every
+/// libws function may be called, including `ws_send_*`, `ws_close` and
+/// `ws_free` on the same handle.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ws_callbacks {
+    /// Passed back unchanged to every callback.
+    pub user_data: *mut c_void,
+    /// Each callback may be NULL.
+    pub on_open: ws_on_open,
+    pub on_message: ws_on_message,
+    pub on_error: ws_on_error,
+    pub on_close: ws_on_close,
+}
+
+/// Calls the C callbacks; lives on the I/O thread.
+struct CHandler {
+    callbacks: ws_callbacks,
+    ws: *mut ws_socket,
+}
+
+// SAFETY: the callbacks and user_data are the caller's, who hands them to a
+// background thread by calling ws_new (documented in ws.h); `ws` is only
+// passed back, never dereferenced here.
+unsafe impl Send for CHandler {}
+
+impl Handler for CHandler {
+    fn on_open(&mut self) {
+        if let Some(f) = self.callbacks.on_open {
+            // SAFETY: a C function pointer the caller supplied for this.
+            unsafe { f(self.callbacks.user_data, self.ws) }
+        }
+    }
+    fn on_message(&mut self, data: &[u8], text: bool) {
+        if let Some(f) = self.callbacks.on_message {
+            // SAFETY: data is live and NUL-followed for the call's duration.
+            unsafe { f(self.callbacks.user_data, self.ws, data.as_ptr(), data.len(), text) }
+        }
+    }
+    fn on_error(&mut self, message: &CStr) {
+        if let Some(f) = self.callbacks.on_error {
+            // SAFETY: message is a live C string for the call's duration.
+            unsafe { f(self.callbacks.user_data, self.ws, message.as_ptr()) }
+        }
+    }
+    fn on_close(&mut self, code: u16, reason: &CStr, was_clean: bool) {
+        if let Some(f) = self.callbacks.on_close {
+            // SAFETY: reason is a live C string for the call's duration.
+            unsafe { f(self.callbacks.user_data, self.ws, code, reason.as_ptr(), was_clean) }
+        }
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<(c_int, CString)> = RefCell::new((WS_OK, CString::default()));
+}
+
+fn set_last_error(e: &Error) {
+    let text = CString::new(e.message.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|l| *l.borrow_mut() = (e.code(), text));
+}
+
+/// Runs `body`; a panic becomes `default` instead of unwinding into C.
+fn guard<T>(default: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(default)
+}
+
+fn result_code(r: Result<(), Error>) -> c_int {
+    match r {
+        Ok(()) => WS_OK,
+        Err(e) => e.code(),
+    }
+}
+
+/// A C string argument as UTF-8; `None` if NULL or not UTF-8.
+///
+/// SAFETY: `p` is NULL or a NUL-terminated string live for `'a`.
+unsafe fn str_arg<'a>(p: *const c_char) -> Option<&'a str> {
+    if p.is_null() {
+        return None;
+    }
+    CStr::from_ptr(p).to_str().ok()
+}
+
+/// `len` bytes at `p`; `None` when `p` is NULL but `len` is not 0.
+///
+/// SAFETY: `p` is NULL or points to `len` readable bytes.
+unsafe fn bytes_arg<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
+    match (p.is_null(), len) {
+        (_, 0) => Some(&[]),
+        (true, _) => None,
+        (false, _) => Some(std::slice::from_raw_parts(p, len)),
+    }
+}
+
+/// SAFETY: `ws` is NULL or a live handle from ws_new.
+unsafe fn client<'a>(ws: *const ws_socket) -> Option<&'a Client> {
+    ws.as_ref().map(|w| &w.client)
+}
+
+/// SAFETY: as `ws_new`.
+unsafe fn new_socket(
+    url: *const c_char,
+    protocols: *const *const c_char,
+    num_protocols: usize,
+    callbacks: *const ws_callbacks,
+    options: Option<&Options>,
+) -> Result<*mut ws_socket, Error> {
+    if url.is_null() {
+        return Err(Error::invalid_argument("url is NULL"));
+    }
+    let url = CStr::from_ptr(url)
+        .to_str()
+        .map_err(|_| Error::invalid_argument("url is not valid UTF-8"))?;
+    if num_protocols > 0 && protocols.is_null() {
+        return Err(Error::invalid_argument("protocols is NULL but num_protocols is not 0"));
+    }
+    let mut names = Vec::with_capacity(num_protocols);
+    for i in 0..num_protocols {
+        let p = *protocols.add(i);
+        if p.is_null() {
+            return Err(Error::invalid_argument(format!("protocols[{i}] is NULL")));
+        }
+        let name = CStr::from_ptr(p)
+            .to_str()
+            .map_err(|_| Error::new(crate::ErrorKind::Syntax, format!("protocols[{i}] is not an HTTP token")))?;
+        names.push(name);
+    }
+    let default_options = Options::default();
+    let mut client = Client::new(url, &names, options.unwrap_or(&default_options))?;
+    let callbacks = callbacks.as_ref().copied().unwrap_or(ws_callbacks {
+        user_data: std::ptr::null_mut(),
+        on_open: None,
+        on_message: None,
+        on_error: None,
+        on_close: None,
+    });
+    let _ = &mut client;
+    let ws = Box::into_raw(Box::new(ws_socket { client }));
+    let handler = Box::new(CHandler { callbacks, ws });
+    if let Err(e) = (*ws).client.start(handler) {
+        drop(Box::from_raw(ws));
+        return Err(e);
+    }
+    Ok(ws)
+}
+
+fn new_or_null(r: Result<*mut ws_socket, Error>) -> *mut ws_socket {
+    match r {
+        Ok(ws) => ws,
+        Err(e) => {
+            set_last_error(&e);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+fn internal_panic() -> Result<*mut ws_socket, Error> {
+    Err(Error::new(
+        crate::ErrorKind::Internal,
+        "internal error (panic) in ws_new",
+    ))
+}
+
+/// Creates a connection and starts connecting at once on a background
+/// thread; returns without waiting for the network.
+///
+/// `url`: `ws://`, `wss://`, `http://` (taken as `ws://`) or `https://`
+/// (taken as `wss://`), parsed as the WHATWG URL Standard parses it. A
+/// fragment, another scheme or an unparsable URL gives NULL with
+/// `WS_ERR_SYNTAX`.
+///
+/// `protocols`: `num_protocols` subprotocol names (NULL when 0), offered in
+/// this order; each must be an HTTP token, without duplicates, else NULL with
+/// `WS_ERR_SYNTAX`.
+///
+/// `callbacks`: copied; may be NULL for no callbacks. `callbacks->user_data`
+/// must stay valid until `on_close` has run or `ws_free` has returned.
+///
+/// Returns a handle the caller owns and must release with `ws_free`, or NULL;
+/// then `ws_last_error_code()` and `ws_last_error()` say why. The strings
+/// passed in are copied and may be freed when this returns.
+///
+/// # Safety
+/// `url` is NULL or a NUL-terminated string; `protocols` is NULL or points to
+/// `num_protocols` pointers, each NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ws_new(
+    url: *const c_char,
+    protocols: *const *const c_char,
+    num_protocols: usize,
+    callbacks: *const ws_callbacks,
+) -> *mut ws_socket {
+    new_or_null(guard(internal_panic(), || {
+        new_socket(url, protocols, num_protocols, callbacks, None)
+    }))
+}
+
+/// As `ws_new`, with settings. `options` may be NULL (all defaults); it is
+/// copied, so it may be freed as soon as this returns.
+///
+/// # Safety
+/// As `ws_new`; `options` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_new_with_options(
+    url: *const c_char,
+    protocols: *const *const c_char,
+    num_protocols: usize,
+    callbacks: *const ws_callbacks,
+    options: *const ws_options,
+) -> *mut ws_socket {
+    let options = options.as_ref().map(|o| &o.options);
+    new_or_null(guard(internal_panic(), || {
+        new_socket(url, protocols, num_protocols, callbacks, options)
+    }))
+}
+
+/// Queues one text message: copies `len` bytes of `utf8`, which must be valid
+/// UTF-8 (else `WS_ERR_INVALID_ARGUMENT`); `utf8` may be NULL only when `len`
+/// is 0. The text need not be NUL-terminated.
+///
+/// While `WS_CONNECTING`: `WS_ERR_INVALID_STATE`. While `WS_OPEN`: queued,
+/// `bufferedAmount` grows by `len`, returns at once (or `WS_ERR_BUFFER_FULL`
+/// past `ws_options_set_max_buffered_amount`). While `WS_CLOSING` or
+/// `WS_CLOSED`: as browsers do, `bufferedAmount` grows, the data is
+/// discarded, `WS_OK`. Messages go out in the order of the calls that
+/// returned `WS_OK`. Any thread, also inside callbacks.
+///
+/// # Safety
+/// `ws` is NULL or a live handle; `utf8` is NULL or points to `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ws_send_string(ws: *mut ws_socket, utf8: *const c_char, len: usize) -> c_int {
+    guard(WS_ERR_INTERNAL, || {
+        let (Some(client), Some(data)) = (client(ws), bytes_arg(utf8.cast(), len)) else {
+            return WS_ERR_INVALID_ARGUMENT;
+        };
+        result_code(client.send_text(data))
+    })
+}
+
+/// Queues one binary message: copies `len` bytes of `data`, which may be
+/// NULL only when `len` is 0. States and results as `ws_send_string`.
+///
+/// # Safety
+/// `ws` is NULL or a live handle; `data` is NULL or points to `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ws_send_bytes(ws: *mut ws_socket, data: *const u8, len: usize) -> c_int {
+    guard(WS_ERR_INTERNAL, || {
+        let (Some(client), Some(data)) = (client(ws), bytes_arg(data, len)) else {
+            return WS_ERR_INVALID_ARGUMENT;
+        };
+        result_code(client.send_binary(data))
+    })
+}
+
+/// Starts closing, as the browser's `close(code, reason)`.
+///
+/// `code` 0 means "no code"; `reason` NULL means "no reason". A code other
+/// than 0, 1000 or 3000..4999 gives `WS_ERR_INVALID_ACCESS`; a reason over
+/// 123 UTF-8 bytes `WS_ERR_SYNTAX`; a reason that is not UTF-8
+/// `WS_ERR_INVALID_ARGUMENT`. A reason without a code is sent with 1000.
+///
+/// While `WS_CONNECTING` the connection fails: readyState is `WS_CLOSING` at
+/// once, then `on_error` and `on_close` (1006) follow promptly. While
+/// `WS_OPEN` the closing handshake starts (`WS_CLOSING`); every message
+/// accepted before goes out first, and `on_close` follows when the server
+/// has answered and closed TCP, or after the close timeout (1006). While
+/// `WS_CLOSING` or `WS_CLOSED`: nothing happens, `WS_OK`. Never blocks.
+///
+/// # Safety
+/// `ws` is NULL or a live handle; `reason` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ws_close(ws: *mut ws_socket, code: u16, reason: *const c_char) -> c_int {
+    guard(WS_ERR_INTERNAL, || {
+        let Some(client) = client(ws) else {
+            return WS_ERR_INVALID_ARGUMENT;
+        };
+        let reason = if reason.is_null() {
+            None
+        } else {
+            match str_arg(reason) {
+                Some(r) => Some(r),
+                None => return WS_ERR_INVALID_ARGUMENT,
+            }
+        };
+        result_code(client.close(code, reason))
+    })
+}
+
+/// readyState: `WS_CONNECTING`, `WS_OPEN`, `WS_CLOSING` or `WS_CLOSED`.
+/// Updated before the callback that announces a change. 0 for NULL.
+///
+/// # Safety
+/// `ws` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ws_ready_state(ws: *const ws_socket) -> c_int {
+    guard(0, || client(ws).map_or(0, |c| c_int::from(c.ready_state())))
+}
+
+/// bufferedAmount: bytes accepted by `ws_send_*` and not yet written to the
+/// socket (and, as in browsers, every byte sent while closing or closed).
+/// 0 for NULL.
+///
+/// # Safety
+/// `ws` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ws_buffered_amount(ws: *const ws_socket) -> u64 {
+    guard(0, || client(ws).map_or(0, |c| c.buffered_amount()))
+}
+
+/// The serialized URL, e.g. "ws://host:9001/path" (http:// shown as ws://).
+/// Owned by the handle: valid until `ws_free`. "" for NULL.
+///
+/// # Safety
+/// `ws` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ws_url(ws: *const ws_socket) -> *const c_char {
+    guard(c"".as_ptr(), || client(ws).map_or(c"".as_ptr(), |c| c.url().as_ptr()))
+}
+
+/// The subprotocol the server chose: "" until open, or if none. Owned by
+/// the handle: valid until `ws_free`. "" for NULL.
+///
+/// # Safety
+/// `ws` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ws_protocol(ws: *const ws_socket) -> *const c_char {
+    guard(c"".as_ptr(), || {
+        client(ws).map_or(c"".as_ptr(), |c| c.protocol().as_ptr())
+    })
+}
+
+/// The extensions the server chose: "" if none. Owned by the handle: valid
+/// until `ws_free`. "" for NULL.
+///
+/// # Safety
+/// `ws` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ws_extensions(ws: *const ws_socket) -> *const c_char {
+    guard(c"".as_ptr(), || {
+        client(ws).map_or(c"".as_ptr(), |c| c.extensions().as_ptr())
+    })
+}
+
+/// Releases the handle; NULL is ignored. An open connection is closed with
+/// 1001 (going away) in the background, bounded by the close timeout: this
+/// returns at once, whatever the network does. No callback of this handle
+/// runs after `ws_free` returns; when another thread is inside one of its
+/// callbacks, `ws_free` waits for that callback to return, so `user_data`
+/// may be freed right after. Callable from inside a callback (the handle
+/// must not be used once that callback returns). Call it exactly once.
+///
+/// # Safety
+/// `ws` is NULL or a live handle, not used again afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn ws_free(ws: *mut ws_socket) {
+    guard((), || {
+        if !ws.is_null() {
+            Box::from_raw(ws).client.free();
+        }
+    })
+}
+
+/// The result code of the last `ws_new*` that returned NULL on this thread;
+/// `WS_OK` if none has.
+#[no_mangle]
+pub extern "C" fn ws_last_error_code() -> c_int {
+    guard(WS_ERR_INTERNAL, || LAST_ERROR.with(|l| l.borrow().0))
+}
+
+/// The message of the last `ws_new*` that returned NULL on this thread; ""
+/// if none has. Owned by libws: valid until the next failing `ws_new*` on
+/// this thread.
+#[no_mangle]
+pub extern "C" fn ws_last_error() -> *const c_char {
+    guard(c"".as_ptr(), || LAST_ERROR.with(|l| l.borrow().1.as_ptr()))
+}
+
+/// Static text for a `WS_*` result code; never NULL, never to be freed.
+#[no_mangle]
+pub extern "C" fn ws_strerror(code: c_int) -> *const c_char {
+    error::strerror(code).as_ptr().cast()
+}
+
+/// The library version, "MAJOR.MINOR.PATCH". Static.
+#[no_mangle]
+pub extern "C" fn ws_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// New settings, all at their defaults (connect timeout 30000 ms, close
+/// timeout 5000 ms, max message size 64 MiB, no max buffered amount, no
+/// extra headers). The caller owns the result and releases it with
+/// `ws_options_free`. NULL only if memory ran out.
+#[no_mangle]
+pub extern "C" fn ws_options_new() -> *mut ws_options {
+    guard(std::ptr::null_mut(), || {
+        Box::into_raw(Box::new(ws_options {
+            options: Options::default(),
+        }))
+    })
+}
+
+/// Releases settings from `ws_options_new`; NULL is ignored. Connections
+/// created with them keep their own copy.
+///
+/// # Safety
+/// `options` is NULL or a live `ws_options`, not used again afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_free(options: *mut ws_options) {
+    guard((), || {
+        if !options.is_null() {
+            drop(Box::from_raw(options));
+        }
+    })
+}
+
+/// SAFETY: `o` is NULL or a live ws_options used by this thread only.
+unsafe fn with_options(o: *mut ws_options, f: impl FnOnce(&mut Options) -> Result<(), Error>) -> c_int {
+    guard(WS_ERR_INTERNAL, || match o.as_mut() {
+        Some(o) => result_code(f(&mut o.options)),
+        None => WS_ERR_INVALID_ARGUMENT,
+    })
+}
+
+/// Adds a header to the handshake request (both strings are copied).
+/// `WS_ERR_INVALID_ARGUMENT` when either is NULL or not UTF-8, the name is
+/// not an HTTP token, the value holds CR, LF or NUL, or the name is one the
+/// handshake writes itself (Host, Upgrade, Connection, Sec-WebSocket-*).
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`; `name` and `value` are NULL or
+/// NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_add_header(o: *mut ws_options, name: *const c_char, value: *const c_char) -> c_int {
+    with_options(o, |o| match (str_arg(name), str_arg(value)) {
+        (Some(name), Some(value)) => o.add_header(name, value),
+        _ => Err(Error::invalid_argument("header name or value is NULL or not UTF-8")),
+    })
+}
+
+/// Time allowed for DNS, TCP, TLS and the HTTP upgrade together; default
+/// 30000. 0 gives `WS_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_connect_timeout_ms(o: *mut ws_options, ms: u32) -> c_int {
+    with_options(o, |o| o.set_connect_timeout_ms(ms))
+}
+
+/// Largest incoming message, in bytes; default 64 MiB. A larger message
+/// fails the connection (close code 1009). 0 gives `WS_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_max_message_size(o: *mut ws_options, bytes: u64) -> c_int {
+    with_options(o, |o| o.set_max_message_size(bytes))
+}
+
+/// Time allowed for the closing handshake, from our close frame to the
+/// server's TCP close; default 5000. After it the socket is closed and
+/// `on_close` reports 1006. 0 gives `WS_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_close_timeout_ms(o: *mut ws_options, ms: u32) -> c_int {
+    with_options(o, |o| o.set_close_timeout_ms(ms))
+}
+
+/// Upper bound for bufferedAmount while `WS_OPEN`: a send that would exceed
+/// it returns `WS_ERR_BUFFER_FULL` and queues nothing. 0 (the default) means
+/// no limit, as in browsers.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_max_buffered_amount(o: *mut ws_options, bytes: u64) -> c_int {
+    with_options(o, |o| {
+        o.set_max_buffered_amount(bytes);
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strerror_covers_every_code() {
+        for code in [WS_OK, -1, -2, -3, WS_ERR_INVALID_ARGUMENT, -5, WS_ERR_INTERNAL, 42] {
+            let s = unsafe { CStr::from_ptr(ws_strerror(code)) };
+            assert!(!s.to_bytes().is_empty());
+        }
+    }
+}

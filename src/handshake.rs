@@ -1,0 +1,178 @@
+//! The opening handshake (RFC 6455 section 4.1) with the WHATWG rules for
+//! subprotocols and extensions, which are stricter than tungstenite's.
+
+use crate::options::Options;
+use crate::target::Target;
+
+/// A response head larger than this fails the connection.
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+
+/// The request bytes and the key whose accept value the server must return.
+pub fn request(target: &Target, options: &Options) -> (Vec<u8>, String) {
+    let key = tungstenite::handshake::client::generate_key();
+    let mut req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n",
+        target.resource, target.host_header, key
+    );
+    if !target.protocols.is_empty() {
+        req.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", target.protocols.join(", ")));
+    }
+    for (name, value) in &options.headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    (req.into_bytes(), key)
+}
+
+/// What a successful handshake agreed on.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Agreed {
+    pub protocol: String,
+    pub extensions: String,
+    /// Bytes that followed the response head: the first frames.
+    pub head_len: usize,
+}
+
+/// `Ok(None)`: the head is not complete yet. `Err`: the connection fails,
+/// with a message for `on_error`.
+pub fn parse_response(buf: &[u8], key: &str, offered: &[String]) -> Result<Option<Agreed>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+            return Err(format!(
+                "handshake response head is larger than {MAX_RESPONSE_HEAD} bytes"
+            ))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("invalid HTTP response to the handshake: {e}")),
+    };
+    if head_len > MAX_RESPONSE_HEAD {
+        return Err(format!(
+            "handshake response head is larger than {MAX_RESPONSE_HEAD} bytes"
+        ));
+    }
+    let status = response.code.unwrap_or(0);
+    if status != 101 {
+        // Redirects are not followed (WHATWG: "the WebSocket connection is failed").
+        return Err(format!(
+            "unexpected HTTP status {status} {} in the handshake response (expected 101)",
+            response.reason.unwrap_or("")
+        ));
+    }
+    let values = |name: &str| -> Vec<&str> {
+        response
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| std::str::from_utf8(h.value).unwrap_or("\u{fffd}").trim())
+            .collect()
+    };
+    let has_token = |name: &str, token: &str| {
+        values(name)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token("upgrade", "websocket") {
+        return Err("handshake response has no 'Upgrade: websocket' header".into());
+    }
+    if !has_token("connection", "upgrade") {
+        return Err("handshake response has no 'Connection: Upgrade' header".into());
+    }
+    let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    match values("sec-websocket-accept").as_slice() {
+        [accept] if *accept == expected => {}
+        [accept] => return Err(format!("wrong Sec-WebSocket-Accept {accept:?} (expected {expected:?})")),
+        [] => return Err("handshake response has no Sec-WebSocket-Accept header".into()),
+        _ => return Err("handshake response has more than one Sec-WebSocket-Accept header".into()),
+    }
+    // RFC 6455 4.1 step 6: no extension was offered, so none may be used.
+    let extensions = values("sec-websocket-extensions");
+    if let Some(ext) = extensions.iter().find(|e| !e.is_empty()) {
+        return Err(format!("server chose extension {ext:?}, which was not offered"));
+    }
+    let protocol = match values("sec-websocket-protocol").as_slice() {
+        [] if offered.is_empty() => String::new(),
+        [] => return Err("server chose none of the offered subprotocols".into()),
+        [p] if offered.iter().any(|o| o == p) => p.to_string(),
+        [p] if offered.is_empty() => return Err(format!("server chose subprotocol {p:?}, but none was offered")),
+        [p] => return Err(format!("server chose subprotocol {p:?}, which was not offered")),
+        _ => return Err("handshake response has more than one Sec-WebSocket-Protocol header".into()),
+    };
+    Ok(Some(Agreed {
+        protocol,
+        extensions: String::new(),
+        head_len,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    fn response(extra: &str) -> String {
+        format!("HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\nCONNECTION: keep-alive, Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n{extra}\r\n")
+    }
+
+    #[test]
+    fn request_has_every_header() {
+        let t = Target::parse("ws://h:9/p?q", &["a", "b"]).unwrap();
+        let mut o = Options::default();
+        o.add_header("X-Y", "z").unwrap();
+        let (req, key) = request(&t, &o);
+        let req = String::from_utf8(req).unwrap();
+        assert!(req.starts_with("GET /p?q HTTP/1.1\r\nHost: h:9\r\n"));
+        assert!(req.contains(&format!("Sec-WebSocket-Key: {key}\r\n")));
+        assert!(req.contains("Sec-WebSocket-Protocol: a, b\r\n"));
+        assert!(req.ends_with("X-Y: z\r\n\r\n"));
+    }
+
+    #[test]
+    fn accepts_valid_response_with_tail() {
+        let mut r = response("").into_bytes();
+        let head = r.len();
+        r.extend_from_slice(&[0x81, 0]);
+        let a = parse_response(&r, KEY, &[]).unwrap().unwrap();
+        assert_eq!(a.head_len, head);
+        assert_eq!(a.protocol, "");
+        assert_eq!(parse_response(&r[..head - 1], KEY, &[]), Ok(None));
+    }
+
+    #[test]
+    fn protocol_rules() {
+        let offered = vec!["a".to_string(), "b".to_string()];
+        let r = response("Sec-WebSocket-Protocol: b\r\n");
+        assert_eq!(
+            parse_response(r.as_bytes(), KEY, &offered).unwrap().unwrap().protocol,
+            "b"
+        );
+        assert!(parse_response(r.as_bytes(), KEY, &[]).is_err());
+        assert!(parse_response(response("").as_bytes(), KEY, &offered).is_err());
+        let r = response("Sec-WebSocket-Protocol: c\r\n");
+        assert!(parse_response(r.as_bytes(), KEY, &offered).is_err());
+    }
+
+    #[test]
+    fn failures() {
+        let bad = [
+            "HTTP/1.1 403 Forbidden\r\n\r\n".to_string(),
+            "HTTP/1.1 302 Found\r\nLocation: ws://x/\r\n\r\n".to_string(),
+            response("").replace(ACCEPT, "AAAA"),
+            response("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+            response("").replace("upgrade: WebSocket\r\n", ""),
+            "garbage\r\n\r\n".to_string(),
+        ];
+        for r in bad {
+            assert!(parse_response(r.as_bytes(), KEY, &[]).is_err(), "{r}");
+        }
+        let huge = format!("HTTP/1.1 101 OK\r\nX: {}\r\n", "a".repeat(MAX_RESPONSE_HEAD));
+        assert!(parse_response(huge.as_bytes(), KEY, &[]).is_err());
+    }
+}

@@ -1,0 +1,507 @@
+//! The I/O thread: one per connection. It alone owns the socket; the API
+//! talks to it through the command channel and the eventfd (DESIGN.md 1).
+//! Every wait is `poll(2)` with the nearest deadline as its timeout.
+
+use crate::client::Handler;
+use crate::handshake::{self, Agreed};
+use crate::net::{self, Stream};
+use crate::options::Options;
+use crate::protocol::{Incoming, InputBuffer, Reader, Writer, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
+use crate::shared::{Command, Shared, CLOSED, CLOSING, CONNECTING, OPEN};
+use crate::target::{Target, TargetHost};
+use crossbeam_channel::Receiver;
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tungstenite::protocol::frame::coding::Control;
+
+/// After both close frames have crossed, how long the server has to close
+/// TCP before the client does (RFC 6455 7.1.1: the server closes first).
+const TCP_CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long a failing connection tries to get its close frame out.
+const FAIL_LINGER: Duration = Duration::from_millis(500);
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How a connection ended; each maps to the last callbacks.
+#[derive(Debug)]
+enum End {
+    /// The closing handshake completed: the server's code and reason.
+    Clean { code: u16, reason: String },
+    /// Dropped, timed out: on_close 1006 without on_error.
+    Abnormal,
+    /// Failed: on_error with this text, then on_close 1006.
+    Failed(String),
+}
+
+pub fn spawn(
+    shared: Arc<Shared>,
+    commands: Receiver<Command>,
+    target: Target,
+    options: Options,
+    handler: Box<dyn Handler>,
+) -> io::Result<()> {
+    let io = Io {
+        shared,
+        commands,
+        handler,
+        options,
+    };
+    std::thread::Builder::new()
+        .name("libws-io".into())
+        .spawn(move || io.run(target))?;
+    Ok(())
+}
+
+struct Io {
+    shared: Arc<Shared>,
+    commands: Receiver<Command>,
+    handler: Box<dyn Handler>,
+    options: Options,
+}
+
+/// An open connection's protocol state.
+struct Conn {
+    stream: Stream,
+    input: InputBuffer,
+    reader: Reader,
+    writer: Writer,
+    close_sent_at: Option<Instant>,
+    /// The server's close frame: code (1005 for none) and reason.
+    close_received: Option<(u16, String)>,
+    crossed_at: Option<Instant>,
+}
+
+impl Conn {
+    /// The nearest of the close timeout and the wait for TCP close.
+    fn deadline(&self, close_timeout: Duration) -> Option<Instant> {
+        let close = self.close_sent_at.map(|t| t + close_timeout);
+        let tcp = self.crossed_at.map(|t| t + TCP_CLOSE_WAIT);
+        match (close, tcp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The connection is gone: clean exactly when the server's close frame
+    /// arrived (the closing handshake completed from our side).
+    fn ended(&self) -> End {
+        match &self.close_received {
+            Some((code, reason)) => End::Clean {
+                code: *code,
+                reason: reason.clone(),
+            },
+            None => End::Abnormal,
+        }
+    }
+}
+
+impl Io {
+    fn run(mut self, target: Target) {
+        let _ = self.shared.io_thread.set(std::thread::current().id());
+        let deadline = Instant::now() + self.options.connect_timeout;
+        let end = match self.establish(&target, deadline) {
+            Ok((stream, tail, agreed)) => self.open(stream, tail, agreed),
+            Err(end) => end,
+        };
+        self.finish(end);
+    }
+
+    fn open(&mut self, stream: Stream, tail: Vec<u8>, agreed: Agreed) -> End {
+        let _ = self.shared.protocol.set(c_string(agreed.protocol));
+        let _ = self.shared.extensions.set(c_string(agreed.extensions));
+        if !self.shared.transition(Some(CONNECTING), OPEN) {
+            // ws_close() won the race against the last handshake bytes.
+            return End::Failed(closed_before_open());
+        }
+        self.emit(|h| h.on_open());
+        let mut conn = Conn {
+            stream,
+            input: InputBuffer::from_tail(tail),
+            reader: Reader::new(self.options.max_message_size),
+            writer: Writer::default(),
+            close_sent_at: None,
+            close_received: None,
+            crossed_at: None,
+        };
+        match self.open_loop(&mut conn) {
+            Ok(never) => match never {},
+            Err(end) => end,
+        }
+        // `conn` drops here: the socket is closed before on_close runs.
+    }
+
+    fn finish(&mut self, end: End) {
+        self.shared.transition(None, CLOSED);
+        match end {
+            End::Clean { code, reason } => {
+                let reason = c_string(reason);
+                self.emit(|h| h.on_close(code, &reason, true));
+            }
+            End::Abnormal => self.emit(|h| h.on_close(CLOSE_ABNORMAL, c"", false)),
+            End::Failed(message) => {
+                let message = c_string(message);
+                self.emit(|h| h.on_error(&message));
+                self.emit(|h| h.on_close(CLOSE_ABNORMAL, c"", false));
+            }
+        }
+    }
+
+    /// Runs one callback unless the handle is freed (DESIGN.md 2).
+    fn emit(&mut self, f: impl FnOnce(&mut dyn Handler)) {
+        if self.shared.freed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let _guard = self.shared.dispatch.lock().unwrap_or_else(|e| e.into_inner());
+        if self.shared.freed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let handler = &mut *self.handler;
+        // A panicking Rust handler must not take the I/O thread with it.
+        let _ = catch_unwind(AssertUnwindSafe(|| f(handler)));
+    }
+
+    // ----- CONNECTING: resolve, connect, upgrade, all abortable -----
+
+    fn establish(&mut self, target: &Target, deadline: Instant) -> Result<(Stream, Vec<u8>, Agreed), End> {
+        if target.secure {
+            return Err(End::Failed(
+                "wss:// is not supported by this build: TLS support has not landed yet".into(),
+            ));
+        }
+        let addrs = self.resolve(target, deadline)?;
+        let tcp = self.connect(target, &addrs, deadline)?;
+        let mut stream = Stream::Plain(tcp);
+        let (agreed, tail) = self.upgrade(&mut stream, target, deadline)?;
+        Ok((stream, tail, agreed))
+    }
+
+    /// Waits for the socket (or only for a command), failing on the
+    /// deadline, ws_close() or ws_free().
+    fn wait_connecting(&mut self, socket: Option<(i32, i16)>, deadline: Instant, what: &str) -> Result<i16, End> {
+        let ready = net::poll(self.shared.waker.fd(), socket, Some(deadline))
+            .map_err(|e| End::Failed(format!("internal error: poll failed: {e}")))?;
+        if ready.woken {
+            self.shared.waker.reset();
+            while let Ok(cmd) = self.commands.try_recv() {
+                match cmd {
+                    Command::Close { .. } | Command::Free => return Err(End::Failed(closed_before_open())),
+                    // send() refuses while CONNECTING, so none can be queued.
+                    Command::Send { .. } => {}
+                }
+            }
+            if self.shared.freed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(End::Failed(closed_before_open()));
+            }
+        }
+        if ready.timed_out || Instant::now() >= deadline {
+            return Err(End::Failed(format!(
+                "connect timeout: {what} did not finish within {} ms",
+                self.options.connect_timeout.as_millis()
+            )));
+        }
+        Ok(ready.socket)
+    }
+
+    fn resolve(&mut self, target: &Target, deadline: Instant) -> Result<Vec<SocketAddr>, End> {
+        let name = match &target.host {
+            TargetHost::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, target.port)]),
+            TargetHost::Domain(name) => name.clone(),
+        };
+        // getaddrinfo cannot be interrupted: run it on its own thread, which
+        // reports through a channel and the eventfd (DESIGN.md 1).
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let waker = self.shared.waker.clone();
+        let port = target.port;
+        let lookup = name.clone();
+        std::thread::Builder::new()
+            .name("libws-dns".into())
+            .spawn(move || {
+                let result = (lookup.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>());
+                let _ = tx.send(result);
+                waker.wake();
+            })
+            .map_err(|e| End::Failed(format!("cannot start resolver thread: {e}")))?;
+        loop {
+            if let Ok(result) = rx.try_recv() {
+                return match result {
+                    Ok(addrs) if !addrs.is_empty() => Ok(addrs),
+                    Ok(_) => Err(End::Failed(format!("cannot resolve host {name}: no addresses"))),
+                    Err(e) => Err(End::Failed(format!("cannot resolve host {name}: {e}"))),
+                };
+            }
+            self.wait_connecting(None, deadline, &format!("resolving {name}"))?;
+        }
+    }
+
+    fn connect(
+        &mut self,
+        target: &Target,
+        addrs: &[SocketAddr],
+        deadline: Instant,
+    ) -> Result<std::net::TcpStream, End> {
+        let mut errors = Vec::new();
+        for addr in addrs {
+            let tcp = match net::start_connect(addr) {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    errors.push(format!("{addr}: {e}"));
+                    continue;
+                }
+            };
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+            while self.wait_connecting(Some((fd, libc::POLLOUT)), deadline, &format!("TCP connect to {addr}"))? == 0 {}
+            match net::finish_connect(&tcp) {
+                Ok(()) => return Ok(tcp),
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        Err(End::Failed(format!(
+            "cannot connect to {}:{}: {}",
+            target.host_header.trim_end_matches(&format!(":{}", target.port)),
+            target.port,
+            errors.join("; ")
+        )))
+    }
+
+    fn upgrade(&mut self, stream: &mut Stream, target: &Target, deadline: Instant) -> Result<(Agreed, Vec<u8>), End> {
+        let (request, key) = handshake::request(target, &self.options);
+        let fd = stream.fd();
+        let mut written = 0;
+        while written < request.len() {
+            match stream.write(&request[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait_connecting(Some((fd, libc::POLLOUT)), deadline, "the WebSocket handshake")?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(End::Failed(format!("connection lost during the handshake: {e}"))),
+            }
+        }
+        let mut response = InputBuffer::default();
+        loop {
+            let spare = response.spare(4096);
+            match stream.read(spare) {
+                Ok(0) => return Err(End::Failed("server closed the connection during the handshake".into())),
+                Ok(n) => {
+                    response.commit(n);
+                    let head = response.pending();
+                    match handshake::parse_response(head, &key, &target.protocols) {
+                        Ok(Some(agreed)) => {
+                            let tail = head[agreed.head_len..].to_vec();
+                            return Ok((agreed, tail));
+                        }
+                        Ok(None) => {}
+                        Err(message) => return Err(End::Failed(message)),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    response.commit(0);
+                    self.wait_connecting(Some((fd, libc::POLLIN)), deadline, "the WebSocket handshake")?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => response.commit(0),
+                Err(e) => return Err(End::Failed(format!("connection lost during the handshake: {e}"))),
+            }
+        }
+    }
+
+    // ----- OPEN and CLOSING -----
+
+    fn open_loop(&mut self, conn: &mut Conn) -> Result<Infallible, End> {
+        // Frames that arrived in the same packets as the 101 response.
+        self.process_input(conn)?;
+        loop {
+            self.drain_commands(conn);
+            self.flush(conn)?;
+            let deadline = conn.deadline(self.options.close_timeout);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(conn.ended());
+            }
+            let mut events = libc::POLLIN;
+            if !conn.writer.is_empty() {
+                events |= libc::POLLOUT;
+            }
+            let ready = net::poll(self.shared.waker.fd(), Some((conn.stream.fd(), events)), deadline)
+                .map_err(|e| End::Failed(format!("internal error: poll failed: {e}")))?;
+            if ready.woken {
+                self.shared.waker.reset();
+            }
+            if ready.socket & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                self.read_socket(conn)?;
+            }
+        }
+    }
+
+    fn drain_commands(&mut self, conn: &mut Conn) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                // After our close frame no data frame may follow (RFC 6455
+                // 5.5.1); such a send returned while CLOSING and stays counted.
+                Command::Send { buf, text } if conn.close_sent_at.is_none() => conn.writer.push_data(buf, text),
+                Command::Send { .. } => {}
+                Command::Close { code, reason } => self.send_close(conn, code, &reason),
+                Command::Free => {
+                    self.shared.transition(Some(OPEN), CLOSING);
+                    // Sends accepted before the handle was freed go out first.
+                    self.drain_commands(conn);
+                    self.send_close(conn, CLOSE_GOING_AWAY, "");
+                }
+            }
+        }
+    }
+
+    fn send_close(&mut self, conn: &mut Conn, code: u16, reason: &str) {
+        if conn.close_sent_at.is_none() {
+            conn.writer.push_close(code, reason);
+            let now = Instant::now();
+            conn.close_sent_at = Some(now);
+            if conn.close_received.is_some() {
+                conn.crossed_at = Some(now);
+            }
+        }
+    }
+
+    fn flush(&mut self, conn: &mut Conn) -> Result<(), End> {
+        let buffered = &self.shared.buffered;
+        let result = conn.writer.write_to(&mut conn.stream, |n| {
+            buffered.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+        });
+        match result {
+            Ok(()) => Ok(()),
+            // The peer is gone; what it sent before may still say how.
+            Err(_) => {
+                self.read_socket(conn)?;
+                Err(conn.ended())
+            }
+        }
+    }
+
+    /// Reads until the socket would block, handling frames as they arrive.
+    fn read_socket(&mut self, conn: &mut Conn) -> Result<(), End> {
+        loop {
+            let spare = conn.input.spare(READ_CHUNK);
+            match conn.stream.read(spare) {
+                Ok(0) => return Err(conn.ended()),
+                Ok(n) => {
+                    conn.input.commit(n);
+                    self.process_input(conn)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A reset without a close frame: 1006, no on_error (as browsers).
+                Err(_) => return Err(conn.ended()),
+            }
+        }
+    }
+
+    fn process_input(&mut self, conn: &mut Conn) -> Result<(), End> {
+        loop {
+            let incoming = match conn.reader.next(&mut conn.input) {
+                Ok(Some(incoming)) => incoming,
+                Ok(None) => return Ok(()),
+                Err(v) => return Err(self.fail(conn, v.code, v.message)),
+            };
+            if conn.close_received.is_some() {
+                // Nothing may follow the close frame (RFC 6455 5.5.1).
+                return Err(self.fail(conn, 0, "server sent a frame after its close frame".into()));
+            }
+            match incoming {
+                Incoming::Message { text } => {
+                    // WHATWG: a message received while not OPEN is dropped.
+                    if self.shared.state() == OPEN {
+                        let data = conn.reader.message();
+                        self.emit(|h| h.on_message(data, text));
+                    }
+                }
+                Incoming::Ping(payload) => {
+                    if conn.close_sent_at.is_none() {
+                        conn.writer.push_control(Control::Pong, &payload);
+                    }
+                }
+                Incoming::Pong => {}
+                Incoming::Close { code, reason } => {
+                    conn.close_received = Some((code, reason.clone()));
+                    conn.crossed_at = conn.close_sent_at.map(|_| Instant::now());
+                    if conn.close_sent_at.is_none() {
+                        self.shared.transition(Some(OPEN), CLOSING);
+                        // Sends accepted while OPEN, and a close() racing
+                        // this one, go out before (or as) our reply.
+                        self.drain_commands(conn);
+                        let echo = if code == CLOSE_NO_STATUS { 0 } else { code };
+                        self.send_close(conn, echo, &reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fails the connection (RFC 6455 7.1.7): our close frame with `code`
+    /// if none was sent yet (0: send none), then TCP is closed.
+    fn fail(&mut self, conn: &mut Conn, code: u16, message: String) -> End {
+        self.shared.transition(None, CLOSING);
+        if code != 0 && conn.close_sent_at.is_none() {
+            conn.writer.push_close(code, "");
+            conn.close_sent_at = Some(Instant::now());
+        }
+        let linger = Instant::now() + FAIL_LINGER.min(self.options.close_timeout);
+        while !conn.writer.is_empty() {
+            if conn.writer.write_to(&mut conn.stream, |_| {}).is_err() {
+                break;
+            }
+            if conn.writer.is_empty() {
+                break;
+            }
+            match net::poll(
+                self.shared.waker.fd(),
+                Some((conn.stream.fd(), libc::POLLOUT)),
+                Some(linger),
+            ) {
+                Ok(r) if !r.timed_out => {
+                    if r.woken {
+                        self.shared.waker.reset();
+                    }
+                }
+                _ => break,
+            }
+        }
+        conn.stream.shutdown_write();
+        // Unread input would turn close(2) into a reset that can destroy
+        // the close frame in flight: read what is there.
+        let mut scratch = [0u8; 4096];
+        for _ in 0..256 {
+            match conn.stream.read(&mut scratch) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        End::Failed(message)
+    }
+}
+
+fn closed_before_open() -> String {
+    "WebSocket is closed before the connection is established".into()
+}
+
+/// Text for C: cut at the first NUL, which a C string cannot hold.
+fn c_string(s: String) -> CString {
+    CString::new(s).unwrap_or_else(|e| {
+        let end = e.nul_position();
+        let mut bytes = e.into_vec();
+        bytes.truncate(end);
+        CString::new(bytes).unwrap_or_default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::c_string;
+
+    #[test]
+    fn c_string_cuts_at_nul() {
+        assert_eq!(c_string("ab\0cd".into()).as_bytes(), b"ab");
+        assert_eq!(c_string("abc".into()).as_bytes(), b"abc");
+    }
+}

@@ -1,0 +1,19 @@
+//! libws: a WebSocket client for C, modelled on the browser's WebSocket.
+//!
+//! The core (`client`, `io`, `protocol`, `handshake`) is safe Rust; `ffi`
+//! is the C boundary that `include/ws.h` describes.
+
+pub mod client;
+pub mod error;
+pub mod ffi;
+mod handshake;
+mod io;
+mod net;
+pub mod options;
+mod protocol;
+mod shared;
+mod target;
+
+pub use client::{Client, Handler};
+pub use error::{Error, ErrorKind};
+pub use options::Options;

@@ -1,0 +1,184 @@
+//! Sockets without blocking: a connect that poll(2) can finish, the poll
+//! call itself, and the stream type the I/O thread owns.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::time::Instant;
+
+/// The connection's byte stream. An enum, not a trait object, so that the
+/// TLS variant slots in beside the plain one.
+pub enum Stream {
+    Plain(TcpStream),
+}
+
+impl Stream {
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Stream::Plain(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// Stops sending (FIN after what is queued); errors are moot here.
+    pub fn shutdown_write(&self) {
+        match self {
+            Stream::Plain(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts a TCP connect that completes in the background; poll for POLLOUT
+/// and then call `finish_connect`.
+pub fn start_connect(addr: &SocketAddr) -> io::Result<TcpStream> {
+    let (domain, storage, len) = sockaddr(addr);
+    // SAFETY: plain syscalls; every result is checked, and the fd is owned by
+    // the TcpStream right after it is created.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let rc = libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len);
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(err);
+            }
+        }
+        Ok(stream)
+    }
+}
+
+/// After POLLOUT: did the connect succeed?
+pub fn finish_connect(stream: &TcpStream) -> io::Result<()> {
+    if let Some(err) = stream.take_error()? {
+        return Err(err);
+    }
+    // A connect that has not failed may still be unfinished if poll woke
+    // for another reason: peer_addr tells.
+    stream.peer_addr().map(|_| ())?;
+    // Small messages go out at once; libws batches writes itself.
+    stream.set_nodelay(true)
+}
+
+fn sockaddr(addr: &SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data for which all zeroes is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            (
+                libc::AF_INET,
+                storage,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            (
+                libc::AF_INET6,
+                storage,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    }
+}
+
+/// What one poll found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ready {
+    /// The wake-up fd was readable.
+    pub woken: bool,
+    /// The socket's revents (0 when none, or no socket was given).
+    pub socket: i16,
+    pub timed_out: bool,
+}
+
+/// Sleeps until the wake-up fd or the socket is ready, or the deadline.
+pub fn poll(wake_fd: RawFd, socket: Option<(RawFd, i16)>, deadline: Option<Instant>) -> io::Result<Ready> {
+    let mut fds = [
+        libc::pollfd {
+            fd: wake_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        },
+    ];
+    if let Some((fd, events)) = socket {
+        fds[1].fd = fd;
+        fds[1].events = events;
+    }
+    let timeout = match deadline {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            // Round up, so that a wake-up before the deadline does not spin.
+            let ms = left.as_nanos().div_ceil(1_000_000);
+            ms.min(i32::MAX as u128) as libc::c_int
+        }
+    };
+    // SAFETY: fds is a live array of two pollfd structs.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(Ready::default());
+        }
+        return Err(err);
+    }
+    Ok(Ready {
+        woken: fds[0].revents != 0,
+        socket: fds[1].revents,
+        timed_out: rc == 0 && deadline.is_some_and(|d| Instant::now() >= d),
+    })
+}

@@ -1,0 +1,125 @@
+//! Connection settings, copied into each connection when it is created.
+
+use crate::error::Error;
+use std::time::Duration;
+
+/// Headers the handshake writes itself; a caller may not replace them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "content-length",
+    "transfer-encoding",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub headers: Vec<(String, String)>,
+    pub connect_timeout: Duration,
+    pub close_timeout: Duration,
+    pub max_message_size: u64,
+    /// 0 means no limit, as in browsers.
+    pub max_buffered_amount: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            headers: Vec::new(),
+            connect_timeout: Duration::from_millis(30_000),
+            close_timeout: Duration::from_millis(5_000),
+            max_message_size: 64 << 20,
+            max_buffered_amount: 0,
+        }
+    }
+}
+
+/// RFC 9110 section 5.6.2: token = 1*tchar.
+pub fn is_http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl Options {
+    pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), Error> {
+        if !is_http_token(name) {
+            return Err(Error::invalid_argument(format!(
+                "header name {name:?} is not an HTTP token"
+            )));
+        }
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(Error::invalid_argument(format!(
+                "header {name} is written by the WebSocket handshake itself"
+            )));
+        }
+        // RFC 9110 section 5.5: field values hold no CR, LF or NUL.
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(Error::invalid_argument(format!(
+                "value of header {name} contains CR, LF or NUL"
+            )));
+        }
+        self.headers.push((name.to_string(), value.trim().to_string()));
+        Ok(())
+    }
+
+    pub fn set_connect_timeout_ms(&mut self, ms: u32) -> Result<(), Error> {
+        self.connect_timeout = nonzero_ms(ms, "connect timeout")?;
+        Ok(())
+    }
+
+    pub fn set_close_timeout_ms(&mut self, ms: u32) -> Result<(), Error> {
+        self.close_timeout = nonzero_ms(ms, "close timeout")?;
+        Ok(())
+    }
+
+    pub fn set_max_message_size(&mut self, bytes: u64) -> Result<(), Error> {
+        if bytes == 0 {
+            return Err(Error::invalid_argument("max message size must be at least 1 byte"));
+        }
+        self.max_message_size = bytes;
+        Ok(())
+    }
+
+    pub fn set_max_buffered_amount(&mut self, bytes: u64) {
+        self.max_buffered_amount = bytes;
+    }
+}
+
+fn nonzero_ms(ms: u32, what: &str) -> Result<Duration, Error> {
+    if ms == 0 {
+        return Err(Error::invalid_argument(format!("{what} must be at least 1 ms")));
+    }
+    Ok(Duration::from_millis(u64::from(ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_rules() {
+        let mut o = Options::default();
+        assert!(o.add_header("X-Token", " abc ").is_ok());
+        assert_eq!(o.headers, vec![("X-Token".to_string(), "abc".to_string())]);
+        assert!(o.add_header("Bad Name", "v").is_err());
+        assert!(o.add_header("", "v").is_err());
+        assert!(o.add_header("X-A", "a\r\nInjected: 1").is_err());
+        assert!(o.add_header("sec-websocket-key", "x").is_err());
+        assert!(o.add_header("Host", "x").is_err());
+    }
+
+    #[test]
+    fn zero_limits_refused() {
+        let mut o = Options::default();
+        assert!(o.set_connect_timeout_ms(0).is_err());
+        assert!(o.set_close_timeout_ms(0).is_err());
+        assert!(o.set_max_message_size(0).is_err());
+        assert!(o.set_connect_timeout_ms(5).is_ok());
+        assert_eq!(o.connect_timeout, std::time::Duration::from_millis(5));
+    }
+}

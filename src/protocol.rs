@@ -1,0 +1,612 @@
+//! The message layer over tungstenite's frame headers: fragment assembly,
+//! incremental UTF-8 checks, control frames and close-frame rules (RFC 6455
+//! sections 5 and 7), plus the client's frame writer. No I/O happens here.
+
+use crate::shared::HEADROOM;
+use std::collections::VecDeque;
+use std::io::{self, Cursor, IoSlice, Write};
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
+pub(crate) const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+pub(crate) const CLOSE_NO_STATUS: u16 = 1005;
+pub(crate) const CLOSE_ABNORMAL: u16 = 1006;
+pub(crate) const CLOSE_INVALID_DATA: u16 = 1007;
+pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
+
+/// RFC 6455 section 7.4 (with the IANA registry): the codes a close frame may
+/// carry on the wire. 1004, 1005, 1006 and 1015 are reserved or local only.
+pub fn is_valid_wire_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// The peer broke the protocol: the close code to send and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub code: u16,
+    pub message: String,
+}
+
+fn violation(code: u16, message: impl Into<String>) -> Violation {
+    Violation {
+        code,
+        message: message.into(),
+    }
+}
+
+/// One thing the reader found in the input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A whole message is in `Reader::message()`.
+    Message {
+        text: bool,
+    },
+    Ping(Vec<u8>),
+    Pong,
+    /// The server's close frame: its code (1005 when it had none) and reason.
+    Close {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// Received bytes not yet consumed by the reader: `buf[start..end]`.
+#[derive(Default)]
+pub struct InputBuffer {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl InputBuffer {
+    pub fn from_tail(tail: Vec<u8>) -> Self {
+        let end = tail.len();
+        InputBuffer {
+            buf: tail,
+            start: 0,
+            end,
+        }
+    }
+
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Free space of at least `min` bytes after the pending bytes, for the
+    /// next read; `commit` says how much of it the read filled.
+    pub fn spare(&mut self, min: usize) -> &mut [u8] {
+        if self.buf.len() - self.end < min && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < min {
+            self.buf.resize(self.end + min, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    pub fn commit(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+}
+
+enum ReadState {
+    Header,
+    Payload { header: FrameHeader, remaining: u64 },
+}
+
+/// Turns received bytes into messages and control frames.
+pub struct Reader {
+    state: ReadState,
+    max_message_size: u64,
+    /// The message being assembled, then delivered from here.
+    message: Vec<u8>,
+    /// `Some(is_text)` while a (possibly fragmented) message is open.
+    open_message: Option<bool>,
+    /// `message[..utf8_valid]` is known to be valid UTF-8.
+    utf8_valid: usize,
+    control: Vec<u8>,
+}
+
+/// Big buffers are given back after the message that needed them.
+const KEEP_CAPACITY: usize = 1 << 20;
+
+impl Reader {
+    pub fn new(max_message_size: u64) -> Self {
+        Reader {
+            state: ReadState::Header,
+            max_message_size,
+            message: Vec::new(),
+            open_message: None,
+            utf8_valid: 0,
+            control: Vec::new(),
+        }
+    }
+
+    /// The last complete message, followed by one NUL byte not counted in
+    /// the slice's length (so text is a C string and the pointer is never
+    /// dangling, even when empty).
+    pub fn message(&self) -> &[u8] {
+        &self.message[..self.message.len() - 1]
+    }
+
+    /// Consumes bytes from `input` until one thing is complete, or the input
+    /// is used up (`Ok(None)`).
+    pub fn next(&mut self, input: &mut InputBuffer) -> Result<Option<Incoming>, Violation> {
+        loop {
+            match &mut self.state {
+                ReadState::Header => {
+                    if self.open_message.is_none() && !self.message.is_empty() {
+                        self.clear_message();
+                    }
+                    let mut cursor = Cursor::new(input.pending());
+                    let parsed = FrameHeader::parse(&mut cursor)
+                        .map_err(|e| violation(CLOSE_PROTOCOL_ERROR, format!("invalid frame header: {e}")))?;
+                    let Some((header, len)) = parsed else { return Ok(None) };
+                    let used = cursor.position() as usize;
+                    input.consume(used);
+                    self.check_header(&header, len)?;
+                    if len == 0 {
+                        if let Some(done) = self.frame_complete(header)? {
+                            return Ok(Some(done));
+                        }
+                    } else {
+                        self.state = ReadState::Payload { header, remaining: len };
+                    }
+                }
+                ReadState::Payload { header, remaining } => {
+                    let available = input.pending();
+                    if available.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (*remaining).min(available.len() as u64) as usize;
+                    let chunk = &available[..take];
+                    let is_data = matches!(header.opcode, OpCode::Data(_));
+                    if is_data {
+                        self.message.extend_from_slice(chunk);
+                    } else {
+                        self.control.extend_from_slice(chunk);
+                    }
+                    input.consume(take);
+                    *remaining -= take as u64;
+                    let done = *remaining == 0;
+                    if is_data && self.open_message == Some(true) {
+                        // Fail at the first invalid byte, not at the end (RFC 6455 8.1).
+                        self.check_utf8(false)?;
+                    }
+                    if done {
+                        let ReadState::Payload { header, .. } = std::mem::replace(&mut self.state, ReadState::Header)
+                        else {
+                            unreachable!("state was Payload");
+                        };
+                        if let Some(done) = self.frame_complete(header)? {
+                            return Ok(Some(done));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_header(&mut self, h: &FrameHeader, len: u64) -> Result<(), Violation> {
+        if h.rsv1 || h.rsv2 || h.rsv3 {
+            return Err(violation(
+                CLOSE_PROTOCOL_ERROR,
+                "RSV bit set but no extension was negotiated",
+            ));
+        }
+        if h.mask.is_some() {
+            return Err(violation(CLOSE_PROTOCOL_ERROR, "the server sent a masked frame"));
+        }
+        if len >> 63 != 0 {
+            return Err(violation(
+                CLOSE_PROTOCOL_ERROR,
+                "frame length has its most significant bit set",
+            ));
+        }
+        match h.opcode {
+            OpCode::Control(_) => {
+                if !h.is_final {
+                    return Err(violation(CLOSE_PROTOCOL_ERROR, "fragmented control frame"));
+                }
+                if len > 125 {
+                    return Err(violation(CLOSE_PROTOCOL_ERROR, "control frame payload over 125 bytes"));
+                }
+                self.control.clear();
+            }
+            OpCode::Data(Data::Continue) => {
+                if self.open_message.is_none() {
+                    return Err(violation(
+                        CLOSE_PROTOCOL_ERROR,
+                        "continuation frame with no message started",
+                    ));
+                }
+            }
+            OpCode::Data(kind) => {
+                if self.open_message.is_some() {
+                    return Err(violation(
+                        CLOSE_PROTOCOL_ERROR,
+                        "new data frame while a fragmented message is open",
+                    ));
+                }
+                self.clear_message();
+                self.open_message = Some(kind == Data::Text);
+            }
+        }
+        if let OpCode::Data(_) = h.opcode {
+            let total = (self.message.len() as u64).saturating_add(len);
+            if total > self.max_message_size {
+                return Err(violation(
+                    CLOSE_TOO_BIG,
+                    format!(
+                        "message of at least {total} bytes is over the limit of {}",
+                        self.max_message_size
+                    ),
+                ));
+            }
+            let want = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 24);
+            self.message.reserve(want);
+        }
+        Ok(())
+    }
+
+    fn check_utf8(&mut self, at_end: bool) -> Result<(), Violation> {
+        match std::str::from_utf8(&self.message[self.utf8_valid..]) {
+            Ok(_) => self.utf8_valid = self.message.len(),
+            Err(e) => {
+                if e.error_len().is_some() || at_end {
+                    return Err(violation(CLOSE_INVALID_DATA, "text message is not valid UTF-8"));
+                }
+                // An incomplete sequence at the end: wait for the next bytes.
+                self.utf8_valid += e.valid_up_to();
+            }
+        }
+        Ok(())
+    }
+
+    fn frame_complete(&mut self, header: FrameHeader) -> Result<Option<Incoming>, Violation> {
+        match header.opcode {
+            OpCode::Data(_) => {
+                if !header.is_final {
+                    return Ok(None);
+                }
+                let text = self.open_message.take() == Some(true);
+                if text {
+                    self.check_utf8(true)?;
+                }
+                self.message.push(0);
+                Ok(Some(Incoming::Message { text }))
+            }
+            OpCode::Control(Control::Ping) => Ok(Some(Incoming::Ping(std::mem::take(&mut self.control)))),
+            OpCode::Control(Control::Pong) => Ok(Some(Incoming::Pong)),
+            OpCode::Control(Control::Close) => parse_close(&self.control).map(Some),
+            OpCode::Control(Control::Reserved(op)) => {
+                Err(violation(CLOSE_PROTOCOL_ERROR, format!("reserved opcode {op}")))
+            }
+        }
+    }
+
+    fn clear_message(&mut self) {
+        self.message.clear();
+        if self.message.capacity() > KEEP_CAPACITY {
+            self.message.shrink_to(KEEP_CAPACITY);
+        }
+        self.utf8_valid = 0;
+    }
+}
+
+/// RFC 6455 section 5.5.1: no body, or a 2-byte code and a UTF-8 reason.
+fn parse_close(body: &[u8]) -> Result<Incoming, Violation> {
+    match body {
+        [] => Ok(Incoming::Close {
+            code: CLOSE_NO_STATUS,
+            reason: String::new(),
+        }),
+        [_] => Err(violation(CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte body")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !is_valid_wire_close_code(code) {
+                return Err(violation(
+                    CLOSE_PROTOCOL_ERROR,
+                    format!("close code {code} is not allowed on the wire"),
+                ));
+            }
+            let reason = std::str::from_utf8(reason)
+                .map_err(|_| violation(CLOSE_INVALID_DATA, "close reason is not valid UTF-8"))?;
+            Ok(Incoming::Close {
+                code,
+                reason: reason.to_string(),
+            })
+        }
+    }
+}
+
+/// XORs `buf` with the 4-byte mask, 8 bytes at a time.
+pub fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let mut chunks = buf.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    }
+    // The remainder starts at a multiple of 8, so the mask phase is 0.
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
+struct Chunk {
+    bytes: Vec<u8>,
+    pos: usize,
+    /// bufferedAmount to release once the last byte is written.
+    release: u64,
+}
+
+/// Frames waiting for the socket, in order.
+#[derive(Default)]
+pub struct Writer {
+    chunks: VecDeque<Chunk>,
+}
+
+/// How many frames one writev may carry.
+const MAX_IOVECS: usize = 64;
+
+impl Writer {
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// A data frame from a buffer that has HEADROOM free bytes in front.
+    pub fn push_data(&mut self, mut buf: Vec<u8>, text: bool) {
+        let len = (buf.len() - HEADROOM) as u64;
+        let header = client_header(OpCode::Data(if text { Data::Text } else { Data::Binary }));
+        let header_len = header.len(len);
+        let start = HEADROOM - header_len;
+        let mut head = &mut buf[start..HEADROOM];
+        // Formatting into a slice of exactly header.len() bytes cannot fail.
+        let _ = header.format(len, &mut head);
+        if let Some(mask) = header.mask {
+            apply_mask(&mut buf[HEADROOM..], mask);
+        }
+        self.chunks.push_back(Chunk {
+            bytes: buf,
+            pos: start,
+            release: len,
+        });
+    }
+
+    pub fn push_control(&mut self, control: Control, payload: &[u8]) {
+        let header = client_header(OpCode::Control(control));
+        let mut bytes = Vec::with_capacity(HEADROOM + payload.len());
+        let _ = header.format(payload.len() as u64, &mut bytes);
+        let start = bytes.len();
+        bytes.extend_from_slice(payload);
+        if let Some(mask) = header.mask {
+            apply_mask(&mut bytes[start..], mask);
+        }
+        self.chunks.push_back(Chunk {
+            bytes,
+            pos: 0,
+            release: 0,
+        });
+    }
+
+    /// A close frame: no body when `code` is 0.
+    pub fn push_close(&mut self, code: u16, reason: &str) {
+        let mut body = Vec::with_capacity(2 + reason.len());
+        if code != 0 {
+            body.extend_from_slice(&code.to_be_bytes());
+            body.extend_from_slice(reason.as_bytes());
+        }
+        self.push_control(Control::Close, &body);
+    }
+
+    /// Writes until done or the socket would block. `released` gets the
+    /// payload size of every data frame whose last byte was written.
+    pub fn write_to(&mut self, out: &mut impl Write, mut released: impl FnMut(u64)) -> io::Result<()> {
+        while !self.chunks.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self
+                .chunks
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|c| IoSlice::new(&c.bytes[c.pos..]))
+                .collect();
+            let mut n = match out.write_vectored(&slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            while n > 0 {
+                let Some(front) = self.chunks.front_mut() else { break };
+                let left = front.bytes.len() - front.pos;
+                if n < left {
+                    front.pos += n;
+                    break;
+                }
+                n -= left;
+                if front.release > 0 {
+                    released(front.release);
+                }
+                self.chunks.pop_front();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn client_header(opcode: OpCode) -> FrameHeader {
+    // RFC 6455 5.3: every client frame is masked with a fresh,
+    // unpredictable key.
+    FrameHeader {
+        is_final: true,
+        rsv1: false,
+        rsv2: false,
+        rsv3: false,
+        opcode,
+        mask: Some(rand::random()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![first];
+        let len = payload.len();
+        if len < 126 {
+            v.push(len as u8);
+        } else if len < 65536 {
+            v.push(126);
+            v.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            v.push(127);
+            v.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn read_all(bytes: &[u8], max: u64) -> Vec<Result<Incoming, Violation>> {
+        let mut r = Reader::new(max);
+        let mut input = InputBuffer::default();
+        let mut out = Vec::new();
+        // Feed one byte at a time: every split point must work.
+        for b in bytes {
+            input.spare(1)[0] = *b;
+            input.commit(1);
+            loop {
+                match r.next(&mut input) {
+                    Ok(Some(Incoming::Message { text })) => {
+                        out.push(Ok(Incoming::Message { text }));
+                        assert_eq!(r.message.last(), Some(&0));
+                    }
+                    Ok(Some(x)) => out.push(Ok(x)),
+                    Ok(None) => break,
+                    Err(v) => {
+                        out.push(Err(v));
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fragmented_text_with_split_code_point_and_ping() {
+        let euro = "€".as_bytes(); // 3 bytes
+        let mut bytes = frame(0x01, &[b'a', euro[0]]);
+        bytes.extend(frame(0x89, b"hi"));
+        bytes.extend(frame(0x80, &euro[1..]));
+        let out = read_all(&bytes, 100);
+        assert_eq!(
+            out,
+            vec![Ok(Incoming::Ping(b"hi".to_vec())), Ok(Incoming::Message { text: true })]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_first_fragment() {
+        // The first fragment is already invalid; the message never ends.
+        let bytes = frame(0x01, &[b'a', 0xff]);
+        let out = read_all(&bytes, 100);
+        assert_eq!(out.last().unwrap().as_ref().unwrap_err().code, CLOSE_INVALID_DATA);
+        // Incomplete at the end of the message is invalid too.
+        let out = read_all(&frame(0x81, &[0xe2, 0x82]), 100);
+        assert_eq!(out.last().unwrap().as_ref().unwrap_err().code, CLOSE_INVALID_DATA);
+    }
+
+    #[test]
+    fn header_violations() {
+        for (bytes, code) in [
+            (frame(0xC1, b"x"), CLOSE_PROTOCOL_ERROR),      // RSV1
+            (frame(0x83, b""), CLOSE_PROTOCOL_ERROR),       // opcode 3
+            (frame(0x8B, b""), CLOSE_PROTOCOL_ERROR),       // opcode 11
+            (frame(0x09, b""), CLOSE_PROTOCOL_ERROR),       // fragmented ping
+            (frame(0x89, &[0; 126]), CLOSE_PROTOCOL_ERROR), // long ping
+            (frame(0x80, b"x"), CLOSE_PROTOCOL_ERROR),      // stray continuation
+            ([frame(0x01, b"a"), frame(0x81, b"b")].concat(), CLOSE_PROTOCOL_ERROR),
+            (vec![0x81, 0x81, 1, 2, 3, 4, b'x'], CLOSE_PROTOCOL_ERROR), // masked
+            (frame(0x82, &[0; 101]), CLOSE_TOO_BIG),
+            ([frame(0x02, &[0; 60]), frame(0x80, &[0; 41])].concat(), CLOSE_TOO_BIG),
+            (vec![0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0], CLOSE_PROTOCOL_ERROR),
+            (frame(0x88, &[3]), CLOSE_PROTOCOL_ERROR),
+            (frame(0x88, &999u16.to_be_bytes()), CLOSE_PROTOCOL_ERROR),
+            (frame(0x88, &[0x03, 0xe8, 0xff]), CLOSE_INVALID_DATA),
+        ] {
+            let out = read_all(&bytes, 100);
+            assert_eq!(out.last().unwrap().as_ref().unwrap_err().code, code, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn close_frames() {
+        assert_eq!(
+            read_all(&frame(0x88, b""), 10),
+            vec![Ok(Incoming::Close {
+                code: 1005,
+                reason: String::new()
+            })]
+        );
+        let mut body = 4000u16.to_be_bytes().to_vec();
+        body.extend_from_slice(b"bye");
+        assert_eq!(
+            read_all(&frame(0x88, &body), 10),
+            vec![Ok(Incoming::Close {
+                code: 4000,
+                reason: "bye".into()
+            })]
+        );
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            assert!(!is_valid_wire_close_code(code), "{code}");
+        }
+        for code in [1000u16, 1003, 1007, 1014, 3000, 4999] {
+            assert!(is_valid_wire_close_code(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn writer_masks_and_releases() {
+        let mut w = Writer::default();
+        let mut buf = vec![0u8; HEADROOM];
+        buf.extend_from_slice(&[7u8; 300]);
+        w.push_data(buf, false);
+        w.push_close(1000, "ok");
+        let mut out = Vec::new();
+        let mut released = 0;
+        w.write_to(&mut out, |n| released += n).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(released, 300);
+        assert_eq!(&out[..2], &[0x82, 0x80 | 126]);
+        assert_eq!(&out[2..4], &300u16.to_be_bytes());
+        let mask = [out[4], out[5], out[6], out[7]];
+        let mut payload = out[8..308].to_vec();
+        apply_mask(&mut payload, mask);
+        assert_eq!(payload, vec![7u8; 300]);
+        assert_eq!(&out[308..310], &[0x88, 0x84]);
+    }
+
+    #[test]
+    fn mask_matches_bytewise() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(1003).collect();
+        let mask = [1, 2, 3, 250];
+        let mut fast = data.clone();
+        apply_mask(&mut fast, mask);
+        let slow: Vec<u8> = data.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+        assert_eq!(fast, slow);
+    }
+}

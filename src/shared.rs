@@ -1,0 +1,205 @@
+//! State shared between a handle (any thread) and its I/O thread.
+
+use crate::error::{Error, ErrorKind};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::thread::ThreadId;
+
+pub(crate) const CONNECTING: u8 = 0;
+pub(crate) const OPEN: u8 = 1;
+pub(crate) const CLOSING: u8 = 2;
+pub(crate) const CLOSED: u8 = 3;
+
+/// Work for the I/O thread, in the order the API calls returned.
+pub enum Command {
+    /// A data frame's payload with `HEADROOM` free bytes in front, so that
+    /// the I/O thread writes the header and masks in place: no second copy.
+    Send { buf: Vec<u8>, text: bool },
+    /// `code` 0 means a close frame with no body.
+    Close { code: u16, reason: String },
+    /// The handle was freed: close with 1001 if open, then end.
+    Free,
+}
+
+/// The longest frame header a client writes (2 + 8 length + 4 mask).
+pub(crate) const HEADROOM: usize = 14;
+
+/// Wakes the I/O thread out of `poll(2)`: an eventfd, written at most once
+/// between two wake-ups.
+pub struct Waker {
+    fd: OwnedFd,
+    pending: AtomicBool,
+}
+
+impl Waker {
+    pub fn new() -> std::io::Result<Waker> {
+        // SAFETY: eventfd takes no pointers; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Waker {
+            fd,
+            pending: AtomicBool::new(false),
+        })
+    }
+
+    pub fn wake(&self) {
+        if self.pending.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A full
+        // counter (EAGAIN) still leaves the fd readable, which is all we need.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Called by the I/O thread when poll reports the fd readable, before it
+    /// drains the command channel.
+    pub fn reset(&self) {
+        self.pending.store(false, Ordering::SeqCst);
+        let mut counter: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from our own eventfd.
+        unsafe { libc::read(self.fd.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+pub struct Shared {
+    state: AtomicU8,
+    /// Held shared by `send` across its state check and enqueue, and
+    /// exclusively by every change away from OPEN, so that no message that
+    /// `send` accepted while OPEN lands behind the close frame.
+    state_gate: RwLock<()>,
+    pub buffered: AtomicU64,
+    pub max_buffered: u64,
+    pub url: CString,
+    pub protocol: OnceLock<CString>,
+    pub extensions: OnceLock<CString>,
+    pub freed: AtomicBool,
+    /// Held by the I/O thread while a callback runs.
+    pub dispatch: Mutex<()>,
+    pub io_thread: OnceLock<ThreadId>,
+    pub waker: std::sync::Arc<Waker>,
+    pub commands: crossbeam_channel::Sender<Command>,
+}
+
+impl Shared {
+    pub fn new(
+        url: CString,
+        max_buffered: u64,
+        waker: std::sync::Arc<Waker>,
+        commands: crossbeam_channel::Sender<Command>,
+    ) -> Shared {
+        Shared {
+            state: AtomicU8::new(CONNECTING),
+            state_gate: RwLock::new(()),
+            buffered: AtomicU64::new(0),
+            max_buffered,
+            url,
+            protocol: OnceLock::new(),
+            extensions: OnceLock::new(),
+            freed: AtomicBool::new(false),
+            dispatch: Mutex::new(()),
+            io_thread: OnceLock::new(),
+            waker,
+            commands,
+        }
+    }
+
+    pub fn state(&self) -> u8 {
+        self.state.load(Ordering::SeqCst)
+    }
+
+    pub fn on_io_thread(&self) -> bool {
+        self.io_thread.get() == Some(&std::thread::current().id())
+    }
+
+    /// Sets the state; with `from`, only when the state is `from` now.
+    /// Returns whether it changed.
+    pub fn transition(&self, from: Option<u8>, to: u8) -> bool {
+        let _gate = self.state_gate.write().unwrap_or_else(|e| e.into_inner());
+        let now = self.state.load(Ordering::SeqCst);
+        if from.is_some_and(|f| f != now) || now == to {
+            return false;
+        }
+        self.state.store(to, Ordering::SeqCst);
+        true
+    }
+
+    fn enqueue(&self, cmd: Command) {
+        // The receiver lives as long as the I/O thread; once it has ended
+        // the connection is CLOSED and what is sent is discarded anyway.
+        let _ = self.commands.send(cmd);
+        if !self.on_io_thread() {
+            self.waker.wake();
+        }
+    }
+
+    /// The browser's send(): `payload` already holds HEADROOM + data.
+    pub fn send(&self, payload: Vec<u8>, text: bool) -> Result<(), Error> {
+        let len = (payload.len() - HEADROOM) as u64;
+        let _gate = self.state_gate.read().unwrap_or_else(|e| e.into_inner());
+        match self.state.load(Ordering::SeqCst) {
+            CONNECTING => Err(Error::new(
+                ErrorKind::InvalidState,
+                "send() while the connection is CONNECTING",
+            )),
+            OPEN => {
+                self.reserve_buffered(len)?;
+                self.enqueue(Command::Send { buf: payload, text });
+                Ok(())
+            }
+            // CLOSING or CLOSED: count the bytes, drop the data (WHATWG send() step 3).
+            _ => {
+                self.buffered.fetch_add(len, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }
+
+    fn reserve_buffered(&self, len: u64) -> Result<(), Error> {
+        let limit = self.max_buffered;
+        let update = |cur: u64| {
+            let next = cur.checked_add(len)?;
+            (limit == 0 || next <= limit).then_some(next)
+        };
+        self.buffered
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, update)
+            .map(|_| ())
+            .map_err(|cur| {
+                Error::new(
+                    ErrorKind::BufferFull,
+                    format!("{len} bytes more would exceed the max buffered amount {limit} (now {cur})"),
+                )
+            })
+    }
+
+    /// The browser's close(), after its argument checks.
+    pub fn close(&self, code: u16, reason: String) {
+        let _gate = self.state_gate.write().unwrap_or_else(|e| e.into_inner());
+        match self.state.load(Ordering::SeqCst) {
+            CONNECTING | OPEN => {
+                self.state.store(CLOSING, Ordering::SeqCst);
+                self.enqueue(Command::Close { code, reason });
+            }
+            _ => {}
+        }
+    }
+
+    pub fn free(&self) {
+        self.freed.store(true, Ordering::SeqCst);
+        if !self.on_io_thread() {
+            // Wait for a callback running now; none starts after this.
+            drop(self.dispatch.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        self.enqueue(Command::Free);
+    }
+}

@@ -1,0 +1,166 @@
+//! What `new WebSocket(url, protocols)` checks before anything touches the
+//! network (WHATWG WebSockets Standard, "the WebSocket(url, protocols)
+//! constructor", steps 1-10).
+
+use crate::error::Error;
+use crate::options::is_http_token;
+use url::{Host, Url};
+
+/// Where to connect and what to ask for, after every constructor check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The serialized URL with the scheme mapped to ws/wss: what `ws_url` returns.
+    pub url: String,
+    pub secure: bool,
+    pub host: TargetHost,
+    pub port: u16,
+    /// `Host` header value: host, plus `:port` when the port is not the default.
+    pub host_header: String,
+    /// Path and query, as the request line needs them.
+    pub resource: String,
+    pub protocols: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetHost {
+    /// A name to resolve.
+    Domain(String),
+    /// An address literal: no resolution needed.
+    Ip(std::net::IpAddr),
+}
+
+impl Target {
+    pub fn parse(url: &str, protocols: &[&str]) -> Result<Target, Error> {
+        // Steps 1-2: parse with the URL parser; failure is a SyntaxError.
+        let mut parsed = Url::parse(url).map_err(|e| Error::syntax(format!("cannot parse URL {url:?}: {e}")))?;
+        // Steps 4-5: http -> ws, https -> wss, then only ws and wss remain.
+        let secure = match parsed.scheme() {
+            "ws" | "http" => false,
+            "wss" | "https" => true,
+            other => {
+                return Err(Error::syntax(format!(
+                    "URL scheme {other:?} is not ws, wss, http or https"
+                )))
+            }
+        };
+        let scheme = if secure { "wss" } else { "ws" };
+        if parsed.scheme() != scheme && parsed.set_scheme(scheme).is_err() {
+            return Err(Error::syntax(format!("cannot use URL {url:?} as {scheme}://")));
+        }
+        // Step 6: a fragment is a SyntaxError.
+        if parsed.fragment().is_some() {
+            return Err(Error::syntax("a WebSocket URL may not have a fragment"));
+        }
+        let host = match parsed.host() {
+            Some(Host::Domain(d)) => TargetHost::Domain(d.to_string()),
+            Some(Host::Ipv4(a)) => TargetHost::Ip(a.into()),
+            Some(Host::Ipv6(a)) => TargetHost::Ip(a.into()),
+            None => return Err(Error::syntax(format!("URL {url:?} has no host"))),
+        };
+        let port = parsed
+            .port_or_known_default()
+            .ok_or_else(|| Error::syntax(format!("URL {url:?} has no port")))?;
+        let host_str = parsed.host_str().unwrap_or_default();
+        let host_header = match parsed.port() {
+            Some(p) => format!("{host_str}:{p}"),
+            None => host_str.to_string(),
+        };
+        let mut resource = parsed.path().to_string();
+        if let Some(q) = parsed.query() {
+            resource.push('?');
+            resource.push_str(q);
+        }
+        Ok(Target {
+            url: parsed.to_string(),
+            secure,
+            host,
+            port,
+            host_header,
+            resource,
+            protocols: check_protocols(protocols)?,
+        })
+    }
+}
+
+/// Step 8: each protocol is a non-empty token, with no duplicates. Browsers
+/// compare them case-sensitively, and so does this.
+fn check_protocols(protocols: &[&str]) -> Result<Vec<String>, Error> {
+    let mut out: Vec<String> = Vec::with_capacity(protocols.len());
+    for p in protocols {
+        if !is_http_token(p) {
+            return Err(Error::syntax(format!("protocol {p:?} is not an HTTP token")));
+        }
+        if out.iter().any(|q| q == p) {
+            return Err(Error::syntax(format!("protocol {p:?} is listed twice")));
+        }
+        out.push(p.to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(url: &str) -> Target {
+        Target::parse(url, &[]).unwrap()
+    }
+
+    #[test]
+    fn schemes_map_as_in_browsers() {
+        assert_eq!(ok("http://example.com/a").url, "ws://example.com/a");
+        assert_eq!(ok("HTTPS://example.com").url, "wss://example.com/");
+        assert!(ok("https://h").secure);
+        assert!(!ok("ws://h").secure);
+        assert_eq!(ok("ws://h").port, 80);
+        assert_eq!(ok("wss://h").port, 443);
+    }
+
+    #[test]
+    fn resource_host_and_port() {
+        let t = ok("ws://127.0.0.1:9001/chat/x?a=1&b=%20");
+        assert_eq!(t.resource, "/chat/x?a=1&b=%20");
+        assert_eq!(t.host_header, "127.0.0.1:9001");
+        assert_eq!(t.host, TargetHost::Ip("127.0.0.1".parse().unwrap()));
+        assert_eq!(t.url, "ws://127.0.0.1:9001/chat/x?a=1&b=%20");
+        let t = ok("ws://[::1]:80/");
+        assert_eq!(t.url, "ws://[::1]/");
+        assert_eq!(t.host_header, "[::1]");
+        assert_eq!(t.host, TargetHost::Ip("::1".parse().unwrap()));
+        let t = ok("ws://LocalHost");
+        assert_eq!(t.host, TargetHost::Domain("localhost".into()));
+        assert_eq!(t.resource, "/");
+    }
+
+    #[test]
+    fn syntax_errors() {
+        for bad in [
+            "ws://h/#frag",
+            "ws://h/#",
+            "ftp://h/",
+            "file:///tmp/x",
+            "mailto:a@b",
+            "not a url",
+            "",
+            "ws://",
+            "ws://h:99999/",
+        ] {
+            let e = Target::parse(bad, &[]).unwrap_err();
+            assert_eq!(e.code(), crate::error::WS_ERR_SYNTAX, "{bad}");
+        }
+    }
+
+    #[test]
+    fn protocol_rules() {
+        let t = Target::parse("ws://h", &["chat", "superchat"]).unwrap();
+        assert_eq!(t.protocols, vec!["chat", "superchat"]);
+        for bad in [&["" as &str][..], &["a b"], &["a,b"], &["chat", "chat"], &["é"]] {
+            assert_eq!(
+                Target::parse("ws://h", bad).unwrap_err().code(),
+                crate::error::WS_ERR_SYNTAX
+            );
+        }
+        // Case differs: two protocols, as in browsers.
+        assert!(Target::parse("ws://h", &["Chat", "chat"]).is_ok());
+    }
+}

@@ -6,7 +6,11 @@
 #![allow(non_camel_case_types)]
 
 use crate::client::{Client, Handler};
-use crate::error::{self, Error, WS_ERR_INTERNAL, WS_ERR_INVALID_ARGUMENT, WS_OK};
+use crate::error::{self, Error};
+pub use crate::error::{
+    WS_ERR_BUFFER_FULL, WS_ERR_INTERNAL, WS_ERR_INVALID_ACCESS, WS_ERR_INVALID_ARGUMENT, WS_ERR_INVALID_STATE,
+    WS_ERR_SYNTAX, WS_OK,
+};
 use crate::options::Options;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};

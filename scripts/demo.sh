@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds libws, starts the local echo server (examples/echo_server.rs) on a
+# free port, and runs the C example examples/echo.c against it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --lib --example echo_server
+mkdir -p target/demo
+# Linked against libws.a, so the demo runs without installing anything.
+cc -std=c99 -Wall -Wextra -pedantic -I include examples/echo.c -o target/demo/echo \
+   target/release/libws.a -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+target/release/examples/echo_server 0 > target/demo/server.log &
+server=$!
+trap 'kill "$server" 2>/dev/null || true' EXIT
+url=""
+for _ in $(seq 1 200); do
+  url=$(sed -n 's/^listening on //p' target/demo/server.log)
+  [ -n "$url" ] && break
+  sleep 0.05
+done
+[ -n "$url" ] || { echo "demo: the echo server did not start" >&2; exit 1; }
+echo "demo: echo server at $url"
+target/demo/echo "$url"

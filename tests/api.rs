@@ -1,0 +1,782 @@
+//! The C API against real servers on 127.0.0.1: SPEC.md sections 3 and 4.
+
+mod common;
+
+use common::*;
+use std::ffi::CString;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tungstenite::protocol::frame::{coding::CloseCode, CloseFrame};
+use tungstenite::Message;
+use ws::ffi::*;
+
+fn close_event(c: &Client) -> (u16, String, bool) {
+    match c.rec.wait_close() {
+        Ev::Close {
+            code,
+            reason,
+            clean,
+            state,
+        } => {
+            assert_eq!(state, WS_CLOSED, "readyState inside on_close");
+            assert_eq!(c.state(), WS_CLOSED);
+            (code, reason, clean)
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn errors(c: &Client) -> Vec<String> {
+    c.rec
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Error { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asserts the connection failed: on_error (readyState CLOSED) right before
+/// on_close 1006 unclean, and nothing else after open. Returns the error.
+fn assert_failed(c: &Client) -> String {
+    let (code, _, clean) = close_event(c);
+    assert_eq!((code, clean), (1006, false));
+    let evs = c.rec.events();
+    let n = evs.len();
+    assert!(n >= 2, "{evs:?}");
+    match &evs[n - 2] {
+        Ev::Error { message, state } => {
+            assert_eq!(*state, WS_CLOSED);
+            message.clone()
+        }
+        other => panic!("expected on_error before on_close, got {other:?}"),
+    }
+}
+
+fn wait_messages(c: &Client, n: usize) -> Vec<(Vec<u8>, bool)> {
+    c.rec.wait_until(WAIT, "messages", |e| {
+        e.iter().filter(|e| matches!(e, Ev::Message { .. })).count() >= n
+    });
+    c.rec.messages()
+}
+
+#[test]
+fn echoes_text_binary_empty_and_16_mib() {
+    let server = echo_server();
+    let c = Client::open(&server.url("/"));
+    let big: Vec<u8> = (0..16 << 20).map(|i: u32| (i * 7 + i / 251) as u8).collect();
+    assert_eq!(c.send_text("héllo €"), WS_OK);
+    assert_eq!(c.send_bytes(&[0, 1, 2, 255]), WS_OK);
+    assert_eq!(c.send_text(""), WS_OK);
+    assert_eq!(c.send_bytes(&[]), WS_OK);
+    assert_eq!(c.send_bytes(&big), WS_OK);
+    let msgs = wait_messages(&c, 5);
+    assert_eq!(msgs[0], ("héllo €".as_bytes().to_vec(), true));
+    assert_eq!(msgs[1], (vec![0, 1, 2, 255], false));
+    assert_eq!(msgs[2], (vec![], true));
+    assert_eq!(msgs[3], (vec![], false));
+    assert!(msgs[4].0 == big && !msgs[4].1, "16 MiB message differs");
+    assert!(
+        *c.rec.nul_after_message.lock().unwrap(),
+        "a message was not followed by NUL"
+    );
+    for e in c.rec.events() {
+        if let Ev::Message { state, .. } = e {
+            assert_eq!(state, WS_OPEN);
+        }
+    }
+    poll_until("bufferedAmount 0", || c.buffered() == 0);
+    assert_eq!(c.close(1000, None), WS_OK);
+    assert_eq!(close_event(&c), (1000, String::new(), true));
+}
+
+#[test]
+fn null_data_with_zero_length_is_an_empty_message() {
+    let server = echo_server();
+    let c = Client::open(&server.url("/"));
+    unsafe {
+        assert_eq!(ws_send_string(c.ws, std::ptr::null(), 0), WS_OK);
+        assert_eq!(ws_send_bytes(c.ws, std::ptr::null(), 0), WS_OK);
+        assert_eq!(ws_send_string(c.ws, std::ptr::null(), 1), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_send_bytes(c.ws, std::ptr::null(), 3), WS_ERR_INVALID_ARGUMENT);
+    }
+    assert_eq!(wait_messages(&c, 2), vec![(vec![], true), (vec![], false)]);
+}
+
+#[test]
+fn client_close_variants_reach_the_server() {
+    let (server, rx) = recording_server();
+    // (code, reason) given -> (code, reason) the server reads
+    type Case<'a> = (u16, Option<&'a str>, Option<(u16, &'a str)>);
+    let cases: [Case; 4] = [
+        (4001, Some("bye now"), Some((4001, "bye now"))),
+        (0, None, None),
+        (0, Some("only a reason"), Some((1000, "only a reason"))),
+        (1000, None, Some((1000, ""))),
+    ];
+    for (code, reason, expect) in cases {
+        let c = Client::open(&server.url("/"));
+        assert_eq!(c.send_text("before close"), WS_OK);
+        assert_eq!(c.close(code, reason), WS_OK);
+        assert_eq!(c.state(), WS_CLOSING);
+        let (_, t) = rx.recv_timeout(WAIT).unwrap();
+        assert_eq!(t.messages, vec![Message::text("before close")]);
+        let expect = expect.map(|(c, r)| (c, r.to_string()));
+        assert_eq!(t.close, Some(expect.clone()), "close({code}, {reason:?})");
+        // The server echoes; on_close reports its code (1005 for no code).
+        let (got, why, clean) = close_event(&c);
+        assert!(clean);
+        assert_eq!((got, why), expect.unwrap_or((1005, String::new())));
+    }
+}
+
+#[test]
+fn server_close_variants_reach_on_close() {
+    for (frame, expect) in [
+        (Some((1000u16, "")), (1000u16, "")),
+        (Some((4000, "server says bye")), (4000, "server says bye")),
+        (None, (1005, "")),
+    ] {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let tx = Mutex::new(tx);
+        let server = ws_server(
+            |_| None,
+            move |mut ws, _| {
+                let frame = frame.map(|(c, r)| CloseFrame {
+                    code: CloseCode::from(c),
+                    reason: r.into(),
+                });
+                ws.close(frame).unwrap();
+                let t = read_all(&mut ws);
+                let _ = tx.lock().unwrap().send(t.close);
+            },
+        );
+        let c = Client::open(&server.url("/"));
+        let (code, reason, clean) = close_event(&c);
+        assert_eq!((code, reason.as_str(), clean), (expect.0, expect.1, true));
+        // The client echoed the server's code and reason.
+        let echoed = rx.recv_timeout(WAIT).unwrap();
+        let want = frame.map(|(c, r)| (c, r.to_string()));
+        assert_eq!(echoed, Some(want));
+    }
+}
+
+#[test]
+fn ready_state_through_every_transition() {
+    let (server, _held) = silent_server();
+    let c = Client::new(&server.url("/"));
+    assert_eq!(c.state(), WS_CONNECTING);
+    let server = echo_server();
+    let c = Client::new(&server.url("/"));
+    assert_eq!(c.state(), WS_CONNECTING);
+    c.wait_open();
+    assert_eq!(c.state(), WS_OPEN);
+    assert_eq!(c.close(1000, Some("done")), WS_OK);
+    assert_eq!(c.state(), WS_CLOSING);
+    let (code, reason, clean) = close_event(&c);
+    assert_eq!((code, reason.as_str(), clean), (1000, "done", true));
+    let evs = c.rec.events();
+    assert_eq!(evs.len(), 2, "{evs:?}");
+}
+
+#[test]
+fn url_forms() {
+    let server = echo_server();
+    let c = Client::new(&format!("http://127.0.0.1:{}/a/b?x=1", server.port));
+    assert_eq!(c.url(), format!("ws://127.0.0.1:{}/a/b?x=1", server.port));
+    c.wait_open();
+    let c = Client::new(&format!("ws://localhost:{}", server.port));
+    assert_eq!(c.url(), format!("ws://localhost:{}/", server.port));
+    c.wait_open();
+    let c = Client::new("https://127.0.0.1:1/");
+    assert_eq!(c.url(), "wss://127.0.0.1:1/");
+    for bad in [
+        "ws://h/#frag",
+        "ws://h/#",
+        "ftp://h/",
+        "file:///x",
+        "javascript:alert(1)",
+        "ws://[::1/",
+        "nope",
+        "",
+    ] {
+        let e = Client::try_with(bad, &[], None, Recorder::new()).err().unwrap();
+        assert_eq!(e.0, WS_ERR_SYNTAX, "{bad}");
+        assert!(!e.1.is_empty());
+    }
+}
+
+#[test]
+fn protocol_argument_errors() {
+    for bad in [&[""][..], &["a b"], &["a,b"], &["x", "x"], &["ü"], &["(", "b"]] {
+        let e = Client::try_with("ws://127.0.0.1:1/", bad, None, Recorder::new())
+            .err()
+            .unwrap();
+        assert_eq!(e.0, WS_ERR_SYNTAX, "{bad:?}");
+    }
+    let url = CString::new("ws://127.0.0.1:1/").unwrap();
+    unsafe {
+        assert!(ws_new(url.as_ptr(), std::ptr::null(), 2, std::ptr::null()).is_null());
+        assert_eq!(ws_last_error_code(), WS_ERR_INVALID_ARGUMENT);
+        let null_entry = [std::ptr::null::<std::ffi::c_char>()];
+        assert!(ws_new(url.as_ptr(), null_entry.as_ptr(), 1, std::ptr::null()).is_null());
+        assert_eq!(ws_last_error_code(), WS_ERR_INVALID_ARGUMENT);
+        assert!(ws_new(std::ptr::null(), std::ptr::null(), 0, std::ptr::null()).is_null());
+        assert_eq!(ws_last_error_code(), WS_ERR_INVALID_ARGUMENT);
+        let bad_utf8 = b"ws://h/\xff\0";
+        assert!(ws_new(bad_utf8.as_ptr().cast(), std::ptr::null(), 0, std::ptr::null()).is_null());
+        assert_eq!(ws_last_error_code(), WS_ERR_INVALID_ARGUMENT);
+        // NULL callbacks are allowed.
+        let ws = ws_new(url.as_ptr(), std::ptr::null(), 0, std::ptr::null());
+        assert!(!ws.is_null());
+        ws_free(ws);
+    }
+}
+
+#[test]
+fn close_argument_errors() {
+    let server = echo_server();
+    for code in [999u16, 1001, 1005, 2999, 5000, 65535] {
+        let c = Client::open(&server.url("/"));
+        assert_eq!(c.close(code, None), WS_ERR_INVALID_ACCESS, "{code}");
+        assert_eq!(c.state(), WS_OPEN);
+    }
+    let c = Client::open(&server.url("/"));
+    assert_eq!(c.close(1000, Some(&"é".repeat(62))), WS_ERR_SYNTAX); // 124 bytes
+    assert_eq!(c.close(1000, Some(&"a".repeat(124))), WS_ERR_SYNTAX);
+    // The code is checked before the reason, as in browsers.
+    assert_eq!(c.close(999, Some(&"a".repeat(124))), WS_ERR_INVALID_ACCESS);
+    let bad = b"\xff\xfe\0";
+    assert_eq!(
+        unsafe { ws_close(c.ws, 1000, bad.as_ptr().cast()) },
+        WS_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(c.state(), WS_OPEN);
+    for code in [1000u16, 3000, 4999] {
+        let c = Client::open(&server.url("/"));
+        let reason = "r".repeat(123);
+        assert_eq!(c.close(code, Some(&reason)), WS_OK, "{code}");
+        assert_eq!(close_event(&c), (code, reason, true));
+    }
+}
+
+#[test]
+fn null_handles_and_pointers() {
+    unsafe {
+        let null = std::ptr::null_mut();
+        assert_eq!(ws_send_string(null, c"x".as_ptr(), 1), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_send_bytes(null, b"x".as_ptr(), 1), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_close(null, 1000, std::ptr::null()), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_ready_state(null), 0);
+        assert_eq!(ws_buffered_amount(null), 0);
+        for s in [ws_url(null), ws_protocol(null), ws_extensions(null)] {
+            assert_eq!(std::ffi::CStr::from_ptr(s).to_bytes(), b"");
+        }
+        ws_free(null);
+        ws_options_free(std::ptr::null_mut());
+        let o = std::ptr::null_mut();
+        assert_eq!(
+            ws_options_add_header(o, c"a".as_ptr(), c"b".as_ptr()),
+            WS_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(ws_options_set_connect_timeout_ms(o, 1), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_set_close_timeout_ms(o, 1), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_set_max_message_size(o, 1), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_set_max_buffered_amount(o, 1), WS_ERR_INVALID_ARGUMENT);
+        let o = ws_options_new();
+        assert_eq!(
+            ws_options_add_header(o, std::ptr::null(), c"b".as_ptr()),
+            WS_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            ws_options_add_header(o, c"a".as_ptr(), std::ptr::null()),
+            WS_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            ws_options_add_header(o, c"a b".as_ptr(), c"v".as_ptr()),
+            WS_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            ws_options_add_header(o, c"X-A".as_ptr(), c"v\r\nX: y".as_ptr()),
+            WS_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(ws_options_set_connect_timeout_ms(o, 0), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_set_max_message_size(o, 0), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_set_max_buffered_amount(o, 0), WS_OK);
+        ws_options_free(o);
+        assert_eq!(
+            std::ffi::CStr::from_ptr(ws_version()).to_str().unwrap(),
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+}
+
+#[test]
+fn text_that_is_not_utf8_is_refused() {
+    let (server, rx) = recording_server();
+    let c = Client::open(&server.url("/"));
+    let bad = b"ab\xc3";
+    assert_eq!(
+        unsafe { ws_send_string(c.ws, bad.as_ptr().cast(), 3) },
+        WS_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(unsafe { ws_send_string(c.ws, bad.as_ptr().cast(), 2) }, WS_OK);
+    assert!(c.buffered() <= 2, "the refused send was counted");
+    c.close(1000, None);
+    let (_, t) = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(t.messages, vec![Message::text("ab")]);
+}
+
+#[test]
+fn send_while_connecting_is_invalid_state() {
+    let (server, _held) = silent_server();
+    let c = Client::new(&server.url("/"));
+    assert_eq!(c.send_text("x"), WS_ERR_INVALID_STATE);
+    assert_eq!(c.send_bytes(b"x"), WS_ERR_INVALID_STATE);
+    assert_eq!(c.buffered(), 0);
+}
+
+#[test]
+fn send_after_close_counts_and_discards() {
+    let (server, rx) = recording_server();
+    let c = Client::open(&server.url("/"));
+    assert_eq!(c.close(1000, None), WS_OK);
+    assert_eq!(c.send_text("late"), WS_OK);
+    assert_eq!(c.buffered(), 4);
+    close_event(&c);
+    assert_eq!(c.send_bytes(&[1, 2, 3]), WS_OK);
+    assert_eq!(c.buffered(), 7);
+    let (_, t) = rx.recv_timeout(WAIT).unwrap();
+    assert!(t.messages.is_empty(), "{:?}", t.messages);
+}
+
+#[test]
+fn buffered_amount_rises_then_drains_and_limit_applies() {
+    // The server reads nothing until told to, so the socket buffers fill.
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    let go_rx = Mutex::new(go_rx);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let tx = Mutex::new(tx);
+    let server = ws_server(
+        |_| None,
+        move |mut ws, _| {
+            let _ = go_rx.lock().unwrap().recv_timeout(WAIT);
+            let t = read_all(&mut ws);
+            let _ = tx.lock().unwrap().send(t.messages.len());
+        },
+    );
+    let c = Client::with(
+        &server.url("/"),
+        &[],
+        &Opts {
+            max_buffered: Some(64 << 20),
+            ..Opts::default()
+        },
+    );
+    c.wait_open();
+    let chunk = vec![7u8; 1 << 20];
+    for i in 0..32 {
+        assert_eq!(c.send_bytes(&chunk), WS_OK, "send {i}");
+    }
+    // Kernel buffers hold a few MiB at most: most of 32 MiB is still ours.
+    let high = c.buffered();
+    assert!(high >= 16 << 20, "bufferedAmount {high}");
+    assert!(high <= 32 << 20);
+    // Past the limit (at least 16 MiB are buffered, so 48 MiB + 1 more is
+    // over 64 MiB): refused and nothing queued.
+    let too_big = vec![0u8; (48 << 20) + 1];
+    assert_eq!(c.send_bytes(&too_big), WS_ERR_BUFFER_FULL);
+    assert!(c.buffered() <= 32 << 20);
+    // A send that fits is still accepted.
+    assert_eq!(c.send_bytes(&chunk), WS_OK);
+    go_tx.send(()).unwrap();
+    poll_until("bufferedAmount back to 0", || c.buffered() == 0);
+    c.close(1000, None);
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), 33);
+}
+
+#[test]
+fn close_while_connecting_fails_promptly() {
+    let (server, _held) = silent_server();
+    let c = Client::new(&server.url("/"));
+    std::thread::sleep(Duration::from_millis(50)); // let the TCP connect finish
+    let t = Instant::now();
+    assert_eq!(c.close(0, None), WS_OK);
+    assert_eq!(c.state(), WS_CLOSING);
+    let msg = assert_failed(&c);
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    assert!(msg.contains("closed before the connection is established"), "{msg}");
+    // Once closed, close() is a no-op.
+    assert_eq!(c.close(1000, None), WS_OK);
+}
+
+#[test]
+fn connect_timeout_against_silent_server() {
+    let (server, _held) = silent_server();
+    let t = Instant::now();
+    let c = Client::with(
+        &server.url("/"),
+        &[],
+        &Opts {
+            connect_timeout_ms: Some(300),
+            ..Opts::default()
+        },
+    );
+    let msg = assert_failed(&c);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    assert!(msg.contains("timeout"), "{msg}");
+}
+
+#[test]
+fn refused_connection_fails() {
+    let c = Client::new(&format!("ws://127.0.0.1:{}/", closed_port()));
+    let msg = assert_failed(&c);
+    assert!(msg.to_lowercase().contains("refused"), "{msg}");
+    assert_eq!(c.rec.events().len(), 2);
+}
+
+#[test]
+fn server_dropping_tcp_is_1006_without_error() {
+    let server = ws_server(
+        |_| None,
+        |mut ws, _| {
+            let _ = ws.read();
+            // drop without a close frame
+        },
+    );
+    let c = Client::open(&server.url("/"));
+    c.send_text("hi");
+    assert_eq!(close_event(&c), (1006, String::new(), false));
+    assert!(errors(&c).is_empty(), "{:?}", c.rec.events());
+}
+
+fn raw_answer(response: &'static str) -> Server {
+    raw_server(move |mut s| {
+        let request = read_request(&mut s);
+        let r = response.replace("{accept}", &accept_key(&request));
+        let _ = s.write_all(r.as_bytes());
+        std::thread::sleep(Duration::from_millis(500));
+    })
+}
+
+#[test]
+fn bad_handshakes_fail_the_connection() {
+    let ok = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+    let cases: Vec<(String, &[&str], &str)> = vec![
+        ("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".into(), &[], "403"),
+        (
+            "HTTP/1.1 301 Moved\r\nLocation: ws://127.0.0.1:1/\r\n\r\n".into(),
+            &[],
+            "301",
+        ),
+        (
+            format!("{ok}Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"),
+            &[],
+            "Accept",
+        ),
+        (
+            format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Protocol: evil\r\n\r\n"),
+            &["chat"],
+            "evil",
+        ),
+        (
+            format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Protocol: chat\r\n\r\n"),
+            &[],
+            "chat",
+        ),
+        (
+            format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\n\r\n"),
+            &["chat"],
+            "none of the offered",
+        ),
+        (
+            format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+            &[],
+            "permessage-deflate",
+        ),
+    ];
+    for (response, protocols, needle) in cases {
+        let server = raw_answer(Box::leak(response.into_boxed_str()));
+        let c = Client::try_with(&server.url("/"), protocols, None, Recorder::new()).unwrap();
+        let msg = assert_failed(&c);
+        assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+        assert_eq!(c.protocol(), "");
+        assert!(!c.rec.events().iter().any(|e| matches!(e, Ev::Open { .. })));
+    }
+}
+
+#[test]
+fn subprotocol_negotiation() {
+    let server = ws_server(|offered| offered.get(1).cloned(), |ws, _| echo(ws));
+    let c = Client::try_with(&server.url("/"), &["v1.chat", "v2.chat"], None, Recorder::new()).unwrap();
+    assert_eq!(c.protocol(), "");
+    c.wait_open();
+    assert_eq!(c.protocol(), "v2.chat");
+    assert_eq!(unsafe { std::ffi::CStr::from_ptr(ws_extensions(c.ws)) }.to_bytes(), b"");
+}
+
+#[test]
+fn extra_headers_reach_the_server() {
+    let (server, rx) = recording_server();
+    let opts = Opts {
+        headers: vec![
+            ("Authorization".into(), "Bearer abc".into()),
+            ("X-Trace".into(), "42".into()),
+        ],
+        ..Opts::default()
+    };
+    let c = Client::try_with(&server.url("/path?q=1"), &["p1", "p2"], Some(&opts), Recorder::new()).unwrap();
+    c.rec
+        .wait_until(WAIT, "close", |e| e.iter().any(|e| matches!(e, Ev::Close { .. })));
+    let (seen, _) = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(seen.header("authorization").as_deref(), Some("Bearer abc"));
+    assert_eq!(seen.header("x-trace").as_deref(), Some("42"));
+    assert_eq!(seen.header("sec-websocket-protocol").as_deref(), Some("p1, p2"));
+    assert_eq!(seen.header("host"), Some(format!("127.0.0.1:{}", server.port)));
+    assert_eq!(seen.path, "/path?q=1");
+}
+
+#[test]
+fn message_over_the_limit_sends_1009() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let tx = Mutex::new(tx);
+    let server = raw_server(move |mut s| {
+        raw_handshake(&mut s, "");
+        s.write_all(&frame(0x82, &[1u8; 1001])).unwrap();
+        let _ = tx.lock().unwrap().send(read_until_close(&mut s));
+    });
+    let c = Client::with(
+        &server.url("/"),
+        &[],
+        &Opts {
+            max_message_size: Some(1000),
+            ..Opts::default()
+        },
+    );
+    let msg = assert_failed(&c);
+    assert!(msg.contains("limit"), "{msg}");
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), Some(1009));
+    assert!(c.rec.messages().is_empty());
+}
+
+#[test]
+fn ten_thousand_messages_in_order() {
+    let server = echo_server();
+    let c = Client::open(&server.url("/"));
+    for i in 0..10_000 {
+        assert_eq!(c.send_text(&i.to_string()), WS_OK);
+    }
+    let msgs = wait_messages(&c, 10_000);
+    for (i, (data, text)) in msgs.iter().enumerate() {
+        assert!(*text);
+        assert_eq!(std::str::from_utf8(data).unwrap(), i.to_string());
+    }
+}
+
+#[test]
+fn eight_threads_keep_their_order() {
+    let (server, rx) = recording_server();
+    let c = Arc::new(Client::open(&server.url("/")));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..1000 {
+                    assert_eq!(c.send_text(&format!("{t}:{i}")), WS_OK);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(c.close(1000, None), WS_OK);
+    let (_, t) = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(t.messages.len(), 8000);
+    let mut next = [0u32; 8];
+    for m in t.messages {
+        let s = m.into_text().unwrap();
+        let (t, i) = s.split_once(':').unwrap();
+        let (t, i): (usize, u32) = (t.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[t], "thread {t} out of order");
+        next[t] += 1;
+    }
+    assert_eq!(next, [1000; 8]);
+}
+
+#[test]
+fn send_from_inside_on_message() {
+    let server = echo_server();
+    let c = Client::new(&server.url("/"));
+    c.rec.set_hook(|ws, ev| {
+        if let Ev::Message { data, .. } = ev {
+            if data.len() < 5 {
+                let mut next = data.clone();
+                next.push(b'x');
+                assert_eq!(unsafe { ws_send_bytes(ws, next.as_ptr(), next.len()) }, WS_OK);
+            }
+        }
+    });
+    c.wait_open();
+    c.send_bytes(b"x");
+    let msgs = wait_messages(&c, 5);
+    assert_eq!(msgs.last().unwrap().0, b"xxxxx");
+}
+
+#[test]
+fn free_inside_each_callback() {
+    let server = echo_server();
+    for which in ["open", "message", "close", "error"] {
+        let url = if which == "error" {
+            format!("ws://127.0.0.1:{}/", closed_port())
+        } else {
+            server.url("/")
+        };
+        let rec = Recorder::new();
+        let freed = Arc::new(Mutex::new(false));
+        let f = freed.clone();
+        rec.set_hook(move |ws, ev| {
+            let hit = matches!(
+                (which, ev),
+                ("open", Ev::Open { .. })
+                    | ("message", Ev::Message { .. })
+                    | ("close", Ev::Close { .. })
+                    | ("error", Ev::Error { .. })
+            );
+            if hit {
+                unsafe { ws_free(ws) };
+                *f.lock().unwrap() = true;
+            }
+        });
+        let mut c = Client::try_with(&url, &[], None, rec.clone()).unwrap();
+        c.forget();
+        if which == "message" {
+            rec.wait_until(WAIT, "open", |e| !e.is_empty());
+            assert_eq!(unsafe { ws_send_string(c.ws, c"m".as_ptr(), 1) }, WS_OK);
+            assert_eq!(unsafe { ws_send_string(c.ws, c"n".as_ptr(), 1) }, WS_OK);
+        } else if which == "close" {
+            rec.wait_until(WAIT, "open", |e| !e.is_empty());
+            assert_eq!(unsafe { ws_close(c.ws, 1000, std::ptr::null()) }, WS_OK);
+        }
+        poll_until("the freeing callback", || *freed.lock().unwrap());
+        // Nothing runs after ws_free: give the I/O thread time to try.
+        let n = rec.events().len();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(rec.events().len(), n, "{which}: {:?}", rec.events());
+    }
+}
+
+#[test]
+fn free_while_connecting_and_while_server_is_silent_is_prompt() {
+    let (server, _held) = silent_server();
+    let mut c = Client::new(&server.url("/"));
+    assert!(c.free() < Duration::from_millis(100));
+    let events = c.rec.events();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(events.is_empty() && c.rec.events().is_empty());
+
+    // Open, then the server stops reading and answering: ws_free must not
+    // wait for the closing handshake.
+    let server = ws_server(|_| None, |_ws, _| std::thread::sleep(Duration::from_secs(3)));
+    let mut c = Client::open(&server.url("/"));
+    c.send_bytes(&vec![0u8; 8 << 20]);
+    assert!(c.free() < Duration::from_millis(100));
+}
+
+#[test]
+fn free_from_another_thread_waits_for_a_running_callback() {
+    let server = echo_server();
+    let c = Client::open(&server.url("/"));
+    let (entered_tx, entered_rx) = crossbeam_channel::bounded(1);
+    let done = Arc::new(Mutex::new(false));
+    let d = done.clone();
+    c.rec.set_hook(move |_, ev| {
+        if matches!(ev, Ev::Message { .. }) {
+            let _ = entered_tx.send(());
+            std::thread::sleep(Duration::from_millis(300));
+            *d.lock().unwrap() = true;
+        }
+    });
+    c.send_text("x");
+    entered_rx.recv_timeout(WAIT).unwrap();
+    let mut c = c;
+    c.free();
+    assert!(*done.lock().unwrap(), "ws_free returned while the callback ran");
+}
+
+#[test]
+fn frames_in_the_same_packet_as_the_101() {
+    let server = raw_server(|mut s| {
+        let request = read_request(&mut s);
+        let mut out = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            accept_key(&request)
+        )
+        .into_bytes();
+        out.extend(frame(0x81, b"first"));
+        out.extend(frame(0x82, b"second"));
+        s.write_all(&out).unwrap();
+        read_until_close(&mut s);
+    });
+    let c = Client::open(&server.url("/"));
+    assert_eq!(
+        wait_messages(&c, 2),
+        vec![(b"first".to_vec(), true), (b"second".to_vec(), false)]
+    );
+}
+
+#[test]
+fn close_timeout_when_server_never_answers_close() {
+    let server = raw_server(|mut s| {
+        raw_handshake(&mut s, "");
+        read_until_close(&mut s);
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let c = Client::with(
+        &server.url("/"),
+        &[],
+        &Opts {
+            close_timeout_ms: Some(300),
+            ..Opts::default()
+        },
+    );
+    c.wait_open();
+    let t = Instant::now();
+    c.close(1000, None);
+    assert_eq!(close_event(&c), (1006, String::new(), false));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert!(errors(&c).is_empty());
+}
+
+#[test]
+fn server_close_without_tcp_close_is_clean_after_2s() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let tx = Mutex::new(tx);
+    let server = raw_server(move |mut s| {
+        raw_handshake(&mut s, "");
+        s.write_all(&frame(0x88, &close_payload(4321, "x"))).unwrap();
+        let code = read_until_close(&mut s);
+        let t = Instant::now();
+        let closed = peer_closed_within(&mut s, Duration::from_secs(5));
+        let _ = tx.lock().unwrap().send((code, closed, t.elapsed()));
+    });
+    let c = Client::open(&server.url("/"));
+    assert_eq!(close_event(&c), (4321, "x".to_string(), true));
+    let (code, closed, took) = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(code, Some(4321));
+    assert!(closed);
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}

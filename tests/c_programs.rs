@@ -1,0 +1,243 @@
+//! Real C (and C++) programs against include/ws.h, linked against libws.so
+//! and libws.a, talking to a local server.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const C_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
+const CXX_FLAGS: &[&str] = &["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic"];
+/// What a Rust staticlib needs from the system (rustc --print native-static-libs).
+const STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
+
+/// A directory holding libws.so under its soname, as an install would.
+fn shared_lib_dir(scratch: &Path) -> PathBuf {
+    let d = scratch.join("lib");
+    std::fs::create_dir_all(&d).unwrap();
+    let so = lib_dir().join("libws.so");
+    for name in ["libws.so", "libws.so.0"] {
+        let _ = std::fs::remove_file(d.join(name));
+        std::os::unix::fs::symlink(&so, d.join(name)).unwrap();
+    }
+    d
+}
+
+enum Link {
+    Shared,
+    Static,
+}
+
+fn compile(source: &Path, out: &Path, compiler: &str, flags: &[&str], link: Link, scratch: &Path) {
+    let mut cmd = Command::new(compiler);
+    cmd.args(flags)
+        .arg("-I")
+        .arg(repo_dir().join("include"))
+        .arg(source)
+        .arg("-o")
+        .arg(out);
+    // -x c++ applies to later inputs too: switch back before the libraries.
+    cmd.args(["-x", "none"]);
+    match link {
+        Link::Shared => {
+            let d = shared_lib_dir(scratch);
+            cmd.arg(format!("-L{}", d.display()))
+                .arg(format!("-Wl,-rpath,{}", d.display()));
+            cmd.args(["-lws", "-lpthread"]);
+        }
+        Link::Static => {
+            cmd.arg(lib_dir().join("libws.a")).args(STATIC_LIBS);
+        }
+    }
+    run(&mut cmd);
+}
+
+fn run_contract(binary: &Path) {
+    let server = contract_server();
+    let out = run(Command::new(binary).arg(server.url("/contract")).arg("chat"));
+    assert!(out.contains("contract: all checks passed"), "{out}");
+}
+
+#[test]
+fn contract_program_as_c99_against_shared_and_static() {
+    let scratch = scratch_dir("contract-c");
+    let src = repo_dir().join("tests/c/contract.c");
+    let shared = scratch.join("contract_shared");
+    compile(&src, &shared, "cc", C_FLAGS, Link::Shared, &scratch);
+    run_contract(&shared);
+    let needed = run(Command::new("readelf").arg("-d").arg(&shared));
+    assert!(
+        needed.contains("[libws.so.0]"),
+        "binary should need the soname:\n{needed}"
+    );
+    let fixed = scratch.join("contract_static");
+    compile(&src, &fixed, "cc", C_FLAGS, Link::Static, &scratch);
+    run_contract(&fixed);
+    let dynamic = run(Command::new("readelf").arg("-d").arg(&fixed));
+    assert!(
+        !dynamic.contains("libws"),
+        "static binary should not need libws.so:\n{dynamic}"
+    );
+}
+
+#[test]
+fn contract_program_as_cxx() {
+    let scratch = scratch_dir("contract-cxx");
+    let out = scratch.join("contract_cxx");
+    compile(
+        &repo_dir().join("tests/c/contract.c"),
+        &out,
+        "c++",
+        CXX_FLAGS,
+        Link::Shared,
+        &scratch,
+    );
+    run_contract(&out);
+}
+
+#[test]
+fn header_alone_compiles_cleanly_as_c_and_cxx() {
+    let scratch = scratch_dir("header-only");
+    let src = scratch.join("only.c");
+    std::fs::write(
+        &src,
+        "#include <ws.h>\n#include <ws.h>\nint main(void) { return WS_OK; }\n",
+    )
+    .unwrap();
+    for (compiler, flags) in [("cc", C_FLAGS), ("c++", CXX_FLAGS)] {
+        let mut cmd = Command::new(compiler);
+        cmd.args(flags)
+            .arg("-I")
+            .arg(repo_dir().join("include"))
+            .arg("-c")
+            .arg(&src)
+            .arg("-o");
+        cmd.arg(scratch.join(format!("only-{compiler}.o")));
+        run(&mut cmd);
+    }
+}
+
+#[test]
+fn shared_object_exports_only_ws_symbols() {
+    let out = run(Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(lib_dir().join("libws.so")));
+    let symbols: Vec<&str> = out.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert!(
+        symbols.contains(&"ws_new") && symbols.contains(&"ws_free"),
+        "{symbols:?}"
+    );
+    let foreign: Vec<&&str> = symbols.iter().filter(|s| !s.starts_with("ws_")).collect();
+    assert!(foreign.is_empty(), "exported non-ws_ symbols: {foreign:?}");
+    let soname = run(Command::new("readelf").arg("-d").arg(lib_dir().join("libws.so")));
+    assert!(soname.contains("Library soname: [libws.so.0]"), "{soname}");
+}
+
+#[test]
+fn examples_compile_and_wscat_talks_to_the_server() {
+    let scratch = scratch_dir("examples");
+    for name in ["echo", "wscat"] {
+        let src = repo_dir().join(format!("examples/{name}.c"));
+        compile(&src, &scratch.join(name), "cc", C_FLAGS, Link::Shared, &scratch);
+    }
+    let server = contract_server();
+    // wscat: each stdin line is a text message; end of input closes with 1000.
+    let mut child = Command::new(scratch.join("wscat"))
+        .arg(server.url("/"))
+        .arg("chat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // A watchdog, so that a hung wscat fails the test instead of hanging it.
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let watchdog = std::thread::spawn(move || {
+        if stop_rx.recv_timeout(WAIT).is_err() {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+    });
+    use std::io::{BufRead, Write};
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"first line\nsecond line\n").unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut text = String::new();
+    // Both echoes before end of input: messages arriving while CLOSING are
+    // dropped, as in browsers.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        text.push_str(&line);
+        text.push('\n');
+        if line == "text: second line" {
+            break;
+        }
+    }
+    drop(stdin);
+    for line in lines {
+        text.push_str(&line.unwrap());
+        text.push('\n');
+    }
+    let status = child.wait().unwrap();
+    let _ = stop_tx.send(());
+    watchdog.join().unwrap();
+    assert!(status.success(), "{text}");
+    assert!(
+        text.starts_with("open (protocol \"chat\")\ntext: first line\ntext: second line\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("close 1000 \"\" (clean)\n"), "{text}");
+    // echo: connects, sends, prints every event, closes.
+    let out = run(Command::new(scratch.join("echo")).arg(server.url("/")));
+    assert!(out.contains("message (text): Hello from libws"), "{out}");
+    assert!(out.contains("close 1000"), "{out}");
+}
+
+#[test]
+fn install_puts_a_working_pkg_config_in_place() {
+    let scratch = scratch_dir("install");
+    let prefix = scratch.join("prefix");
+    run(Command::new("bash")
+        .arg(repo_dir().join("scripts/install.sh"))
+        .env("PREFIX", &prefix)
+        .env("BUILD_DIR", lib_dir()));
+    for f in [
+        "lib/libws.so",
+        "lib/libws.so.0",
+        "lib/libws.a",
+        "include/ws.h",
+        "lib/pkgconfig/ws.pc",
+    ] {
+        assert!(prefix.join(f).exists(), "{f} not installed");
+    }
+    let flags = run(Command::new("pkg-config")
+        .args(["--cflags", "--libs", "ws"])
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")));
+    let app = scratch.join("app");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "cc -std=c99 -Wall -Wextra -Werror -pedantic {} {} -o {} {}",
+        repo_dir().join("tests/c/contract.c").display(),
+        "-x none",
+        app.display(),
+        flags.trim()
+    ));
+    run(&mut cmd);
+    let server = contract_server();
+    let out = run(Command::new(&app)
+        .arg(server.url("/"))
+        .arg("chat")
+        .env("LD_LIBRARY_PATH", prefix.join("lib")));
+    assert!(out.contains("all checks passed"), "{out}");
+
+    // DESTDIR stages the same tree under another root.
+    let stage = scratch.join("stage");
+    run(Command::new("bash")
+        .arg(repo_dir().join("scripts/install.sh"))
+        .env("PREFIX", "/usr/local")
+        .env("DESTDIR", &stage)
+        .env("BUILD_DIR", lib_dir()));
+    assert!(stage.join("usr/local/lib/libws.so.0").exists());
+    let pc = std::fs::read_to_string(stage.join("usr/local/lib/pkgconfig/ws.pc")).unwrap();
+    assert!(pc.contains("prefix=/usr/local"), "{pc}");
+}

@@ -364,12 +364,17 @@ impl Io {
         }
     }
 
-    fn flush(&mut self, conn: &mut Conn) -> Result<(), End> {
+    /// Writes what the socket takes now; bufferedAmount drops by each data
+    /// frame's size once its last byte is written.
+    fn write_out(&self, conn: &mut Conn) -> io::Result<()> {
         let buffered = &self.shared.buffered;
-        let result = conn.writer.write_to(&mut conn.stream, |n| {
+        conn.writer.write_to(&mut conn.stream, |n| {
             buffered.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
-        });
-        match result {
+        })
+    }
+
+    fn flush(&mut self, conn: &mut Conn) -> Result<(), End> {
+        match self.write_out(conn) {
             Ok(()) => Ok(()),
             // The peer is gone; what it sent before may still say how.
             Err(_) => {
@@ -404,10 +409,6 @@ impl Io {
                 Ok(None) => return Ok(()),
                 Err(v) => return Err(self.fail(conn, v.code, v.message)),
             };
-            if conn.close_received.is_some() {
-                // Nothing may follow the close frame (RFC 6455 5.5.1).
-                return Err(self.fail(conn, 0, "server sent a frame after its close frame".into()));
-            }
             match incoming {
                 Incoming::Message { text } => {
                     // WHATWG: a message received while not OPEN is dropped.
@@ -422,6 +423,8 @@ impl Io {
                     }
                 }
                 Incoming::Pong => {}
+                // A second close frame: the handshake is already done.
+                Incoming::Close { .. } if conn.close_received.is_some() => {}
                 Incoming::Close { code, reason } => {
                     conn.close_received = Some((code, reason.clone()));
                     conn.crossed_at = conn.close_sent_at.map(|_| Instant::now());
@@ -439,16 +442,19 @@ impl Io {
     }
 
     /// Fails the connection (RFC 6455 7.1.7): our close frame with `code`
-    /// if none was sent yet (0: send none), then TCP is closed.
+    /// if none was sent yet, then TCP is closed.
     fn fail(&mut self, conn: &mut Conn, code: u16, message: String) -> End {
         self.shared.transition(None, CLOSING);
-        if code != 0 && conn.close_sent_at.is_none() {
+        // Messages accepted while OPEN (an echo sent from on_message, say)
+        // still go out before the close frame.
+        self.drain_commands(conn);
+        if conn.close_sent_at.is_none() {
             conn.writer.push_close(code, "");
             conn.close_sent_at = Some(Instant::now());
         }
         let linger = Instant::now() + FAIL_LINGER.min(self.options.close_timeout);
         while !conn.writer.is_empty() {
-            if conn.writer.write_to(&mut conn.stream, |_| {}).is_err() {
+            if self.write_out(conn).is_err() {
                 break;
             }
             if conn.writer.is_empty() {

@@ -116,6 +116,8 @@ pub struct Reader {
     /// `message[..utf8_valid]` is known to be valid UTF-8.
     utf8_valid: usize,
     control: Vec<u8>,
+    /// The server's close frame has arrived: no data frame may follow.
+    close_received: bool,
 }
 
 /// Big buffers are given back after the message that needed them.
@@ -130,6 +132,7 @@ impl Reader {
             open_message: None,
             utf8_valid: 0,
             control: Vec::new(),
+            close_received: false,
         }
     }
 
@@ -214,6 +217,13 @@ impl Reader {
                 "frame length has its most significant bit set",
             ));
         }
+        if self.close_received && matches!(h.opcode, OpCode::Data(_)) {
+            // RFC 6455 5.5.1: no data after the close frame; browsers fail.
+            return Err(violation(
+                CLOSE_PROTOCOL_ERROR,
+                "server sent a data frame after its close frame",
+            ));
+        }
         match h.opcode {
             OpCode::Control(_) => {
                 if !h.is_final {
@@ -289,7 +299,11 @@ impl Reader {
             }
             OpCode::Control(Control::Ping) => Ok(Some(Incoming::Ping(std::mem::take(&mut self.control)))),
             OpCode::Control(Control::Pong) => Ok(Some(Incoming::Pong)),
-            OpCode::Control(Control::Close) => parse_close(&self.control).map(Some),
+            OpCode::Control(Control::Close) => {
+                let close = parse_close(&self.control)?;
+                self.close_received = true;
+                Ok(Some(close))
+            }
             OpCode::Control(Control::Reserved(op)) => {
                 Err(violation(CLOSE_PROTOCOL_ERROR, format!("reserved opcode {op}")))
             }
@@ -577,6 +591,28 @@ mod tests {
         for code in [1000u16, 1003, 1007, 1014, 3000, 4999] {
             assert!(is_valid_wire_close_code(code), "{code}");
         }
+    }
+
+    #[test]
+    fn data_after_close_is_a_violation_but_control_is_not() {
+        let close = frame(0x88, &close_payload_bytes(1000));
+        let out = read_all(&[close.clone(), frame(0x89, b"p"), frame(0x81, b"x")].concat(), 100);
+        assert_eq!(
+            out[0],
+            Ok(Incoming::Close {
+                code: 1000,
+                reason: String::new()
+            })
+        );
+        assert_eq!(out[1], Ok(Incoming::Ping(b"p".to_vec())));
+        assert_eq!(out[2].as_ref().unwrap_err().code, CLOSE_PROTOCOL_ERROR);
+        // The first header of a fragmented message already fails.
+        let out = read_all(&[close, vec![0x01, 0x05, b'a']].concat(), 100);
+        assert!(out[1].is_err());
+    }
+
+    fn close_payload_bytes(code: u16) -> Vec<u8> {
+        code.to_be_bytes().to_vec()
     }
 
     #[test]

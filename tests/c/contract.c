@@ -168,7 +168,8 @@ int main(int argc, char **argv) {
     free(big);
     CHECK(ws_close(ws, 999, NULL) == WS_ERR_INVALID_ACCESS);
     CHECK(ws_close(ws, 1000, "client done") == WS_OK);
-    CHECK(ws_ready_state(ws) == WS_CLOSING);
+    /* CLOSED already if the server answered at once. */
+    CHECK(ws_ready_state(ws) == WS_CLOSING || ws_ready_state(ws) == WS_CLOSED);
     wait_for(&e, &e.closed, 1);
     CHECK(e.close_code == 1000 && e.close_clean);
     finish(ws, &e);

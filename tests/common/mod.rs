@@ -696,3 +696,56 @@ pub fn run(cmd: &mut std::process::Command) -> String {
     assert!(out.status.success(), "{cmd:?} failed ({}):\n{text}", out.status);
     text
 }
+
+// ----- assertions on a handle's events -----
+
+pub fn close_event(c: &Client) -> (u16, String, bool) {
+    match c.rec.wait_close() {
+        Ev::Close {
+            code,
+            reason,
+            clean,
+            state,
+        } => {
+            assert_eq!(state, ws::ffi::WS_CLOSED, "readyState inside on_close");
+            assert_eq!(c.state(), ws::ffi::WS_CLOSED);
+            (code, reason, clean)
+        }
+        _ => unreachable!(),
+    }
+}
+
+pub fn errors(c: &Client) -> Vec<String> {
+    c.rec
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Error { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asserts the connection failed: on_error (readyState CLOSED) right before
+/// on_close 1006 unclean, and nothing else after open. Returns the error.
+pub fn assert_failed(c: &Client) -> String {
+    let (code, _, clean) = close_event(c);
+    assert_eq!((code, clean), (1006, false));
+    let evs = c.rec.events();
+    let n = evs.len();
+    assert!(n >= 2, "{evs:?}");
+    match &evs[n - 2] {
+        Ev::Error { message, state } => {
+            assert_eq!(*state, ws::ffi::WS_CLOSED);
+            message.clone()
+        }
+        other => panic!("expected on_error before on_close, got {other:?}"),
+    }
+}
+
+pub fn wait_messages(c: &Client, n: usize) -> Vec<(Vec<u8>, bool)> {
+    c.rec.wait_until(WAIT, "messages", |e| {
+        e.iter().filter(|e| matches!(e, Ev::Message { .. })).count() >= n
+    });
+    c.rec.messages()
+}

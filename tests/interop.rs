@@ -1,0 +1,247 @@
+//! Interoperability with the servers people run: the Python `websockets`
+//! library and the Node.js `ws` package (tests/peers/*), installed by
+//! scripts/test.sh into target/peers. Under CI=true a missing peer fails the
+//! test; elsewhere the test says it was skipped.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+use ws::ffi::*;
+
+struct Peer {
+    port: u16,
+    /// Holds the peer's stdin: the peer exits when this process does.
+    _child: Child,
+}
+
+impl Peer {
+    fn url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+fn start(name: &str, program: &str, script: &str, path_var: &str, default_path: &str) -> Option<Peer> {
+    let env_name = format!("LIBWS_PEER_{}", path_var);
+    let lib_path = std::env::var(&env_name).unwrap_or_else(|_| repo_dir().join(default_path).display().to_string());
+    let spawned = Command::new(program)
+        .arg(repo_dir().join(script))
+        .env(path_var, &lib_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let missing = |why: String| -> Option<Peer> {
+        let msg = format!("{name} peer unavailable: {why} (scripts/test.sh installs it into target/peers)");
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+        None
+    };
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => return missing(format!("cannot run {program}: {e}")),
+    };
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    let Some(port) = line
+        .strip_prefix("PORT ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+    else {
+        let _ = child.kill();
+        return missing(format!("it did not start (said {line:?})"));
+    };
+    eprintln!("{name} peer: {}", line.trim());
+    Some(Peer { port, _child: child })
+}
+
+fn python() -> Option<&'static Peer> {
+    static PEER: OnceLock<Option<Peer>> = OnceLock::new();
+    PEER.get_or_init(|| {
+        start(
+            "Python websockets",
+            "python3",
+            "tests/peers/python_server.py",
+            "PYTHONPATH",
+            "target/peers/python",
+        )
+    })
+    .as_ref()
+}
+
+fn node() -> Option<&'static Peer> {
+    static PEER: OnceLock<Option<Peer>> = OnceLock::new();
+    PEER.get_or_init(|| {
+        start(
+            "Node.js ws",
+            "node",
+            "tests/peers/node_server.js",
+            "NODE_PATH",
+            "target/peers/node/node_modules",
+        )
+    })
+    .as_ref()
+}
+
+fn echo_all_kinds(peer: &Peer) {
+    let c = Client::open(&peer.url("/"));
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i ^ (i >> 9)) as u8).collect();
+    assert_eq!(c.send_text("text ✓"), WS_OK);
+    assert_eq!(c.send_bytes(&[9, 8, 7]), WS_OK);
+    assert_eq!(c.send_text(""), WS_OK);
+    assert_eq!(c.send_bytes(&[]), WS_OK);
+    assert_eq!(c.send_bytes(&big), WS_OK);
+    let msgs = wait_messages(&c, 5);
+    assert_eq!(msgs[0], ("text ✓".as_bytes().to_vec(), true));
+    assert_eq!(msgs[1], (vec![9, 8, 7], false));
+    assert_eq!(msgs[2], (vec![], true));
+    assert_eq!(msgs[3], (vec![], false));
+    assert!(msgs[4] == (big, false), "16 MiB echo differs");
+    c.close(1000, None);
+    assert_eq!(close_event(&c), (1000, String::new(), true));
+}
+
+fn fragmented_message_from_the_server(peer: &Peer) {
+    let c = Client::open(&peer.url("/"));
+    c.send_text("fragments Hel|lo, w€|orld|!");
+    assert_eq!(wait_messages(&c, 1), vec![("Hello, w€orld!".as_bytes().to_vec(), true)]);
+}
+
+fn server_ping_gets_matching_pong(peer: &Peer) {
+    let c = Client::open(&peer.url("/"));
+    c.send_text("ping payload-42");
+    assert_eq!(wait_messages(&c, 1), vec![(b"pong payload-42".to_vec(), true)]);
+}
+
+fn server_initiated_close(peer: &Peer) {
+    let c = Client::open(&peer.url("/"));
+    c.send_text("close 4000 server is done");
+    assert_eq!(close_event(&c), (4000, "server is done".to_string(), true));
+    assert!(errors(&c).is_empty());
+}
+
+/// How the server saw connection /id/TOKEN close (asks until it knows).
+fn close_seen_by_server(peer: &Peer, token: &str) -> String {
+    let q = Client::open(&peer.url("/"));
+    for i in 0..200 {
+        assert_eq!(q.send_text(&format!("close-of {token}")), WS_OK);
+        let answer = String::from_utf8(wait_messages(&q, i + 1)[i].0.clone()).unwrap();
+        if answer != "pending" {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("server never saw connection {token} close");
+}
+
+fn client_close_codes_as_the_server_records_them(peer: &Peer) {
+    let cases: [(u16, Option<&str>, &str); 4] = [
+        (4001, Some("client bye"), "4001 client bye"),
+        (1000, None, "1000 "),
+        (0, Some("reason only"), "1000 reason only"),
+        (0, None, "1005 "),
+    ];
+    for (i, (code, reason, expect)) in cases.into_iter().enumerate() {
+        let token = format!("close-{i}-{}", std::process::id());
+        let c = Client::open(&peer.url(&format!("/id/{token}")));
+        assert_eq!(c.close(code, reason), WS_OK);
+        let (_, _, clean) = close_event(&c);
+        assert!(clean);
+        assert_eq!(close_seen_by_server(peer, &token), expect);
+    }
+}
+
+fn subprotocol_negotiation(peer: &Peer) {
+    let c = Client::try_with(&peer.url("/"), &["superchat", "chat"], None, Recorder::new()).unwrap();
+    c.wait_open();
+    assert_eq!(c.protocol(), "superchat");
+    // Offered, but the server supports none of them: the connection fails.
+    let c = Client::try_with(&peer.url("/"), &["mqtt"], None, Recorder::new()).unwrap();
+    let msg = assert_failed(&c);
+    assert!(msg.contains("none of the offered"), "{msg}");
+    assert_eq!(c.protocol(), "");
+}
+
+fn extra_headers_as_the_server_sees_them(peer: &Peer) {
+    let opts = Opts {
+        headers: vec![
+            ("X-Libws-Test".into(), "hello world".into()),
+            ("Authorization".into(), "Bearer t0k".into()),
+        ],
+        ..Opts::default()
+    };
+    let c = Client::try_with(&peer.url("/some/path?a=1"), &["chat"], Some(&opts), Recorder::new()).unwrap();
+    c.wait_open();
+    c.send_text("headers");
+    let json = wait_messages(&c, 1)[0].0.clone();
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v["path"], "/some/path?a=1");
+    assert_eq!(v["headers"]["x-libws-test"], "hello world");
+    assert_eq!(v["headers"]["authorization"], "Bearer t0k");
+    assert_eq!(v["headers"]["sec-websocket-protocol"], "chat");
+    assert_eq!(v["headers"]["host"], format!("127.0.0.1:{}", peer.port));
+}
+
+fn thousand_messages_in_order(peer: &Peer) {
+    let c = Client::open(&peer.url("/"));
+    for i in 0..1000 {
+        if i % 2 == 0 {
+            assert_eq!(c.send_text(&format!("m{i}")), WS_OK);
+        } else {
+            assert_eq!(c.send_bytes(format!("m{i}").as_bytes()), WS_OK);
+        }
+    }
+    let msgs = wait_messages(&c, 1000);
+    for (i, (data, text)) in msgs.iter().enumerate() {
+        assert_eq!(*data, format!("m{i}").into_bytes());
+        assert_eq!(*text, i % 2 == 0);
+    }
+}
+
+macro_rules! against {
+    ($peer:ident: $($case:ident),* $(,)?) => {
+        mod $peer {
+            $(
+                #[test]
+                fn $case() {
+                    if let Some(peer) = super::$peer() {
+                        super::$case(peer);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+against!(python:
+    echo_all_kinds,
+    fragmented_message_from_the_server,
+    server_ping_gets_matching_pong,
+    server_initiated_close,
+    client_close_codes_as_the_server_records_them,
+    subprotocol_negotiation,
+    extra_headers_as_the_server_sees_them,
+    thousand_messages_in_order,
+);
+
+against!(node:
+    echo_all_kinds,
+    fragmented_message_from_the_server,
+    server_ping_gets_matching_pong,
+    server_initiated_close,
+    client_close_codes_as_the_server_records_them,
+    subprotocol_negotiation,
+    extra_headers_as_the_server_sees_them,
+    thousand_messages_in_order,
+);

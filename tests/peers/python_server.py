@@ -1,0 +1,75 @@
+"""A WebSocket server on the Python `websockets` library, for tests/interop.rs.
+
+Prints "PORT <n>" once listening on 127.0.0.1; exits when stdin closes.
+Echoes every message, except these text commands:
+  close CODE REASON   close with that code and reason
+  fragments A|B|C     send one text message in fragments A, B, C
+  ping PAYLOAD        ping with PAYLOAD; after the matching pong: "pong PAYLOAD"
+  headers             JSON {"path", "headers"} of the handshake request
+  close-of TOKEN      how connection /id/TOKEN was closed: "CODE REASON",
+                      "no-close-frame", or "pending"
+Subprotocols: chat and superchat, the first the client offers wins.
+"""
+import asyncio
+import json
+import sys
+
+import websockets
+from websockets.asyncio.server import serve
+
+closes = {}
+
+
+def select_subprotocol(connection, offered):
+    for p in offered:
+        if p in ("chat", "superchat"):
+            return p
+    return None
+
+
+async def handler(ws):
+    path = ws.request.path
+    token = path[len("/id/"):] if path.startswith("/id/") else None
+    try:
+        async for msg in ws:
+            if isinstance(msg, str):
+                if msg.startswith("close "):
+                    parts = msg.split(" ", 2)
+                    await ws.close(int(parts[1]), parts[2] if len(parts) > 2 else "")
+                    return
+                if msg.startswith("fragments "):
+                    await ws.send(msg[len("fragments "):].split("|"))
+                    continue
+                if msg.startswith("ping "):
+                    payload = msg[len("ping "):]
+                    pong = await ws.ping(payload.encode())
+                    await asyncio.wait_for(pong, 10)  # resolves on a pong with this payload
+                    await ws.send("pong " + payload)
+                    continue
+                if msg == "headers":
+                    headers = {k.lower(): v for k, v in ws.request.headers.raw_items()}
+                    await ws.send(json.dumps({"path": path, "headers": headers}))
+                    continue
+                if msg.startswith("close-of "):
+                    await ws.send(closes.get(msg[len("close-of "):], "pending"))
+                    continue
+            await ws.send(msg)
+    except websockets.ConnectionClosed:
+        pass
+    finally:
+        if token is not None:
+            await ws.wait_closed()
+            rcvd = ws.protocol.close_rcvd
+            closes[token] = f"{rcvd.code} {rcvd.reason}" if rcvd else "no-close-frame"
+
+
+async def main():
+    async with serve(handler, "127.0.0.1", 0, select_subprotocol=select_subprotocol,
+                     max_size=None, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        print(f"PORT {port} websockets {websockets.__version__}", flush=True)
+        # The test process holds our stdin: its end is ours.
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+asyncio.run(main())

@@ -385,6 +385,58 @@ int ws_options_set_close_timeout_ms(struct ws_options *o, uint32_t ms);
  */
 int ws_options_set_max_buffered_amount(struct ws_options *o, uint64_t bytes);
 
+/*
+ For `wss://`: also trust the certificates in the PEM file at `pem_path`,
+ besides the system store. Each call adds to those trusted before. The file
+ is read now: one that cannot be read or holds no parsable PEM certificate
+ gives `WS_ERR_INVALID_ARGUMENT` (as does a NULL or non-UTF-8 path).
+
+ # Safety
+ `o` is NULL or a live `ws_options`; `pem_path` is NULL or a NUL-terminated string.
+ */
+int ws_options_set_ca_file(struct ws_options *o, const char *pem_path);
+
+/*
+ As `ws_options_set_ca_file`, from `len` bytes of PEM text in memory
+ (copied; need not be NUL-terminated).
+
+ # Safety
+ `o` is NULL or a live `ws_options`; `pem` is NULL or points to `len` bytes.
+ */
+int ws_options_set_ca_pem(struct ws_options *o, const char *pem, size_t len);
+
+/*
+ For `wss://` with mutual TLS: the client certificate (PEM, optionally
+ followed by its chain) and its private key (PKCS#8 PEM, "BEGIN PRIVATE
+ KEY"). Both files are read now; one that cannot be read or parsed gives
+ `WS_ERR_INVALID_ARGUMENT`. A later call replaces an earlier one.
+
+ # Safety
+ `o` is NULL or a live `ws_options`; both paths are NULL or NUL-terminated strings.
+ */
+int ws_options_set_client_cert(struct ws_options *o,
+                               const char *cert_pem_path,
+                               const char *key_pem_path);
+
+/*
+ DANGER: with `yes`, `wss://` accepts any server certificate: expired,
+ self-signed, from an unknown issuer. Anyone on the path can then read and
+ change the traffic. Off by default; for tests only.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_danger_accept_invalid_certs(struct ws_options *o, bool yes);
+
+/*
+ DANGER: with `yes`, `wss://` accepts a valid certificate issued for
+ another host name. Off by default; for tests only.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_danger_accept_invalid_hostnames(struct ws_options *o, bool yes);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

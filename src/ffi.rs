@@ -560,6 +560,80 @@ pub unsafe extern "C" fn ws_options_set_max_buffered_amount(o: *mut ws_options, 
     })
 }
 
+/// For `wss://`: also trust the certificates in the PEM file at `pem_path`,
+/// besides the system store. Each call adds to those trusted before. The file
+/// is read now: one that cannot be read or holds no parsable PEM certificate
+/// gives `WS_ERR_INVALID_ARGUMENT` (as does a NULL or non-UTF-8 path).
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`; `pem_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_ca_file(o: *mut ws_options, pem_path: *const c_char) -> c_int {
+    with_options(o, |o| match str_arg(pem_path) {
+        Some(path) => o.add_ca_file(path),
+        None => Err(Error::invalid_argument("CA file path is NULL or not UTF-8")),
+    })
+}
+
+/// As `ws_options_set_ca_file`, from `len` bytes of PEM text in memory
+/// (copied; need not be NUL-terminated).
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`; `pem` is NULL or points to `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_ca_pem(o: *mut ws_options, pem: *const c_char, len: usize) -> c_int {
+    with_options(o, |o| match bytes_arg(pem.cast(), len) {
+        Some(pem) if !pem.is_empty() => o.add_ca_pem(pem),
+        _ => Err(Error::invalid_argument("CA PEM is NULL or empty")),
+    })
+}
+
+/// For `wss://` with mutual TLS: the client certificate (PEM, optionally
+/// followed by its chain) and its private key (PKCS#8 PEM, "BEGIN PRIVATE
+/// KEY"). Both files are read now; one that cannot be read or parsed gives
+/// `WS_ERR_INVALID_ARGUMENT`. A later call replaces an earlier one.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`; both paths are NULL or NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_client_cert(
+    o: *mut ws_options,
+    cert_pem_path: *const c_char,
+    key_pem_path: *const c_char,
+) -> c_int {
+    with_options(o, |o| match (str_arg(cert_pem_path), str_arg(key_pem_path)) {
+        (Some(cert), Some(key)) => o.set_client_cert(cert, key),
+        _ => Err(Error::invalid_argument("certificate or key path is NULL or not UTF-8")),
+    })
+}
+
+/// DANGER: with `yes`, `wss://` accepts any server certificate: expired,
+/// self-signed, from an unknown issuer. Anyone on the path can then read and
+/// change the traffic. Off by default; for tests only.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_danger_accept_invalid_certs(o: *mut ws_options, yes: bool) -> c_int {
+    with_options(o, |o| {
+        o.tls.accept_invalid_certs = yes;
+        Ok(())
+    })
+}
+
+/// DANGER: with `yes`, `wss://` accepts a valid certificate issued for
+/// another host name. Off by default; for tests only.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_danger_accept_invalid_hostnames(o: *mut ws_options, yes: bool) -> c_int {
+    with_options(o, |o| {
+        o.tls.accept_invalid_hostnames = yes;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

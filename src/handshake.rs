@@ -58,10 +58,15 @@ pub fn parse_response(buf: &[u8], key: &str, offered: &[String]) -> Result<Optio
     let status = response.code.unwrap_or(0);
     if status != 101 {
         // Redirects are not followed (WHATWG: "the WebSocket connection is failed").
-        return Err(format!(
+        let mut message = format!(
             "unexpected HTTP status {status} {} in the handshake response (expected 101)",
             response.reason.unwrap_or("")
-        ));
+        );
+        if let Some(detail) = body_summary(&buf[head_len..]) {
+            message.push_str(": ");
+            message.push_str(&detail);
+        }
+        return Err(message);
     }
     let values = |name: &str| -> Vec<&str> {
         response
@@ -108,6 +113,19 @@ pub fn parse_response(buf: &[u8], key: &str, offered: &[String]) -> Result<Optio
         extensions: String::new(),
         head_len,
     }))
+}
+
+/// What an error page says, for the error message: its HTML title, or
+/// its first line of text; at most 120 characters.
+fn body_summary(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    let title = text
+        .split_once("<title>")
+        .and_then(|(_, rest)| rest.split_once("</title>"))
+        .map(|(t, _)| t.to_string());
+    let line = title.or_else(|| text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string))?;
+    let line: String = line.chars().filter(|c| !c.is_control()).take(120).collect();
+    (!line.trim().is_empty()).then(|| line.trim().to_string())
 }
 
 #[cfg(test)]
@@ -172,6 +190,14 @@ mod tests {
         for r in bad {
             assert!(parse_response(r.as_bytes(), KEY, &[]).is_err(), "{r}");
         }
+        let page = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html><head><title>400 No required SSL certificate was sent</title></head>";
+        let e = parse_response(page.as_bytes(), KEY, &[]).unwrap_err();
+        assert!(
+            e.ends_with("(expected 101): 400 No required SSL certificate was sent"),
+            "{e}"
+        );
+        let e = parse_response(b"HTTP/1.1 403 Forbidden\r\n\r\n\ngo away\x07\n", KEY, &[]).unwrap_err();
+        assert!(e.ends_with(": go away"), "{e}");
         let huge = format!("HTTP/1.1 101 OK\r\nX: {}\r\n", "a".repeat(MAX_RESPONSE_HEAD));
         assert!(parse_response(huge.as_bytes(), KEY, &[]).is_err());
     }

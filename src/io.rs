@@ -9,6 +9,7 @@ use crate::options::Options;
 use crate::protocol::{Incoming, InputBuffer, Reader, Writer, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
 use crate::shared::{Command, Shared, CLOSED, CLOSING, CONNECTING, OPEN};
 use crate::target::{Target, TargetHost};
+use crate::tls;
 use crossbeam_channel::Receiver;
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -167,14 +168,17 @@ impl Io {
     // ----- CONNECTING: resolve, connect, upgrade, all abortable -----
 
     fn establish(&mut self, target: &Target, deadline: Instant) -> Result<(Stream, Vec<u8>, Agreed), End> {
-        if target.secure {
-            return Err(End::Failed(
-                "wss:// is not supported by this build: TLS support has not landed yet".into(),
-            ));
-        }
+        // Set up TLS first: a bad setting fails before any traffic.
+        let connector = match target.secure {
+            true => Some(tls::connector(&self.options.tls).map_err(End::Failed)?),
+            false => None,
+        };
         let addrs = self.resolve(target, deadline)?;
         let tcp = self.connect(target, &addrs, deadline)?;
-        let mut stream = Stream::Plain(tcp);
+        let mut stream = match connector {
+            Some(connector) => Stream::tls(self.tls_handshake(&connector, target, tcp, deadline)?),
+            None => Stream::Plain(tcp),
+        };
         let (agreed, tail) = self.upgrade(&mut stream, target, deadline)?;
         Ok((stream, tail, agreed))
     }
@@ -267,6 +271,32 @@ impl Io {
         )))
     }
 
+    fn tls_handshake(
+        &mut self,
+        connector: &native_tls::TlsConnector,
+        target: &Target,
+        tcp: std::net::TcpStream,
+        deadline: Instant,
+    ) -> Result<native_tls::TlsStream<std::net::TcpStream>, End> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+        let host = match &target.host {
+            TargetHost::Domain(name) => name.clone(),
+            TargetHost::Ip(ip) => ip.to_string(),
+        };
+        let mut step = tls::start(connector, &host, tcp).map_err(End::Failed)?;
+        loop {
+            match step {
+                tls::Step::Done(stream) => return Ok(stream),
+                tls::Step::Again(mid) => {
+                    // The handshake's writes are small and fit the empty
+                    // send buffer, so it waits only for the server's records.
+                    self.wait_connecting(Some((fd, libc::POLLIN)), deadline, "the TLS handshake")?;
+                    step = tls::resume(mid).map_err(End::Failed)?;
+                }
+            }
+        }
+    }
+
     fn upgrade(&mut self, stream: &mut Stream, target: &Target, deadline: Instant) -> Result<(Agreed, Vec<u8>), End> {
         let (request, key) = handshake::request(target, &self.options);
         let fd = stream.fd();
@@ -313,19 +343,25 @@ impl Io {
     fn open_loop(&mut self, conn: &mut Conn) -> Result<Infallible, End> {
         // Frames that arrived in the same packets as the 101 response.
         self.process_input(conn)?;
+        let mut writable = false;
         loop {
             self.drain_commands(conn);
-            self.flush(conn)?;
+            let wrote = self.flush(conn)?;
             let deadline = conn.deadline(self.options.close_timeout);
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(conn.ended());
             }
             let mut events = libc::POLLIN;
-            if !conn.writer.is_empty() {
+            // A TLS write can wait for the server's records (renegotiation):
+            // when the socket was writable and still nothing went out, wait
+            // for input instead of spinning on POLLOUT.
+            let stalled = writable && wrote == 0;
+            if !conn.writer.is_empty() && !stalled {
                 events |= libc::POLLOUT;
             }
             let ready = net::poll(self.shared.waker.fd(), Some((conn.stream.fd(), events)), deadline)
                 .map_err(|e| End::Failed(format!("internal error: poll failed: {e}")))?;
+            writable = ready.socket & libc::POLLOUT != 0;
             if ready.woken {
                 self.shared.waker.reset();
             }
@@ -366,16 +402,17 @@ impl Io {
 
     /// Writes what the socket takes now; bufferedAmount drops by each data
     /// frame's size once its last byte is written.
-    fn write_out(&self, conn: &mut Conn) -> io::Result<()> {
+    fn write_out(&self, conn: &mut Conn) -> io::Result<usize> {
         let buffered = &self.shared.buffered;
         conn.writer.write_to(&mut conn.stream, |n| {
             buffered.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
         })
     }
 
-    fn flush(&mut self, conn: &mut Conn) -> Result<(), End> {
+    /// Writes what it can; returns the bytes written.
+    fn flush(&mut self, conn: &mut Conn) -> Result<usize, End> {
         match self.write_out(conn) {
-            Ok(()) => Ok(()),
+            Ok(n) => Ok(n),
             // The peer is gone; what it sent before may still say how.
             Err(_) => {
                 self.read_socket(conn)?;

@@ -13,6 +13,7 @@ pub mod options;
 mod protocol;
 mod shared;
 mod target;
+mod tls;
 
 pub use client::{Client, Handler};
 pub use error::{Error, ErrorKind};

@@ -6,24 +6,45 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::Instant;
 
-/// The connection's byte stream. An enum, not a trait object, so that the
-/// TLS variant slots in beside the plain one.
+/// The connection's byte stream: plain TCP or TLS over it.
 pub enum Stream {
     Plain(TcpStream),
+    Tls {
+        tls: Box<native_tls::TlsStream<TcpStream>>,
+        /// Small frames are gathered here into one TLS record per write.
+        gather: Vec<u8>,
+    },
 }
 
+/// Frames smaller than this are gathered before a TLS write (the TLS record
+/// size), so that many small messages cost one record, not one each.
+const TLS_GATHER: usize = 16 * 1024;
+
 impl Stream {
-    pub fn fd(&self) -> RawFd {
-        match self {
-            Stream::Plain(s) => s.as_raw_fd(),
+    pub fn tls(tls: native_tls::TlsStream<TcpStream>) -> Stream {
+        Stream::Tls {
+            tls: Box::new(tls),
+            gather: Vec::with_capacity(TLS_GATHER),
         }
     }
 
-    /// Stops sending (FIN after what is queued); errors are moot here.
-    pub fn shutdown_write(&self) {
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Stream::Plain(s) => s.as_raw_fd(),
+            Stream::Tls { tls, .. } => tls.get_ref().as_raw_fd(),
+        }
+    }
+
+    /// Stops sending: TLS close_notify where there is TLS, then FIN after
+    /// what is queued. Best effort: errors are moot here.
+    pub fn shutdown_write(&mut self) {
         match self {
             Stream::Plain(s) => {
                 let _ = s.shutdown(std::net::Shutdown::Write);
+            }
+            Stream::Tls { tls, .. } => {
+                let _ = tls.shutdown();
+                let _ = tls.get_ref().shutdown(std::net::Shutdown::Write);
             }
         }
     }
@@ -33,6 +54,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
+            Stream::Tls { tls, .. } => tls.read(buf),
         }
     }
 }
@@ -41,13 +63,33 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(buf),
+            Stream::Tls { tls, .. } => tls.write(buf),
         }
     }
+
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write_vectored(bufs),
+            Stream::Tls { tls, gather } => {
+                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+                if first.len() >= TLS_GATHER || bufs.len() < 2 {
+                    return tls.write(first);
+                }
+                // After a WouldBlock OpenSSL wants the same bytes again; the
+                // gathered buffer starts with them, and may only be longer.
+                gather.clear();
+                for b in bufs {
+                    let room = TLS_GATHER - gather.len();
+                    gather.extend_from_slice(&b[..b.len().min(room)]);
+                    if gather.len() == TLS_GATHER {
+                        break;
+                    }
+                }
+                tls.write(gather)
+            }
         }
     }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }

@@ -16,9 +16,10 @@ const RESERVED_HEADERS: &[&str] = &[
     "transfer-encoding",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Options {
     pub headers: Vec<(String, String)>,
+    pub tls: TlsOptions,
     pub connect_timeout: Duration,
     pub close_timeout: Duration,
     pub max_message_size: u64,
@@ -30,12 +31,24 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             headers: Vec::new(),
+            tls: TlsOptions::default(),
             connect_timeout: Duration::from_millis(30_000),
             close_timeout: Duration::from_millis(5_000),
             max_message_size: 64 << 20,
             max_buffered_amount: 0,
         }
     }
+}
+
+/// What `wss://` connections trust and present.
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    /// Trusted in addition to the system store.
+    pub extra_roots: Vec<native_tls::Certificate>,
+    /// A client certificate and key, for mutual TLS.
+    pub identity: Option<native_tls::Identity>,
+    pub accept_invalid_certs: bool,
+    pub accept_invalid_hostnames: bool,
 }
 
 /// RFC 9110 section 5.6.2: token = 1*tchar.
@@ -88,6 +101,41 @@ impl Options {
     pub fn set_max_buffered_amount(&mut self, bytes: u64) {
         self.max_buffered_amount = bytes;
     }
+
+    /// Trusts every certificate in a PEM file, besides the system store.
+    pub fn add_ca_file(&mut self, path: &str) -> Result<(), Error> {
+        let pem = read_file(path, "CA file")?;
+        self.add_ca_pem(&pem)
+            .map_err(|e| Error::invalid_argument(format!("CA file {path}: {e}")))
+    }
+
+    /// Trusts every certificate in PEM text, besides the system store.
+    pub fn add_ca_pem(&mut self, pem: &[u8]) -> Result<(), Error> {
+        let certs = native_tls::Certificate::stack_from_pem(pem)
+            .map_err(|e| Error::invalid_argument(format!("cannot parse PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::invalid_argument("no PEM certificate found"));
+        }
+        self.tls.extra_roots.extend(certs);
+        Ok(())
+    }
+
+    /// A client certificate (PEM, may include its chain) and its PKCS#8 PEM key.
+    pub fn set_client_cert(&mut self, cert_path: &str, key_path: &str) -> Result<(), Error> {
+        let cert = read_file(cert_path, "client certificate")?;
+        let key = read_file(key_path, "client key")?;
+        let identity = native_tls::Identity::from_pkcs8(&cert, &key).map_err(|e| {
+            Error::invalid_argument(format!(
+                "cannot use client certificate {cert_path} with key {key_path} (PEM certificate and PKCS#8 PEM key): {e}"
+            ))
+        })?;
+        self.tls.identity = Some(identity);
+        Ok(())
+    }
+}
+
+fn read_file(path: &str, what: &str) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::invalid_argument(format!("cannot read {what} {path}: {e}")))
 }
 
 fn nonzero_ms(ms: u32, what: &str) -> Result<Duration, Error> {

@@ -426,9 +426,11 @@ impl Writer {
         self.push_control(Control::Close, &body);
     }
 
-    /// Writes until done or the socket would block. `released` gets the
-    /// payload size of every data frame whose last byte was written.
-    pub fn write_to(&mut self, out: &mut impl Write, mut released: impl FnMut(u64)) -> io::Result<()> {
+    /// Writes until done or the socket would block; returns the bytes
+    /// written. `released` gets the payload size of every data frame whose
+    /// last byte was written.
+    pub fn write_to(&mut self, out: &mut impl Write, mut released: impl FnMut(u64)) -> io::Result<usize> {
+        let mut total = 0;
         while !self.chunks.is_empty() {
             let slices: Vec<IoSlice<'_>> = self
                 .chunks
@@ -440,9 +442,10 @@ impl Writer {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
                 Err(e) => return Err(e),
             };
+            total += n;
             while n > 0 {
                 let Some(front) = self.chunks.front_mut() else { break };
                 let left = front.bytes.len() - front.pos;
@@ -457,7 +460,7 @@ impl Writer {
                 self.chunks.pop_front();
             }
         }
-        Ok(())
+        Ok(total)
     }
 }
 

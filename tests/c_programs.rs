@@ -4,54 +4,8 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-const C_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
-const CXX_FLAGS: &[&str] = &["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic"];
-/// What a Rust staticlib needs from the system (rustc --print native-static-libs).
-const STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
-
-/// A directory holding libws.so under its soname, as an install would.
-fn shared_lib_dir(scratch: &Path) -> PathBuf {
-    let d = scratch.join("lib");
-    std::fs::create_dir_all(&d).unwrap();
-    let so = lib_dir().join("libws.so");
-    for name in ["libws.so", "libws.so.0"] {
-        let _ = std::fs::remove_file(d.join(name));
-        std::os::unix::fs::symlink(&so, d.join(name)).unwrap();
-    }
-    d
-}
-
-enum Link {
-    Shared,
-    Static,
-}
-
-fn compile(source: &Path, out: &Path, compiler: &str, flags: &[&str], link: Link, scratch: &Path) {
-    let mut cmd = Command::new(compiler);
-    cmd.args(flags)
-        .arg("-I")
-        .arg(repo_dir().join("include"))
-        .arg(source)
-        .arg("-o")
-        .arg(out);
-    // -x c++ applies to later inputs too: switch back before the libraries.
-    cmd.args(["-x", "none"]);
-    match link {
-        Link::Shared => {
-            let d = shared_lib_dir(scratch);
-            cmd.arg(format!("-L{}", d.display()))
-                .arg(format!("-Wl,-rpath,{}", d.display()));
-            cmd.args(["-lws", "-lpthread"]);
-        }
-        Link::Static => {
-            cmd.arg(lib_dir().join("libws.a")).args(STATIC_LIBS);
-        }
-    }
-    run(&mut cmd);
-}
 
 fn run_contract(binary: &Path) {
     let server = contract_server();

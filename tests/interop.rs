@@ -6,73 +6,17 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 use ws::ffi::*;
 
-struct Peer {
-    port: u16,
-    /// Holds the peer's stdin: the peer exits when this process does.
-    _child: Child,
-}
-
-impl Peer {
-    fn url(&self, path: &str) -> String {
-        format!("ws://127.0.0.1:{}{}", self.port, path)
-    }
-}
-
-fn start(name: &str, program: &str, script: &str, path_var: &str, default_path: &str) -> Option<Peer> {
-    let env_name = format!("LIBWS_PEER_{}", path_var);
-    let lib_path = std::env::var(&env_name).unwrap_or_else(|_| repo_dir().join(default_path).display().to_string());
-    let spawned = Command::new(program)
-        .arg(repo_dir().join(script))
-        .env(path_var, &lib_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn();
-    let missing = |why: String| -> Option<Peer> {
-        let msg = format!("{name} peer unavailable: {why} (scripts/test.sh installs it into target/peers)");
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
-        None
-    };
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => return missing(format!("cannot run {program}: {e}")),
-    };
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-    let Some(port) = line
-        .strip_prefix("PORT ")
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-    else {
-        let _ = child.kill();
-        return missing(format!("it did not start (said {line:?})"));
-    };
-    eprintln!("{name} peer: {}", line.trim());
-    Some(Peer { port, _child: child })
-}
-
 fn python() -> Option<&'static Peer> {
     static PEER: OnceLock<Option<Peer>> = OnceLock::new();
     PEER.get_or_init(|| {
-        start(
+        start_peer(
             "Python websockets",
             "python3",
-            "tests/peers/python_server.py",
+            &["tests/peers/python_server.py"],
             "PYTHONPATH",
             "target/peers/python",
         )
@@ -83,10 +27,10 @@ fn python() -> Option<&'static Peer> {
 fn node() -> Option<&'static Peer> {
     static PEER: OnceLock<Option<Peer>> = OnceLock::new();
     PEER.get_or_init(|| {
-        start(
+        start_peer(
             "Node.js ws",
             "node",
-            "tests/peers/node_server.js",
+            &["tests/peers/node_server.js"],
             "NODE_PATH",
             "target/peers/node/node_modules",
         )

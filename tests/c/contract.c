@@ -1,6 +1,8 @@
 /* A full conversation through the public C API only (SPEC.md), compiled as
  * C99 and as C++ by tests/c_programs.rs and linked against libws.so and
- * libws.a. Usage: contract URL EXPECTED_PROTOCOL
+ * libws.a. Usage: contract URL EXPECTED_PROTOCOL [CA_FILE]
+ * With CA_FILE (for wss://) the certificates in it are trusted through
+ * ws_options_set_ca_file.
  * The server echoes messages; the text "close CODE REASON" makes it close
  * with that code and reason. Exit status 0 means every check passed. */
 #define _POSIX_C_SOURCE 200809L
@@ -99,6 +101,8 @@ static void wait_for(struct events *e, const int *counter, int want) {
     pthread_mutex_unlock(&e->lock);
 }
 
+static const char *ca_file = NULL;
+
 static ws_socket *connect_to(const char *url, struct events *e, const char *expect_protocol) {
     static const char *const protocols[] = {"chat", "superchat"};
     ws_callbacks cb;
@@ -111,7 +115,16 @@ static ws_socket *connect_to(const char *url, struct events *e, const char *expe
     cb.on_message = on_message;
     cb.on_error = on_error;
     cb.on_close = on_close;
-    ws = ws_new(url, protocols, 2, &cb);
+    if (ca_file) {
+        ws_options *o = ws_options_new();
+        CHECK(o != NULL);
+        CHECK(ws_options_set_ca_file(o, ca_file) == WS_OK);
+        CHECK(ws_options_set_connect_timeout_ms(o, 10000) == WS_OK);
+        ws = ws_new_with_options(url, protocols, 2, &cb, o);
+        ws_options_free(o); /* copied by ws_new_with_options */
+    } else {
+        ws = ws_new(url, protocols, 2, &cb);
+    }
     CHECK(ws != NULL);
     CHECK(strcmp(ws_protocol(ws), "") == 0 || ws_ready_state(ws) != WS_CONNECTING);
     wait_for(e, &e->opened, 1);
@@ -145,10 +158,11 @@ int main(int argc, char **argv) {
     ws_socket *ws;
     size_t i, big_len = 1u << 20;
     unsigned char *big;
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s URL EXPECTED_PROTOCOL\n", argv[0]);
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: %s URL EXPECTED_PROTOCOL [CA_FILE]\n", argv[0]);
         return 2;
     }
+    if (argc == 4) ca_file = argv[3];
     CHECK(strlen(ws_version()) >= 5);
     CHECK(ws_new("ftp://x/", NULL, 0, NULL) == NULL && ws_last_error_code() == WS_ERR_SYNTAX);
     CHECK(strlen(ws_last_error()) > 0 && strlen(ws_strerror(WS_ERR_SYNTAX)) > 0);

@@ -168,6 +168,17 @@ unsafe extern "C" fn cb_close(ud: *mut c_void, ws: *mut ws_socket, code: u16, re
     );
 }
 
+/// The recording callbacks, with `rec` as user_data.
+pub fn callbacks_for(rec: &Arc<Recorder>) -> ws_callbacks {
+    ws_callbacks {
+        user_data: Arc::as_ptr(rec) as *mut c_void,
+        on_open: Some(cb_open),
+        on_message: Some(cb_message),
+        on_error: Some(cb_error),
+        on_close: Some(cb_close),
+    }
+}
+
 /// Settings for `Client::with`; `None` leaves the library default.
 #[derive(Default, Clone)]
 pub struct Opts {
@@ -202,13 +213,7 @@ impl Client {
         let url = CString::new(url).unwrap();
         let protos: Vec<CString> = protocols.iter().map(|p| CString::new(*p).unwrap()).collect();
         let ptrs: Vec<*const c_char> = protos.iter().map(|p| p.as_ptr()).collect();
-        let callbacks = ws_callbacks {
-            user_data: Arc::as_ptr(&rec) as *mut c_void,
-            on_open: Some(cb_open),
-            on_message: Some(cb_message),
-            on_error: Some(cb_error),
-            on_close: Some(cb_close),
-        };
+        let callbacks = callbacks_for(&rec);
         let protos_ptr = if ptrs.is_empty() {
             std::ptr::null()
         } else {
@@ -227,6 +232,33 @@ impl Client {
         };
         if ws.is_null() {
             let msg = unsafe { CStr::from_ptr(ws_last_error()) }.to_str().unwrap().to_string();
+            return Err((ws_last_error_code(), msg));
+        }
+        Ok(Client { ws, rec, freed: false })
+    }
+
+    /// ws_new_with_options with options the caller built.
+    ///
+    /// # Safety
+    /// `options` is NULL or a live ws_options.
+    pub unsafe fn try_with_options(
+        url: &str,
+        protocols: &[&str],
+        options: *const ws_options,
+        rec: Arc<Recorder>,
+    ) -> Result<Client, NewError> {
+        let url = CString::new(url).unwrap();
+        let protos: Vec<CString> = protocols.iter().map(|p| CString::new(*p).unwrap()).collect();
+        let ptrs: Vec<*const c_char> = protos.iter().map(|p| p.as_ptr()).collect();
+        let callbacks = callbacks_for(&rec);
+        let protos_ptr = if ptrs.is_empty() {
+            std::ptr::null()
+        } else {
+            ptrs.as_ptr()
+        };
+        let ws = ws_new_with_options(url.as_ptr(), protos_ptr, ptrs.len(), &callbacks, options);
+        if ws.is_null() {
+            let msg = CStr::from_ptr(ws_last_error()).to_str().unwrap().to_string();
             return Err((ws_last_error_code(), msg));
         }
         Ok(Client { ws, rec, freed: false })
@@ -748,4 +780,130 @@ pub fn wait_messages(c: &Client, n: usize) -> Vec<(Vec<u8>, bool)> {
         e.iter().filter(|e| matches!(e, Ev::Message { .. })).count() >= n
     });
     c.rec.messages()
+}
+
+// ----- real peers in other processes -----
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+pub struct Peer {
+    pub port: u16,
+    /// Holds the peer's stdin: the peer exits when this process does.
+    _child: Child,
+}
+
+impl Peer {
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+/// Starts a peer server (`program` with `args`, relative to the repository,
+/// and `path_var` pointing at its installed libraries) that prints
+/// "PORT <n>" when ready. None when it is not installed (a panic under CI).
+pub fn start_peer(name: &str, program: &str, args: &[&str], path_var: &str, default_path: &str) -> Option<Peer> {
+    let env_name = format!("LIBWS_PEER_{}", path_var);
+    let lib_path = std::env::var(&env_name).unwrap_or_else(|_| repo_dir().join(default_path).display().to_string());
+    let spawned = Command::new(program)
+        .args(args)
+        .current_dir(repo_dir())
+        .env(path_var, &lib_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let missing = |why: String| peer_missing(&format!("{name} peer unavailable: {why}"));
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => return missing(format!("cannot run {program}: {e}")),
+    };
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    let Some(port) = line
+        .strip_prefix("PORT ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+    else {
+        let _ = child.kill();
+        return missing(format!("it did not start (said {line:?})"));
+    };
+    eprintln!("{name} peer: {}", line.trim());
+    Some(Peer { port, _child: child })
+}
+
+/// A real peer is missing: a failure under CI=true, a loud skip elsewhere.
+pub fn peer_missing<T>(msg: &str) -> Option<T> {
+    let msg = format!("{msg} (scripts/test.sh and .ci/run install the peers)");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+// ----- compiling C programs against the library -----
+
+use std::path::{Path, PathBuf};
+
+pub const C_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
+pub const CXX_FLAGS: &[&str] = &["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic"];
+/// What a Rust staticlib needs from the system (rustc --print native-static-libs).
+pub const STATIC_LIBS: &[&str] = &[
+    "-lssl",
+    "-lcrypto",
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
+
+/// A directory holding libws.so under its soname, as an install would.
+pub fn shared_lib_dir(scratch: &Path) -> PathBuf {
+    let d = scratch.join("lib");
+    std::fs::create_dir_all(&d).unwrap();
+    let so = lib_dir().join("libws.so");
+    for name in ["libws.so", "libws.so.0"] {
+        let _ = std::fs::remove_file(d.join(name));
+        std::os::unix::fs::symlink(&so, d.join(name)).unwrap();
+    }
+    d
+}
+
+pub enum Link {
+    Shared,
+    Static,
+}
+
+pub fn compile(source: &Path, out: &Path, compiler: &str, flags: &[&str], link: Link, scratch: &Path) {
+    let mut cmd = Command::new(compiler);
+    cmd.args(flags)
+        .arg("-I")
+        .arg(repo_dir().join("include"))
+        .arg(source)
+        .arg("-o")
+        .arg(out);
+    // -x c++ applies to later inputs too: switch back before the libraries.
+    cmd.args(["-x", "none"]);
+    match link {
+        Link::Shared => {
+            let d = shared_lib_dir(scratch);
+            cmd.arg(format!("-L{}", d.display()))
+                .arg(format!("-Wl,-rpath,{}", d.display()));
+            cmd.args(["-lws", "-lpthread"]);
+        }
+        Link::Static => {
+            cmd.arg(lib_dir().join("libws.a")).args(STATIC_LIBS);
+        }
+    }
+    run(&mut cmd);
 }

@@ -1,6 +1,7 @@
 """A WebSocket server on the Python `websockets` library, for tests/interop.rs.
 
 Prints "PORT <n>" once listening on 127.0.0.1; exits when stdin closes.
+With --tls CERT KEY it serves wss:// with that certificate and key.
 Echoes every message, except these text commands:
   close CODE REASON   close with that code and reason
   fragments A|B|C     send one text message in fragments A, B, C
@@ -64,8 +65,13 @@ async def handler(ws):
 
 
 async def main():
+    ssl_context = None
+    if len(sys.argv) == 4 and sys.argv[1] == "--tls":
+        import ssl
+        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ssl_context.load_cert_chain(sys.argv[2], sys.argv[3])
     async with serve(handler, "127.0.0.1", 0, select_subprotocol=select_subprotocol,
-                     max_size=None, compression=None) as server:
+                     max_size=None, compression=None, ssl=ssl_context) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"PORT {port} websockets {websockets.__version__}", flush=True)
         # The test process holds our stdin: its end is ours.

@@ -1,0 +1,654 @@
+//! wss:// against three real TLS servers: our own (native-tls), nginx as a
+//! TLS-terminating reverse proxy (also for mutual TLS), and the Python
+//! `websockets` library. Certificates are generated when the tests run.
+
+#![allow(clippy::result_large_err)] // tungstenite's handshake callback type
+
+mod common;
+
+use common::*;
+use rcgen::{
+    date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
+use std::ffi::CString;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use ws::ffi::*;
+
+/// PEM files of a test PKI: (certificate, key) pairs.
+struct Pki {
+    ca: PathBuf,
+    ca_pem: String,
+    server: (PathBuf, PathBuf),
+    expired: (PathBuf, PathBuf),
+    other_name: (PathBuf, PathBuf),
+    self_signed: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = scratch_dir("pki");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "libws test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let ca_pem = ca.as_ref().pem();
+        let write = |name: &str, cert: String, key: &KeyPair| {
+            let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+            std::fs::write(&c, cert).unwrap();
+            std::fs::write(&k, key.serialize_pem()).unwrap();
+            (c, k)
+        };
+        let leaf = |name: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose, expired: bool| {
+            let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+            let mut params = CertificateParams::new(sans).unwrap();
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.extended_key_usages = vec![usage];
+            if expired {
+                params.not_before = date_time_ymd(2020, 1, 1);
+                params.not_after = date_time_ymd(2021, 1, 1);
+            }
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &ca).unwrap();
+            write(name, cert.pem(), &key)
+        };
+        let here = ["localhost", "127.0.0.1"];
+        let server = leaf("server", &here, ExtendedKeyUsagePurpose::ServerAuth, false);
+        let expired = leaf("expired", &here, ExtendedKeyUsagePurpose::ServerAuth, true);
+        let other_name = leaf("other", &["other.example"], ExtendedKeyUsagePurpose::ServerAuth, false);
+        let client = leaf("client", &[], ExtendedKeyUsagePurpose::ClientAuth, false);
+        let self_key = KeyPair::generate().unwrap();
+        let self_cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&self_key)
+            .unwrap();
+        let self_signed = write("self-signed", self_cert.pem(), &self_key);
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, &ca_pem).unwrap();
+        Pki {
+            ca: ca_path,
+            ca_pem,
+            server,
+            expired,
+            other_name,
+            self_signed,
+            client,
+        }
+    })
+}
+
+fn path_str(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+/// Options for a TLS client: trust our CA unless `trust_ca` is false.
+struct TlsOpts {
+    trust_ca: bool,
+    client_cert: bool,
+    accept_invalid_certs: bool,
+    accept_invalid_hostnames: bool,
+    connect_timeout_ms: Option<u32>,
+}
+
+impl Default for TlsOpts {
+    fn default() -> Self {
+        TlsOpts {
+            trust_ca: true,
+            client_cert: false,
+            accept_invalid_certs: false,
+            accept_invalid_hostnames: false,
+            connect_timeout_ms: None,
+        }
+    }
+}
+
+fn tls_client(url: &str, t: TlsOpts) -> Client {
+    let rec = Recorder::new();
+    unsafe {
+        let o = ws_options_new();
+        if t.trust_ca {
+            let ca = CString::new(path_str(&pki().ca)).unwrap();
+            assert_eq!(ws_options_set_ca_file(o, ca.as_ptr()), WS_OK);
+        }
+        if t.client_cert {
+            let (c, k) = &pki().client;
+            let (c, k) = (CString::new(path_str(c)).unwrap(), CString::new(path_str(k)).unwrap());
+            assert_eq!(ws_options_set_client_cert(o, c.as_ptr(), k.as_ptr()), WS_OK);
+        }
+        assert_eq!(ws_options_danger_accept_invalid_certs(o, t.accept_invalid_certs), WS_OK);
+        assert_eq!(
+            ws_options_danger_accept_invalid_hostnames(o, t.accept_invalid_hostnames),
+            WS_OK
+        );
+        if let Some(ms) = t.connect_timeout_ms {
+            assert_eq!(ws_options_set_connect_timeout_ms(o, ms), WS_OK);
+        }
+        let c = client_with_options(url, o, rec);
+        ws_options_free(o);
+        c
+    }
+}
+
+/// ws_new_with_options through the recorder's callbacks.
+unsafe fn client_with_options(url: &str, o: *mut ws_options, rec: Arc<Recorder>) -> Client {
+    Client::try_with_options(url, &[], o, rec).unwrap()
+}
+
+type TlsWs = tungstenite::WebSocket<native_tls::TlsStream<TcpStream>>;
+
+/// Our own TLS server: native-tls with `identity`, tungstenite on top.
+fn tls_server(identity: &(PathBuf, PathBuf), handler: impl Fn(TlsWs) + Send + Sync + 'static) -> Server {
+    let cert = std::fs::read(&identity.0).unwrap();
+    let key = std::fs::read(&identity.1).unwrap();
+    let acceptor = native_tls::TlsAcceptor::new(native_tls::Identity::from_pkcs8(&cert, &key).unwrap()).unwrap();
+    let handler = Arc::new(handler);
+    raw_server(move |tcp| {
+        let Ok(tls) = acceptor.accept(tcp) else { return };
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(64 << 20))
+            .max_frame_size(Some(64 << 20));
+        if let Ok(ws) = tungstenite::accept_with_config(tls, Some(config)) {
+            handler(ws);
+        }
+    })
+}
+
+fn tls_echo(mut ws: TlsWs) {
+    loop {
+        match ws.read() {
+            Ok(m) if m.is_text() || m.is_binary() => {
+                if ws.send(m).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn wss_url(port: u16, host: &str) -> String {
+    format!("wss://{host}:{port}/")
+}
+
+/// Text and 16 MiB of binary echoed intact, then a clean close.
+fn echo_text_and_16_mib(c: &Client) {
+    c.wait_open();
+    let big: Vec<u8> = (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    assert_eq!(c.send_text("over TLS ✓"), WS_OK);
+    assert_eq!(c.send_bytes(&big), WS_OK);
+    let msgs = wait_messages(c, 2);
+    assert_eq!(msgs[0], ("over TLS ✓".as_bytes().to_vec(), true));
+    assert!(msgs[1] == (big, false), "16 MiB echo differs");
+    assert_eq!(c.close(1000, Some("bye")), WS_OK);
+    assert_eq!(close_event(c), (1000, "bye".to_string(), true));
+}
+
+#[test]
+fn own_server_echo_with_ca_file() {
+    let server = tls_server(&pki().server, tls_echo);
+    let c = tls_client(&wss_url(server.port, "127.0.0.1"), TlsOpts::default());
+    assert_eq!(c.url(), wss_url(server.port, "127.0.0.1"));
+    echo_text_and_16_mib(&c);
+    // By name as well, and https:// is taken as wss://.
+    let c = tls_client(&format!("https://localhost:{}/", server.port), TlsOpts::default());
+    assert_eq!(c.url(), wss_url(server.port, "localhost"));
+    echo_text_and_16_mib(&c);
+}
+
+#[test]
+fn ca_from_memory() {
+    let server = tls_server(&pki().server, tls_echo);
+    let pem = &pki().ca_pem;
+    unsafe {
+        let o = ws_options_new();
+        assert_eq!(ws_options_set_ca_pem(o, pem.as_ptr().cast(), pem.len()), WS_OK);
+        let c = client_with_options(&wss_url(server.port, "127.0.0.1"), o, Recorder::new());
+        ws_options_free(o);
+        echo_text_and_16_mib(&c);
+    }
+}
+
+fn expect_tls_failure(url: &str, t: TlsOpts, needles: &[&str]) {
+    let c = tls_client(url, t);
+    let msg = assert_failed(&c);
+    for needle in needles {
+        assert!(msg.contains(needle), "{msg:?} should contain {needle:?}");
+    }
+    assert!(!c.rec.events().iter().any(|e| matches!(e, Ev::Open { .. })));
+}
+
+#[test]
+fn untrusted_issuer() {
+    let server = tls_server(&pki().server, tls_echo);
+    // Our CA is not in the system store.
+    let untrusted = TlsOpts {
+        trust_ca: false,
+        ..TlsOpts::default()
+    };
+    expect_tls_failure(
+        &wss_url(server.port, "127.0.0.1"),
+        untrusted,
+        &["certificate verify failed", "issuer"],
+    );
+    let server = tls_server(&pki().self_signed, tls_echo);
+    expect_tls_failure(
+        &wss_url(server.port, "127.0.0.1"),
+        TlsOpts::default(),
+        &["certificate verify failed", "self"],
+    );
+}
+
+#[test]
+fn expired_certificate() {
+    let server = tls_server(&pki().expired, tls_echo);
+    expect_tls_failure(
+        &wss_url(server.port, "localhost"),
+        TlsOpts::default(),
+        &["certificate verify failed", "expired"],
+    );
+}
+
+#[test]
+fn certificate_for_another_host() {
+    let server = tls_server(&pki().other_name, tls_echo);
+    expect_tls_failure(
+        &wss_url(server.port, "localhost"),
+        TlsOpts::default(),
+        &["hostname mismatch"],
+    );
+    expect_tls_failure(
+        &wss_url(server.port, "127.0.0.1"),
+        TlsOpts::default(),
+        &["IP address mismatch"],
+    );
+}
+
+#[test]
+fn danger_options_accept_what_they_say() {
+    for identity in [&pki().self_signed, &pki().expired] {
+        let server = tls_server(identity, tls_echo);
+        let t = TlsOpts {
+            trust_ca: false,
+            accept_invalid_certs: true,
+            ..TlsOpts::default()
+        };
+        echo_text_and_16_mib(&tls_client(&wss_url(server.port, "localhost"), t));
+    }
+    let server = tls_server(&pki().other_name, tls_echo);
+    let t = TlsOpts {
+        accept_invalid_hostnames: true,
+        ..TlsOpts::default()
+    };
+    echo_text_and_16_mib(&tls_client(&wss_url(server.port, "localhost"), t));
+    // Hostnames unchecked still means the issuer is checked.
+    let t = TlsOpts {
+        trust_ca: false,
+        accept_invalid_hostnames: true,
+        ..TlsOpts::default()
+    };
+    expect_tls_failure(&wss_url(server.port, "localhost"), t, &["certificate verify failed"]);
+}
+
+#[test]
+fn server_that_does_not_speak_tls() {
+    let server = echo_server();
+    let c = tls_client(&wss_url(server.port, "127.0.0.1"), TlsOpts::default());
+    let msg = assert_failed(&c);
+    assert!(msg.starts_with("TLS handshake failed"), "{msg}");
+}
+
+#[test]
+fn close_during_the_tls_handshake_is_prompt() {
+    let (server, held) = silent_server();
+    let c = tls_client(&wss_url(server.port, "127.0.0.1"), TlsOpts::default());
+    poll_until("the server to accept", || !held.lock().unwrap().is_empty());
+    let t = Instant::now();
+    assert_eq!(c.close(1000, None), WS_OK);
+    let msg = assert_failed(&c);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(msg.contains("closed before the connection is established"), "{msg}");
+    // And ws_free in the same phase returns at once.
+    let mut c = tls_client(&wss_url(server.port, "127.0.0.1"), TlsOpts::default());
+    poll_until("the server to accept", || held.lock().unwrap().len() >= 2);
+    assert!(c.free() < Duration::from_millis(100));
+}
+
+#[test]
+fn server_that_never_starts_tls_times_out() {
+    let (server, _held) = silent_server();
+    let t = Instant::now();
+    let opts = TlsOpts {
+        connect_timeout_ms: Some(400),
+        ..TlsOpts::default()
+    };
+    let c = tls_client(&wss_url(server.port, "127.0.0.1"), opts);
+    let msg = assert_failed(&c);
+    assert!(msg.contains("timeout") && msg.contains("TLS"), "{msg}");
+    assert!(t.elapsed() >= Duration::from_millis(400) && t.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn reset_in_the_middle_of_a_message_is_1006() {
+    let server = tls_server(&pki().server, |mut ws| {
+        let _ = ws.read(); // wait for the client's go
+        let tls = ws.get_mut();
+        // Half of a 1000-byte binary frame, then a TCP reset.
+        let mut half = vec![0x82, 126, 0x03, 0xe8];
+        half.extend_from_slice(&[5u8; 500]);
+        tls.write_all(&half).unwrap();
+        tls.flush().unwrap();
+        let tcp = tls.get_ref();
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(tcp),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    });
+    let c = tls_client(&wss_url(server.port, "127.0.0.1"), TlsOpts::default());
+    c.wait_open();
+    c.send_text("go");
+    assert_eq!(close_event(&c), (1006, String::new(), false));
+    assert!(errors(&c).is_empty(), "{:?}", c.rec.events());
+    assert!(c.rec.messages().is_empty());
+}
+
+#[test]
+fn close_notify_ends_the_stream_cleanly() {
+    // The server closes, sends TLS close_notify, then FIN.
+    let server = tls_server(&pki().server, |mut ws| {
+        let frame = tungstenite::protocol::CloseFrame {
+            code: 4100u16.into(),
+            reason: "tls bye".into(),
+        };
+        ws.close(Some(frame)).unwrap();
+        while ws.read().is_ok() {}
+        let _ = ws.get_mut().shutdown();
+    });
+    let c = tls_client(&wss_url(server.port, "127.0.0.1"), TlsOpts::default());
+    assert_eq!(close_event(&c), (4100, "tls bye".to_string(), true));
+    // close_notify without a close frame: the stream ended, but not the
+    // WebSocket handshake: 1006 without on_error.
+    let server = tls_server(&pki().server, |mut ws| {
+        let _ = ws.get_mut().shutdown();
+    });
+    let c = tls_client(&wss_url(server.port, "127.0.0.1"), TlsOpts::default());
+    assert_eq!(close_event(&c), (1006, String::new(), false));
+    assert!(errors(&c).is_empty(), "{:?}", c.rec.events());
+}
+
+#[test]
+fn many_small_messages_over_tls_in_order() {
+    let server = tls_server(&pki().server, tls_echo);
+    let c = tls_client(&wss_url(server.port, "127.0.0.1"), TlsOpts::default());
+    c.wait_open();
+    for i in 0..5000 {
+        assert_eq!(c.send_text(&i.to_string()), WS_OK);
+    }
+    let msgs = wait_messages(&c, 5000);
+    for (i, (data, _)) in msgs.iter().enumerate() {
+        assert_eq!(*data, i.to_string().into_bytes());
+    }
+}
+
+#[test]
+fn tls_option_setters_check_their_input() {
+    let dir = scratch_dir("tls-setters");
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let c = |p: &std::path::Path| CString::new(path_str(p)).unwrap();
+    let missing = c(&dir.join("missing.pem"));
+    let (cert, key) = (&pki().client.0, &pki().client.1);
+    unsafe {
+        let o = ws_options_new();
+        assert_eq!(ws_options_set_ca_file(o, missing.as_ptr()), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_set_ca_file(o, c(&garbage).as_ptr()), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_set_ca_file(o, std::ptr::null()), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_set_ca_file(o, c(&pki().ca).as_ptr()), WS_OK);
+        assert_eq!(ws_options_set_ca_pem(o, c"junk".as_ptr(), 4), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_set_ca_pem(o, std::ptr::null(), 0), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            ws_options_set_client_cert(o, c(cert).as_ptr(), missing.as_ptr()),
+            WS_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            ws_options_set_client_cert(o, missing.as_ptr(), c(key).as_ptr()),
+            WS_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            ws_options_set_client_cert(o, c(&garbage).as_ptr(), c(key).as_ptr()),
+            WS_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            ws_options_set_client_cert(o, c(cert).as_ptr(), std::ptr::null()),
+            WS_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(ws_options_set_client_cert(o, c(cert).as_ptr(), c(key).as_ptr()), WS_OK);
+        ws_options_free(o);
+        let null = std::ptr::null_mut();
+        assert_eq!(
+            ws_options_set_ca_file(null, c(&pki().ca).as_ptr()),
+            WS_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            ws_options_danger_accept_invalid_certs(null, true),
+            WS_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            ws_options_danger_accept_invalid_hostnames(null, true),
+            WS_ERR_INVALID_ARGUMENT
+        );
+    }
+}
+
+/// Echoes; the text "close CODE REASON" makes it close with them.
+fn tls_contract(mut ws: TlsWs) {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) if t.starts_with("close ") => {
+                let mut parts = t[6..].splitn(2, ' ');
+                let code: u16 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1000);
+                let reason = parts.next().unwrap_or("").to_string();
+                let _ = ws.close(Some(tungstenite::protocol::CloseFrame {
+                    code: code.into(),
+                    reason: reason.into(),
+                }));
+                while ws.read().is_ok() {}
+                return;
+            }
+            Ok(m) if m.is_text() || m.is_binary() => {
+                if ws.send(m).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+#[test]
+fn contract_program_over_wss_with_ca_file() {
+    let scratch = scratch_dir("contract-wss");
+    let binary = scratch.join("contract");
+    compile(
+        &repo_dir().join("tests/c/contract.c"),
+        &binary,
+        "cc",
+        C_FLAGS,
+        Link::Shared,
+        &scratch,
+    );
+    // Our TLS server chooses no subprotocol: the contract offers two, so
+    // pick the first like the plain contract server.
+    let cert = std::fs::read(&pki().server.0).unwrap();
+    let key = std::fs::read(&pki().server.1).unwrap();
+    let acceptor = native_tls::TlsAcceptor::new(native_tls::Identity::from_pkcs8(&cert, &key).unwrap()).unwrap();
+    let server = raw_server(move |tcp| {
+        let Ok(tls) = acceptor.accept(tcp) else { return };
+        let choose = |req: &tungstenite::handshake::server::Request,
+                      mut resp: tungstenite::handshake::server::Response| {
+            if req.headers().get("sec-websocket-protocol").is_some() {
+                resp.headers_mut()
+                    .insert("sec-websocket-protocol", "chat".parse().unwrap());
+            }
+            Ok(resp)
+        };
+        if let Ok(ws) = tungstenite::accept_hdr(tls, choose) {
+            tls_contract(ws);
+        }
+    });
+    let out = run(Command::new(&binary)
+        .arg(wss_url(server.port, "localhost"))
+        .arg("chat")
+        .arg(&pki().ca));
+    assert!(out.contains("contract: all checks passed"), "{out}");
+}
+
+// ----- nginx terminating wss:// in front of a plain ws:// server -----
+
+struct Nginx {
+    /// Plain TLS, and TLS that requires a client certificate.
+    port: u16,
+    mtls_port: u16,
+    child: Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn nginx_binary() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+fn start_nginx(name: &str, backend: u16) -> Option<Nginx> {
+    let Some(binary) = nginx_binary() else {
+        return peer_missing("nginx is not installed");
+    };
+    let dir = scratch_dir(name);
+    let (port, mtls_port) = (free_port(), free_port());
+    let (cert, key) = (&pki().server.0, &pki().server.1);
+    let proxy = format!(
+        "location / {{ proxy_pass http://127.0.0.1:{backend}; proxy_http_version 1.1; \
+         proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; \
+         proxy_read_timeout 60s; proxy_buffering off; }}"
+    );
+    let tls = format!(
+        "ssl_certificate {}; ssl_certificate_key {};",
+        cert.display(),
+        key.display()
+    );
+    let conf = format!(
+        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log info;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; \
+         fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+         server {{ listen 127.0.0.1:{port} ssl; {tls} {proxy} }}\n\
+         server {{ listen 127.0.0.1:{mtls_port} ssl; {tls} ssl_client_certificate {ca}; ssl_verify_client on; {proxy} }}\n}}\n",
+        d = dir.display(),
+        ca = pki().ca.display(),
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(&binary)
+        .arg("-p")
+        .arg(&dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let nginx = Nginx { port, mtls_port, child };
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", mtls_port)).is_err() || TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "nginx did not start:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(nginx)
+}
+
+#[test]
+fn nginx_terminates_wss() {
+    let backend = echo_server();
+    let Some(nginx) = start_nginx("nginx-plain", backend.port) else {
+        return;
+    };
+    let c = tls_client(&wss_url(nginx.port, "localhost"), TlsOpts::default());
+    echo_text_and_16_mib(&c);
+}
+
+#[test]
+fn nginx_mutual_tls() {
+    let backend = echo_server();
+    let Some(nginx) = start_nginx("nginx-mtls", backend.port) else {
+        return;
+    };
+    // Without a client certificate nginx refuses the request.
+    let c = tls_client(&wss_url(nginx.mtls_port, "localhost"), TlsOpts::default());
+    let msg = assert_failed(&c);
+    assert!(
+        msg.contains("400") && msg.contains("No required SSL certificate was sent"),
+        "{msg}"
+    );
+    // With one, the conversation works.
+    let c = tls_client(
+        &wss_url(nginx.mtls_port, "localhost"),
+        TlsOpts {
+            client_cert: true,
+            ..TlsOpts::default()
+        },
+    );
+    echo_text_and_16_mib(&c);
+}
+
+// ----- the Python websockets library serving wss:// itself -----
+
+#[test]
+fn python_websockets_serves_wss() {
+    let (cert, key) = (path_str(&pki().server.0), path_str(&pki().server.1));
+    let Some(peer) = start_peer(
+        "Python websockets (wss)",
+        "python3",
+        &["tests/peers/python_server.py", "--tls", &cert, &key],
+        "PYTHONPATH",
+        "target/peers/python",
+    ) else {
+        return;
+    };
+    let c = tls_client(&wss_url(peer.port, "localhost"), TlsOpts::default());
+    echo_text_and_16_mib(&c);
+    let c = tls_client(&wss_url(peer.port, "127.0.0.1"), TlsOpts::default());
+    c.wait_open();
+    c.send_text("close 4000 wss bye");
+    assert_eq!(close_event(&c), (4000, "wss bye".to_string(), true));
+}

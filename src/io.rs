@@ -51,10 +51,29 @@ pub fn spawn(
         handler,
         options,
     };
-    std::thread::Builder::new()
-        .name("libws-io".into())
-        .spawn(move || io.run(target))?;
-    Ok(())
+    spawn_quiet("libws-io", move || io.run(target))
+}
+
+/// Spawns a library thread with every asynchronous signal blocked, so that
+/// the host program's signals (SIGINT, SIGTERM, ...) go to its own threads,
+/// and a SIGPIPE from a write can never end it. The new thread inherits the
+/// mask; the caller's is restored at once.
+fn spawn_quiet(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    // SAFETY: sigset_t is plain data, filled by sigfillset; pthread_sigmask
+    // changes only this thread's mask, restored below.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        // Faults stay deliverable: blocking them would hide a crash.
+        for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL] {
+            libc::sigdelset(&mut all, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        spawned.map(|_| ())
+    }
 }
 
 struct Io {
@@ -221,14 +240,12 @@ impl Io {
         let waker = self.shared.waker.clone();
         let port = target.port;
         let lookup = name.clone();
-        std::thread::Builder::new()
-            .name("libws-dns".into())
-            .spawn(move || {
-                let result = (lookup.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>());
-                let _ = tx.send(result);
-                waker.wake();
-            })
-            .map_err(|e| End::Failed(format!("cannot start resolver thread: {e}")))?;
+        spawn_quiet("libws-dns", move || {
+            let result = (lookup.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>());
+            let _ = tx.send(result);
+            waker.wake();
+        })
+        .map_err(|e| End::Failed(format!("cannot start resolver thread: {e}")))?;
         loop {
             if let Ok(result) = rx.try_recv() {
                 return match result {

@@ -69,7 +69,7 @@ impl Write for Stream {
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Stream::Plain(s) => s.write_vectored(bufs),
+            Stream::Plain(s) => send_vectored(s, bufs),
             Stream::Tls { tls, gather } => {
                 let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
                 if first.len() >= TLS_GATHER || bufs.len() < 2 {
@@ -92,6 +92,24 @@ impl Write for Stream {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// writev(2) as sendmsg(2) with MSG_NOSIGNAL: a write to a socket the peer
+/// has closed returns EPIPE instead of raising SIGPIPE, whose default action
+/// would end the host program (std's `write_vectored` uses plain writev).
+fn send_vectored(s: &TcpStream, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain data; IoSlice is ABI-compatible with iovec,
+    // and the kernel only reads `bufs` during the call.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+        let n = libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
     }
 }
 
@@ -223,4 +241,39 @@ pub fn poll(wake_fd: RawFd, socket: Option<(RawFd, i16)>, deadline: Option<Insta
         socket: fds[1].revents,
         timed_out: rc == 0 && deadline.is_some_and(|d| Instant::now() >= d),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// C programs keep SIGPIPE's default action (terminate); a write to a
+    /// socket the peer has closed must return EPIPE instead of raising it.
+    #[test]
+    fn writes_to_a_closed_peer_raise_no_sigpipe() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        drop(listener.accept().unwrap().0);
+        let mut stream = Stream::Plain(tcp);
+        // The first write draws a reset from the closed peer; wait for it.
+        let _ = stream.write(b"x");
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let r = poll(stream.fd(), Some((stream.fd(), libc::POLLIN)), Some(deadline)).unwrap();
+            if r.socket & (libc::POLLERR | libc::POLLHUP) != 0 || r.timed_out {
+                break;
+            }
+            let mut buf = [0u8; 16];
+            if let Ok(0) | Err(_) = stream.read(&mut buf) {
+                continue;
+            }
+        }
+        // SAFETY: sets the default action, as a C program has it, and back.
+        let old = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let slices = [io::IoSlice::new(b"ab"), io::IoSlice::new(b"cd")];
+        let results: Vec<bool> = (0..3).map(|_| stream.write_vectored(&slices).is_err()).collect();
+        unsafe { libc::signal(libc::SIGPIPE, old) };
+        assert!(results.iter().any(|e| *e), "writes to a closed peer kept succeeding");
+    }
 }

@@ -741,3 +741,26 @@ fn server_close_without_tcp_close_is_clean_after_2s() {
         "{took:?}"
     );
 }
+
+#[test]
+fn library_threads_block_the_host_programs_signals() {
+    let server = echo_server();
+    let c = Client::open(&server.url("/"));
+    let mut checked = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "libws-io" {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let Some(mask) = status.lines().find_map(|l| l.strip_prefix("SigBlk:")) else { continue };
+        let mask = u64::from_str_radix(mask.trim(), 16).unwrap();
+        for sig in [libc::SIGPIPE, libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
+            assert!(mask & (1 << (sig - 1)) != 0, "signal {sig} not blocked: {mask:x}");
+        }
+        assert!(mask & (1 << (libc::SIGSEGV - 1)) == 0, "SIGSEGV must stay deliverable");
+        checked += 1;
+    }
+    assert!(checked >= 1, "no libws-io thread found");
+    drop(c);
+}

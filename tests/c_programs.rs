@@ -195,3 +195,37 @@ fn install_puts_a_working_pkg_config_in_place() {
     let pc = std::fs::read_to_string(stage.join("usr/local/lib/pkgconfig/ws.pc")).unwrap();
     assert!(pc.contains("prefix=/usr/local"), "{pc}");
 }
+
+#[test]
+fn a_reset_does_not_kill_a_c_program_with_sigpipe() {
+    let scratch = scratch_dir("sigpipe");
+    let binary = scratch.join("sigpipe");
+    compile(
+        &repo_dir().join("tests/c/sigpipe.c"),
+        &binary,
+        "cc",
+        C_FLAGS,
+        Link::Shared,
+        &scratch,
+    );
+    // The server reads a little, then resets the connection.
+    let server = raw_server(|mut s| {
+        raw_handshake(&mut s, "");
+        let _ = read_frame(&mut s);
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    });
+    let out = run(Command::new(&binary).arg(server.url("/")));
+    assert!(out.contains("closed with 1006, still alive"), "{out}");
+}

@@ -753,7 +753,9 @@ fn library_threads_block_the_host_programs_signals() {
             continue;
         }
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        let Some(mask) = status.lines().find_map(|l| l.strip_prefix("SigBlk:")) else { continue };
+        let Some(mask) = status.lines().find_map(|l| l.strip_prefix("SigBlk:")) else {
+            continue;
+        };
         let mask = u64::from_str_radix(mask.trim(), 16).unwrap();
         for sig in [libc::SIGPIPE, libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
             assert!(mask & (1 << (sig - 1)) != 0, "signal {sig} not blocked: {mask:x}");

@@ -229,3 +229,34 @@ fn a_reset_does_not_kill_a_c_program_with_sigpipe() {
     let out = run(Command::new(&binary).arg(server.url("/")));
     assert!(out.contains("closed with 1006, still alive"), "{out}");
 }
+
+#[test]
+fn contract_program_under_valgrind_has_no_memory_errors_or_leaks() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        peer_missing::<()>("valgrind is not installed");
+        return;
+    }
+    let scratch = scratch_dir("valgrind");
+    let binary = scratch.join("contract");
+    compile(
+        &repo_dir().join("tests/c/contract.c"),
+        &binary,
+        "cc",
+        C_FLAGS,
+        Link::Shared,
+        &scratch,
+    );
+    let server = contract_server();
+    let out = run(Command::new("valgrind")
+        .args([
+            "--error-exitcode=9",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect",
+        ])
+        .args(["--show-leak-kinds=definite,indirect"])
+        .arg(&binary)
+        .arg(server.url("/"))
+        .arg("chat"));
+    assert!(out.contains("contract: all checks passed"), "{out}");
+    assert!(out.contains("ERROR SUMMARY: 0 errors"), "{out}");
+}

@@ -5,6 +5,7 @@
 
 use std::ffi::c_void;
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
@@ -44,39 +45,48 @@ struct Load {
     window: usize,
 }
 
+/// Counts echoes; wakes the sender only when a whole window is back, so
+/// that the harness adds one wake-up per window, as the baseline has none.
 struct Counter {
-    received: Mutex<usize>,
+    received: AtomicUsize,
+    target: AtomicUsize,
+    lock: Mutex<()>,
     cv: Condvar,
 }
 
 unsafe extern "C" fn on_message(ud: *mut c_void, _: *mut ws_socket, _: *const u8, _: usize, _: bool) {
     let c = &*(ud as *const Counter);
-    *c.received.lock().unwrap() += 1;
-    c.cv.notify_one();
+    if c.received.fetch_add(1, Ordering::SeqCst) + 1 >= c.target.load(Ordering::SeqCst) {
+        let _g = c.lock.lock().unwrap();
+        c.cv.notify_one();
+    }
 }
 
 unsafe extern "C" fn on_open(ud: *mut c_void, _: *mut ws_socket) {
     let c = &*(ud as *const Counter);
+    let _g = c.lock.lock().unwrap();
     c.cv.notify_one();
 }
 
 fn wait(c: &Counter, n: usize, ws: *mut ws_socket) {
-    let mut got = c.received.lock().unwrap();
-    while *got < n {
-        let (g, t) = c.cv.wait_timeout(got, Duration::from_secs(5)).unwrap();
-        got = g;
-        if t.timed_out() {
-            eprintln!("stuck: received {} of {n}, buffered {}", *got, unsafe {
-                ws_buffered_amount(ws)
-            });
-        }
-        assert!(unsafe { ws_ready_state(ws) } == WS_OPEN, "connection lost");
+    let mut g = c.lock.lock().unwrap();
+    while c.received.load(Ordering::SeqCst) < n {
+        let (next, t) = c.cv.wait_timeout(g, Duration::from_secs(30)).unwrap();
+        g = next;
+        let got = c.received.load(Ordering::SeqCst);
+        assert!(
+            !t.timed_out(),
+            "stuck: {got} of {n} echoes, bufferedAmount {}",
+            unsafe { ws_buffered_amount(ws) }
+        );
     }
 }
 
 fn run_libws(port: u16, load: Load) -> Duration {
     let counter = Box::new(Counter {
-        received: Mutex::new(0),
+        received: AtomicUsize::new(0),
+        target: AtomicUsize::new(0),
+        lock: Mutex::new(()),
         cv: Condvar::new(),
     });
     let cb = ws_callbacks {
@@ -89,7 +99,7 @@ fn run_libws(port: u16, load: Load) -> Duration {
     let url = std::ffi::CString::new(format!("ws://127.0.0.1:{port}/")).unwrap();
     let ws = unsafe { ws_new(url.as_ptr(), std::ptr::null(), 0, &cb) };
     {
-        let mut g = counter.received.lock().unwrap();
+        let mut g = counter.lock.lock().unwrap();
         while unsafe { ws_ready_state(ws) } == WS_CONNECTING {
             g = counter.cv.wait_timeout(g, Duration::from_millis(100)).unwrap().0;
         }
@@ -99,6 +109,7 @@ fn run_libws(port: u16, load: Load) -> Duration {
     let mut sent = 0;
     while sent < load.count {
         let batch = load.window.min(load.count - sent);
+        counter.target.store(sent + batch, Ordering::SeqCst);
         for _ in 0..batch {
             assert_eq!(unsafe { ws_send_bytes(ws, payload.as_ptr(), payload.len()) }, WS_OK);
         }
@@ -176,7 +187,9 @@ fn main() {
         "{:<26} {:>12} {:>12} {:>8}",
         "workload", "libws", "tungstenite", "ratio"
     );
-    for load in loads {
+    // BENCH_FILTER=text runs only the workloads whose name contains it.
+    let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
+    for load in loads.into_iter().filter(|l| l.name.contains(filter.as_str())) {
         let base = best_of(5, || run_tungstenite(port, load));
         let ours = best_of(5, || run_libws(port, load));
         println!(

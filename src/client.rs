@@ -51,15 +51,23 @@ impl Client {
             .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start I/O thread: {e}")))
     }
 
+    /// One copy of the caller's bytes, with room in front for the frame header.
+    fn with_headroom(&self, data: &[u8]) -> Vec<u8> {
+        let mut buf = self.shared.buffer(HEADROOM + data.len());
+        buf.resize(HEADROOM, 0);
+        buf.extend_from_slice(data);
+        buf
+    }
+
     pub fn send_text(&self, text: &[u8]) -> Result<(), Error> {
         if std::str::from_utf8(text).is_err() {
             return Err(Error::invalid_argument("text message is not valid UTF-8"));
         }
-        self.shared.send(with_headroom(text), true)
+        self.shared.send(self.with_headroom(text), true)
     }
 
     pub fn send_binary(&self, data: &[u8]) -> Result<(), Error> {
-        self.shared.send(with_headroom(data), false)
+        self.shared.send(self.with_headroom(data), false)
     }
 
     /// `code` 0 is "no code"; `reason` None is "no reason" (WHATWG close()).
@@ -107,12 +115,4 @@ impl Client {
     pub fn free(self) {
         self.shared.free();
     }
-}
-
-/// One copy of the caller's bytes, with room in front for the frame header.
-fn with_headroom(data: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(HEADROOM + data.len());
-    buf.resize(HEADROOM, 0);
-    buf.extend_from_slice(data);
-    buf
 }

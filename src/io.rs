@@ -420,9 +420,10 @@ impl Io {
     /// Writes what the socket takes now; bufferedAmount drops by each data
     /// frame's size once its last byte is written.
     fn write_out(&self, conn: &mut Conn) -> io::Result<usize> {
-        let buffered = &self.shared.buffered;
-        conn.writer.write_to(&mut conn.stream, |n| {
-            buffered.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+        let shared = &self.shared;
+        conn.writer.write_to(&mut conn.stream, |n, buf| {
+            shared.buffered.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+            shared.recycle(buf);
         })
     }
 

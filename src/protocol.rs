@@ -427,9 +427,9 @@ impl Writer {
     }
 
     /// Writes until done or the socket would block; returns the bytes
-    /// written. `released` gets the payload size of every data frame whose
-    /// last byte was written.
-    pub fn write_to(&mut self, out: &mut impl Write, mut released: impl FnMut(u64)) -> io::Result<usize> {
+    /// written. `released` gets the payload size and the buffer of every
+    /// data frame whose last byte was written.
+    pub fn write_to(&mut self, out: &mut impl Write, mut released: impl FnMut(u64, Vec<u8>)) -> io::Result<usize> {
         let mut total = 0;
         while !self.chunks.is_empty() {
             let slices: Vec<IoSlice<'_>> = self
@@ -454,10 +454,11 @@ impl Writer {
                     break;
                 }
                 n -= left;
-                if front.release > 0 {
-                    released(front.release);
+                if let Some(done) = self.chunks.pop_front() {
+                    if done.release > 0 {
+                        released(done.release, done.bytes);
+                    }
                 }
-                self.chunks.pop_front();
             }
         }
         Ok(total)
@@ -627,7 +628,7 @@ mod tests {
         w.push_close(1000, "ok");
         let mut out = Vec::new();
         let mut released = 0;
-        w.write_to(&mut out, |n| released += n).unwrap();
+        w.write_to(&mut out, |n, _| released += n).unwrap();
         assert!(w.is_empty());
         assert_eq!(released, 300);
         assert_eq!(&out[..2], &[0x82, 0x80 | 126]);

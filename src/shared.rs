@@ -95,7 +95,16 @@ pub struct Shared {
     pub io_thread: OnceLock<ThreadId>,
     pub waker: std::sync::Arc<Waker>,
     pub commands: crossbeam_channel::Sender<Command>,
+    /// Written send buffers, for the next sends to reuse: the sending
+    /// thread allocates and the I/O thread frees, a pattern that makes
+    /// malloc return and re-fault pages on every burst.
+    spare_buffers: (crossbeam_channel::Sender<Vec<u8>>, crossbeam_channel::Receiver<Vec<u8>>),
 }
+
+/// At most this many spare buffers of at most this size are kept per
+/// connection (512 KiB at the most).
+const SPARE_BUFFERS: usize = 8;
+const SPARE_BUFFER_MAX: usize = 64 * 1024;
 
 impl Shared {
     pub fn new(
@@ -117,6 +126,26 @@ impl Shared {
             io_thread: OnceLock::new(),
             waker,
             commands,
+            spare_buffers: crossbeam_channel::bounded(SPARE_BUFFERS),
+        }
+    }
+
+    /// An empty buffer with room for `len` bytes, reused when one is spare.
+    pub fn buffer(&self, len: usize) -> Vec<u8> {
+        match self.spare_buffers.1.try_recv() {
+            Ok(mut buf) if buf.capacity() >= len => {
+                buf.clear();
+                buf
+            }
+            _ => Vec::with_capacity(len),
+        }
+    }
+
+    /// Keeps a written send buffer for reuse, if it is small enough and
+    /// there is room.
+    pub fn recycle(&self, buf: Vec<u8>) {
+        if buf.capacity() <= SPARE_BUFFER_MAX + HEADROOM {
+            let _ = self.spare_buffers.0.try_send(buf);
         }
     }
 
@@ -214,6 +243,24 @@ impl Shared {
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn written_buffers_are_reused_within_bounds() {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let shared = Shared::new(CString::default(), 0, std::sync::Arc::new(Waker::new().unwrap()), tx);
+        let buf = Vec::<u8>::with_capacity(1000);
+        let ptr = buf.as_ptr();
+        shared.recycle(buf);
+        let again = shared.buffer(800);
+        assert_eq!(again.as_ptr(), ptr, "a spare buffer that fits is reused");
+        assert!(again.is_empty());
+        shared.recycle(Vec::with_capacity(SPARE_BUFFER_MAX + HEADROOM + 1));
+        assert_eq!(shared.buffer(10).capacity(), 10, "an oversized buffer is not kept");
+        for _ in 0..SPARE_BUFFERS + 5 {
+            shared.recycle(Vec::with_capacity(64));
+        }
+        assert_eq!(shared.spare_buffers.1.len(), SPARE_BUFFERS);
+    }
 
     /// A producer pushes and wakes, a consumer polls, resets and drains, as
     /// the I/O thread does. A lost wake-up leaves the consumer asleep with

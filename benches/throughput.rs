@@ -74,11 +74,7 @@ fn wait(c: &Counter, n: usize, ws: *mut ws_socket) {
         let (next, t) = c.cv.wait_timeout(g, Duration::from_secs(30)).unwrap();
         g = next;
         let got = c.received.load(Ordering::SeqCst);
-        assert!(
-            !t.timed_out(),
-            "stuck: {got} of {n} echoes, bufferedAmount {}",
-            unsafe { ws_buffered_amount(ws) }
-        );
+        assert!(!t.timed_out(), "stuck: {got} of {n} echoes, bufferedAmount {}", unsafe { ws_buffered_amount(ws) });
     }
 }
 
@@ -158,35 +154,12 @@ fn best_of(runs: usize, f: impl Fn() -> Duration) -> Duration {
 fn main() {
     let port = echo_server();
     let loads = [
-        Load {
-            name: "round trips, 32 B",
-            count: 20_000,
-            size: 32,
-            window: 1,
-        },
-        Load {
-            name: "pipelined, 64 B x 100k",
-            count: 100_000,
-            size: 64,
-            window: 1000,
-        },
-        Load {
-            name: "pipelined, 16 KiB x 10k",
-            count: 10_000,
-            size: 16 << 10,
-            window: 100,
-        },
-        Load {
-            name: "large, 16 MiB x 16",
-            count: 16,
-            size: 16 << 20,
-            window: 1,
-        },
+        Load { name: "round trips, 32 B", count: 20_000, size: 32, window: 1 },
+        Load { name: "pipelined, 64 B x 100k", count: 100_000, size: 64, window: 1000 },
+        Load { name: "pipelined, 16 KiB x 10k", count: 10_000, size: 16 << 10, window: 100 },
+        Load { name: "large, 16 MiB x 16", count: 16, size: 16 << 20, window: 1 },
     ];
-    println!(
-        "{:<26} {:>12} {:>12} {:>8}",
-        "workload", "libws", "tungstenite", "ratio"
-    );
+    println!("{:<26} {:>12} {:>12} {:>8}", "workload", "libws", "tungstenite", "ratio");
     // BENCH_FILTER=text runs only the workloads whose name contains it.
     let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
     for load in loads.into_iter().filter(|l| l.name.contains(filter.as_str())) {

@@ -35,10 +35,7 @@ fn serve(stream: TcpStream) -> tungstenite::Result<()> {
                 let mut parts = t[6..].splitn(2, ' ');
                 let code: u16 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1000);
                 let reason = parts.next().unwrap_or("").to_string();
-                ws.close(Some(CloseFrame {
-                    code: code.into(),
-                    reason: reason.into(),
-                }))?;
+                ws.close(Some(CloseFrame { code: code.into(), reason: reason.into() }))?;
             }
             m @ (Message::Text(_) | Message::Binary(_)) => ws.send(m)?,
             _ => {}

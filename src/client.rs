@@ -36,10 +36,7 @@ impl Client {
             .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot create eventfd: {e}")))?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared::new(url, options.max_buffered_amount, waker, tx));
-        Ok(Client {
-            shared,
-            pending: Some((target, options.clone(), rx)),
-        })
+        Ok(Client { shared, pending: Some((target, options.clone(), rx)) })
     }
 
     /// Starts the I/O thread, which connects at once.

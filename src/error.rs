@@ -50,10 +50,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-        }
+        Error { kind, message: message.into() }
     }
     pub fn syntax(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Syntax, message)

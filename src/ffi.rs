@@ -185,9 +185,7 @@ unsafe fn new_socket(
     if url.is_null() {
         return Err(Error::invalid_argument("url is NULL"));
     }
-    let url = CStr::from_ptr(url)
-        .to_str()
-        .map_err(|_| Error::invalid_argument("url is not valid UTF-8"))?;
+    let url = CStr::from_ptr(url).to_str().map_err(|_| Error::invalid_argument("url is not valid UTF-8"))?;
     if num_protocols > 0 && protocols.is_null() {
         return Err(Error::invalid_argument("protocols is NULL but num_protocols is not 0"));
     }
@@ -232,10 +230,7 @@ fn new_or_null(r: Result<*mut ws_socket, Error>) -> *mut ws_socket {
 }
 
 fn internal_panic() -> Result<*mut ws_socket, Error> {
-    Err(Error::new(
-        crate::ErrorKind::Internal,
-        "internal error (panic) in ws_new",
-    ))
+    Err(Error::new(crate::ErrorKind::Internal, "internal error (panic) in ws_new"))
 }
 
 /// Creates a connection and starts connecting at once on a background
@@ -267,9 +262,7 @@ pub unsafe extern "C" fn ws_new(
     num_protocols: usize,
     callbacks: *const ws_callbacks,
 ) -> *mut ws_socket {
-    new_or_null(guard(internal_panic(), || {
-        new_socket(url, protocols, num_protocols, callbacks, None)
-    }))
+    new_or_null(guard(internal_panic(), || new_socket(url, protocols, num_protocols, callbacks, None)))
 }
 
 /// As `ws_new`, with settings. `options` may be NULL (all defaults); it is
@@ -286,9 +279,7 @@ pub unsafe extern "C" fn ws_new_with_options(
     options: *const ws_options,
 ) -> *mut ws_socket {
     let options = options.as_ref().map(|o| &o.options);
-    new_or_null(guard(internal_panic(), || {
-        new_socket(url, protocols, num_protocols, callbacks, options)
-    }))
+    new_or_null(guard(internal_panic(), || new_socket(url, protocols, num_protocols, callbacks, options)))
 }
 
 /// Queues one text message: copies `len` bytes of `utf8`, which must be valid
@@ -401,9 +392,7 @@ pub unsafe extern "C" fn ws_url(ws: *const ws_socket) -> *const c_char {
 /// `ws` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ws_protocol(ws: *const ws_socket) -> *const c_char {
-    guard(c"".as_ptr(), || {
-        client(ws).map_or(c"".as_ptr(), |c| c.protocol().as_ptr())
-    })
+    guard(c"".as_ptr(), || client(ws).map_or(c"".as_ptr(), |c| c.protocol().as_ptr()))
 }
 
 /// The extensions the server chose: "" if none. Owned by the handle: valid
@@ -413,9 +402,7 @@ pub unsafe extern "C" fn ws_protocol(ws: *const ws_socket) -> *const c_char {
 /// `ws` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ws_extensions(ws: *const ws_socket) -> *const c_char {
-    guard(c"".as_ptr(), || {
-        client(ws).map_or(c"".as_ptr(), |c| c.extensions().as_ptr())
-    })
+    guard(c"".as_ptr(), || client(ws).map_or(c"".as_ptr(), |c| c.extensions().as_ptr()))
 }
 
 /// Releases the handle; NULL is ignored. An open connection is closed with
@@ -470,11 +457,7 @@ pub extern "C" fn ws_version() -> *const c_char {
 /// `ws_options_free`. NULL only if memory ran out.
 #[no_mangle]
 pub extern "C" fn ws_options_new() -> *mut ws_options {
-    guard(std::ptr::null_mut(), || {
-        Box::into_raw(Box::new(ws_options {
-            options: Options::default(),
-        }))
-    })
+    guard(std::ptr::null_mut(), || Box::into_raw(Box::new(ws_options { options: Options::default() })))
 }
 
 /// Releases settings from `ws_options_new`; NULL is ignored. Connections

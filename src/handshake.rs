@@ -43,17 +43,13 @@ pub fn parse_response(buf: &[u8], key: &str, offered: &[String]) -> Result<Optio
     let head_len = match response.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
-            return Err(format!(
-                "handshake response head is larger than {MAX_RESPONSE_HEAD} bytes"
-            ))
+            return Err(format!("handshake response head is larger than {MAX_RESPONSE_HEAD} bytes"))
         }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(format!("invalid HTTP response to the handshake: {e}")),
     };
     if head_len > MAX_RESPONSE_HEAD {
-        return Err(format!(
-            "handshake response head is larger than {MAX_RESPONSE_HEAD} bytes"
-        ));
+        return Err(format!("handshake response head is larger than {MAX_RESPONSE_HEAD} bytes"));
     }
     let status = response.code.unwrap_or(0);
     if status != 101 {
@@ -77,10 +73,7 @@ pub fn parse_response(buf: &[u8], key: &str, offered: &[String]) -> Result<Optio
             .collect()
     };
     let has_token = |name: &str, token: &str| {
-        values(name)
-            .iter()
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+        values(name).iter().flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
     };
     if !has_token("upgrade", "websocket") {
         return Err("handshake response has no 'Upgrade: websocket' header".into());
@@ -108,21 +101,15 @@ pub fn parse_response(buf: &[u8], key: &str, offered: &[String]) -> Result<Optio
         [p] => return Err(format!("server chose subprotocol {p:?}, which was not offered")),
         _ => return Err("handshake response has more than one Sec-WebSocket-Protocol header".into()),
     };
-    Ok(Some(Agreed {
-        protocol,
-        extensions: String::new(),
-        head_len,
-    }))
+    Ok(Some(Agreed { protocol, extensions: String::new(), head_len }))
 }
 
 /// What an error page says, for the error message: its HTML title, or
 /// its first line of text; at most 120 characters.
 fn body_summary(body: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
-    let title = text
-        .split_once("<title>")
-        .and_then(|(_, rest)| rest.split_once("</title>"))
-        .map(|(t, _)| t.to_string());
+    let title =
+        text.split_once("<title>").and_then(|(_, rest)| rest.split_once("</title>")).map(|(t, _)| t.to_string());
     let line = title.or_else(|| text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string))?;
     let line: String = line.chars().filter(|c| !c.is_control()).take(120).collect();
     (!line.trim().is_empty()).then(|| line.trim().to_string())
@@ -167,10 +154,7 @@ mod tests {
     fn protocol_rules() {
         let offered = vec!["a".to_string(), "b".to_string()];
         let r = response("Sec-WebSocket-Protocol: b\r\n");
-        assert_eq!(
-            parse_response(r.as_bytes(), KEY, &offered).unwrap().unwrap().protocol,
-            "b"
-        );
+        assert_eq!(parse_response(r.as_bytes(), KEY, &offered).unwrap().unwrap().protocol, "b");
         assert!(parse_response(r.as_bytes(), KEY, &[]).is_err());
         assert!(parse_response(response("").as_bytes(), KEY, &offered).is_err());
         let r = response("Sec-WebSocket-Protocol: c\r\n");
@@ -192,10 +176,7 @@ mod tests {
         }
         let page = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html><head><title>400 No required SSL certificate was sent</title></head>";
         let e = parse_response(page.as_bytes(), KEY, &[]).unwrap_err();
-        assert!(
-            e.ends_with("(expected 101): 400 No required SSL certificate was sent"),
-            "{e}"
-        );
+        assert!(e.ends_with("(expected 101): 400 No required SSL certificate was sent"), "{e}");
         let e = parse_response(b"HTTP/1.1 403 Forbidden\r\n\r\n\ngo away\x07\n", KEY, &[]).unwrap_err();
         assert!(e.ends_with(": go away"), "{e}");
         let huge = format!("HTTP/1.1 101 OK\r\nX: {}\r\n", "a".repeat(MAX_RESPONSE_HEAD));

@@ -45,12 +45,7 @@ pub fn spawn(
     options: Options,
     handler: Box<dyn Handler>,
 ) -> io::Result<()> {
-    let io = Io {
-        shared,
-        commands,
-        handler,
-        options,
-    };
+    let io = Io { shared, commands, handler, options };
     spawn_quiet("libws-io", move || io.run(target))
 }
 
@@ -110,10 +105,7 @@ impl Conn {
     /// arrived (the closing handshake completed from our side).
     fn ended(&self) -> End {
         match &self.close_received {
-            Some((code, reason)) => End::Clean {
-                code: *code,
-                reason: reason.clone(),
-            },
+            Some((code, reason)) => End::Clean { code: *code, reason: reason.clone() },
             None => End::Abnormal,
         }
     }
@@ -515,11 +507,7 @@ impl Io {
             if conn.writer.is_empty() {
                 break;
             }
-            match net::poll(
-                self.shared.waker.fd(),
-                Some((conn.stream.fd(), libc::POLLOUT)),
-                Some(linger),
-            ) {
+            match net::poll(self.shared.waker.fd(), Some((conn.stream.fd(), libc::POLLOUT)), Some(linger)) {
                 Ok(r) if !r.timed_out => {
                     if r.woken {
                         self.shared.waker.reset();

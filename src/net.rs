@@ -22,10 +22,7 @@ const TLS_GATHER: usize = 16 * 1024;
 
 impl Stream {
     pub fn tls(tls: native_tls::TlsStream<TcpStream>) -> Stream {
-        Stream::Tls {
-            tls: Box::new(tls),
-            gather: Vec::with_capacity(TLS_GATHER),
-        }
+        Stream::Tls { tls: Box::new(tls), gather: Vec::with_capacity(TLS_GATHER) }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -156,36 +153,24 @@ fn sockaddr(addr: &SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::so
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
             unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            (
-                libc::AF_INET,
-                storage,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
+            (libc::AF_INET, storage, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
         }
         SocketAddr::V6(a) => {
             let sin6 = libc::sockaddr_in6 {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
             unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            (
-                libc::AF_INET6,
-                storage,
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
+            (libc::AF_INET6, storage, std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t)
         }
     }
 }
@@ -203,16 +188,8 @@ pub struct Ready {
 /// Sleeps until the wake-up fd or the socket is ready, or the deadline.
 pub fn poll(wake_fd: RawFd, socket: Option<(RawFd, i16)>, deadline: Option<Instant>) -> io::Result<Ready> {
     let mut fds = [
-        libc::pollfd {
-            fd: wake_fd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: -1,
-            events: 0,
-            revents: 0,
-        },
+        libc::pollfd { fd: wake_fd, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: -1, events: 0, revents: 0 },
     ];
     if let Some((fd, events)) = socket {
         fds[1].fd = fd;

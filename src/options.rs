@@ -53,28 +53,20 @@ pub struct TlsOptions {
 
 /// RFC 9110 section 5.6.2: token = 1*tchar.
 pub fn is_http_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl Options {
     pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), Error> {
         if !is_http_token(name) {
-            return Err(Error::invalid_argument(format!(
-                "header name {name:?} is not an HTTP token"
-            )));
+            return Err(Error::invalid_argument(format!("header name {name:?} is not an HTTP token")));
         }
         if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(Error::invalid_argument(format!(
-                "header {name} is written by the WebSocket handshake itself"
-            )));
+            return Err(Error::invalid_argument(format!("header {name} is written by the WebSocket handshake itself")));
         }
         // RFC 9110 section 5.5: field values hold no CR, LF or NUL.
         if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(Error::invalid_argument(format!(
-                "value of header {name} contains CR, LF or NUL"
-            )));
+            return Err(Error::invalid_argument(format!("value of header {name} contains CR, LF or NUL")));
         }
         self.headers.push((name.to_string(), value.trim().to_string()));
         Ok(())
@@ -105,8 +97,7 @@ impl Options {
     /// Trusts every certificate in a PEM file, besides the system store.
     pub fn add_ca_file(&mut self, path: &str) -> Result<(), Error> {
         let pem = read_file(path, "CA file")?;
-        self.add_ca_pem(&pem)
-            .map_err(|e| Error::invalid_argument(format!("CA file {path}: {e}")))
+        self.add_ca_pem(&pem).map_err(|e| Error::invalid_argument(format!("CA file {path}: {e}")))
     }
 
     /// Trusts every certificate in PEM text, besides the system store.

@@ -29,10 +29,7 @@ pub struct Violation {
 }
 
 fn violation(code: u16, message: impl Into<String>) -> Violation {
-    Violation {
-        code,
-        message: message.into(),
-    }
+    Violation { code, message: message.into() }
 }
 
 /// One thing the reader found in the input.
@@ -62,11 +59,7 @@ pub struct InputBuffer {
 impl InputBuffer {
     pub fn from_tail(tail: Vec<u8>) -> Self {
         let end = tail.len();
-        InputBuffer {
-            buf: tail,
-            start: 0,
-            end,
-        }
+        InputBuffer { buf: tail, start: 0, end }
     }
 
     pub fn pending(&self) -> &[u8] {
@@ -203,26 +196,17 @@ impl Reader {
 
     fn check_header(&mut self, h: &FrameHeader, len: u64) -> Result<(), Violation> {
         if h.rsv1 || h.rsv2 || h.rsv3 {
-            return Err(violation(
-                CLOSE_PROTOCOL_ERROR,
-                "RSV bit set but no extension was negotiated",
-            ));
+            return Err(violation(CLOSE_PROTOCOL_ERROR, "RSV bit set but no extension was negotiated"));
         }
         if h.mask.is_some() {
             return Err(violation(CLOSE_PROTOCOL_ERROR, "the server sent a masked frame"));
         }
         if len >> 63 != 0 {
-            return Err(violation(
-                CLOSE_PROTOCOL_ERROR,
-                "frame length has its most significant bit set",
-            ));
+            return Err(violation(CLOSE_PROTOCOL_ERROR, "frame length has its most significant bit set"));
         }
         if self.close_received && matches!(h.opcode, OpCode::Data(_)) {
             // RFC 6455 5.5.1: no data after the close frame; browsers fail.
-            return Err(violation(
-                CLOSE_PROTOCOL_ERROR,
-                "server sent a data frame after its close frame",
-            ));
+            return Err(violation(CLOSE_PROTOCOL_ERROR, "server sent a data frame after its close frame"));
         }
         match h.opcode {
             OpCode::Control(_) => {
@@ -236,18 +220,12 @@ impl Reader {
             }
             OpCode::Data(Data::Continue) => {
                 if self.open_message.is_none() {
-                    return Err(violation(
-                        CLOSE_PROTOCOL_ERROR,
-                        "continuation frame with no message started",
-                    ));
+                    return Err(violation(CLOSE_PROTOCOL_ERROR, "continuation frame with no message started"));
                 }
             }
             OpCode::Data(kind) => {
                 if self.open_message.is_some() {
-                    return Err(violation(
-                        CLOSE_PROTOCOL_ERROR,
-                        "new data frame while a fragmented message is open",
-                    ));
+                    return Err(violation(CLOSE_PROTOCOL_ERROR, "new data frame while a fragmented message is open"));
                 }
                 self.clear_message();
                 self.open_message = Some(kind == Data::Text);
@@ -258,10 +236,7 @@ impl Reader {
             if total > self.max_message_size {
                 return Err(violation(
                     CLOSE_TOO_BIG,
-                    format!(
-                        "message of at least {total} bytes is over the limit of {}",
-                        self.max_message_size
-                    ),
+                    format!("message of at least {total} bytes is over the limit of {}", self.max_message_size),
                 ));
             }
             let want = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 24);
@@ -322,25 +297,16 @@ impl Reader {
 /// RFC 6455 section 5.5.1: no body, or a 2-byte code and a UTF-8 reason.
 fn parse_close(body: &[u8]) -> Result<Incoming, Violation> {
     match body {
-        [] => Ok(Incoming::Close {
-            code: CLOSE_NO_STATUS,
-            reason: String::new(),
-        }),
+        [] => Ok(Incoming::Close { code: CLOSE_NO_STATUS, reason: String::new() }),
         [_] => Err(violation(CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte body")),
         [hi, lo, reason @ ..] => {
             let code = u16::from_be_bytes([*hi, *lo]);
             if !is_valid_wire_close_code(code) {
-                return Err(violation(
-                    CLOSE_PROTOCOL_ERROR,
-                    format!("close code {code} is not allowed on the wire"),
-                ));
+                return Err(violation(CLOSE_PROTOCOL_ERROR, format!("close code {code} is not allowed on the wire")));
             }
             let reason = std::str::from_utf8(reason)
                 .map_err(|_| violation(CLOSE_INVALID_DATA, "close reason is not valid UTF-8"))?;
-            Ok(Incoming::Close {
-                code,
-                reason: reason.to_string(),
-            })
+            Ok(Incoming::Close { code, reason: reason.to_string() })
         }
     }
 }
@@ -393,11 +359,7 @@ impl Writer {
         if let Some(mask) = header.mask {
             apply_mask(&mut buf[HEADROOM..], mask);
         }
-        self.chunks.push_back(Chunk {
-            bytes: buf,
-            pos: start,
-            release: len,
-        });
+        self.chunks.push_back(Chunk { bytes: buf, pos: start, release: len });
     }
 
     pub fn push_control(&mut self, control: Control, payload: &[u8]) {
@@ -409,11 +371,7 @@ impl Writer {
         if let Some(mask) = header.mask {
             apply_mask(&mut bytes[start..], mask);
         }
-        self.chunks.push_back(Chunk {
-            bytes,
-            pos: 0,
-            release: 0,
-        });
+        self.chunks.push_back(Chunk { bytes, pos: 0, release: 0 });
     }
 
     /// A close frame: no body when `code` is 0.
@@ -432,12 +390,8 @@ impl Writer {
     pub fn write_to(&mut self, out: &mut impl Write, mut released: impl FnMut(u64, Vec<u8>)) -> io::Result<usize> {
         let mut total = 0;
         while !self.chunks.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .chunks
-                .iter()
-                .take(MAX_IOVECS)
-                .map(|c| IoSlice::new(&c.bytes[c.pos..]))
-                .collect();
+            let slices: Vec<IoSlice<'_>> =
+                self.chunks.iter().take(MAX_IOVECS).map(|c| IoSlice::new(&c.bytes[c.pos..])).collect();
             let mut n = match out.write_vectored(&slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
@@ -468,14 +422,7 @@ impl Writer {
 fn client_header(opcode: OpCode) -> FrameHeader {
     // RFC 6455 5.3: every client frame is masked with a fresh,
     // unpredictable key.
-    FrameHeader {
-        is_final: true,
-        rsv1: false,
-        rsv2: false,
-        rsv3: false,
-        opcode,
-        mask: Some(rand::random()),
-    }
+    FrameHeader { is_final: true, rsv1: false, rsv2: false, rsv3: false, opcode, mask: Some(rand::random()) }
 }
 
 #[cfg(test)]
@@ -531,10 +478,7 @@ mod tests {
         bytes.extend(frame(0x89, b"hi"));
         bytes.extend(frame(0x80, &euro[1..]));
         let out = read_all(&bytes, 100);
-        assert_eq!(
-            out,
-            vec![Ok(Incoming::Ping(b"hi".to_vec())), Ok(Incoming::Message { text: true })]
-        );
+        assert_eq!(out, vec![Ok(Incoming::Ping(b"hi".to_vec())), Ok(Incoming::Message { text: true })]);
     }
 
     #[test]
@@ -573,22 +517,10 @@ mod tests {
 
     #[test]
     fn close_frames() {
-        assert_eq!(
-            read_all(&frame(0x88, b""), 10),
-            vec![Ok(Incoming::Close {
-                code: 1005,
-                reason: String::new()
-            })]
-        );
+        assert_eq!(read_all(&frame(0x88, b""), 10), vec![Ok(Incoming::Close { code: 1005, reason: String::new() })]);
         let mut body = 4000u16.to_be_bytes().to_vec();
         body.extend_from_slice(b"bye");
-        assert_eq!(
-            read_all(&frame(0x88, &body), 10),
-            vec![Ok(Incoming::Close {
-                code: 4000,
-                reason: "bye".into()
-            })]
-        );
+        assert_eq!(read_all(&frame(0x88, &body), 10), vec![Ok(Incoming::Close { code: 4000, reason: "bye".into() })]);
         for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
             assert!(!is_valid_wire_close_code(code), "{code}");
         }
@@ -601,13 +533,7 @@ mod tests {
     fn data_after_close_is_a_violation_but_control_is_not() {
         let close = frame(0x88, &close_payload_bytes(1000));
         let out = read_all(&[close.clone(), frame(0x89, b"p"), frame(0x81, b"x")].concat(), 100);
-        assert_eq!(
-            out[0],
-            Ok(Incoming::Close {
-                code: 1000,
-                reason: String::new()
-            })
-        );
+        assert_eq!(out[0], Ok(Incoming::Close { code: 1000, reason: String::new() }));
         assert_eq!(out[1], Ok(Incoming::Ping(b"p".to_vec())));
         assert_eq!(out[2].as_ref().unwrap_err().code, CLOSE_PROTOCOL_ERROR);
         // The first header of a fragmented message already fails.

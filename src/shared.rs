@@ -42,10 +42,7 @@ impl Waker {
         }
         // SAFETY: fd is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Waker {
-            fd,
-            pending: AtomicBool::new(false),
-        })
+        Ok(Waker { fd, pending: AtomicBool::new(false) })
     }
 
     pub fn wake(&self) {
@@ -183,10 +180,7 @@ impl Shared {
         let len = (payload.len() - HEADROOM) as u64;
         let _gate = self.state_gate.read().unwrap_or_else(|e| e.into_inner());
         match self.state.load(Ordering::SeqCst) {
-            CONNECTING => Err(Error::new(
-                ErrorKind::InvalidState,
-                "send() while the connection is CONNECTING",
-            )),
+            CONNECTING => Err(Error::new(ErrorKind::InvalidState, "send() while the connection is CONNECTING")),
             OPEN => {
                 self.reserve_buffered(len)?;
                 self.enqueue(Command::Send { buf: payload, text });
@@ -206,15 +200,12 @@ impl Shared {
             let next = cur.checked_add(len)?;
             (limit == 0 || next <= limit).then_some(next)
         };
-        self.buffered
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, update)
-            .map(|_| ())
-            .map_err(|cur| {
-                Error::new(
-                    ErrorKind::BufferFull,
-                    format!("{len} bytes more would exceed the max buffered amount {limit} (now {cur})"),
-                )
-            })
+        self.buffered.fetch_update(Ordering::SeqCst, Ordering::SeqCst, update).map(|_| ()).map_err(|cur| {
+            Error::new(
+                ErrorKind::BufferFull,
+                format!("{len} bytes more would exceed the max buffered amount {limit} (now {cur})"),
+            )
+        })
     }
 
     /// The browser's close(), after its argument checks.
@@ -280,11 +271,7 @@ mod tests {
         let mut received = 0;
         let deadline = Instant::now() + Duration::from_secs(60);
         while received < N {
-            let mut fds = [libc::pollfd {
-                fd: waker.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
+            let mut fds = [libc::pollfd { fd: waker.fd(), events: libc::POLLIN, revents: 0 }];
             // SAFETY: one live pollfd.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), 1, 5000) };
             assert!(rc > 0, "lost wake-up: {received} of {N} received, {} queued", rx.len());

@@ -37,11 +37,7 @@ impl Target {
         let secure = match parsed.scheme() {
             "ws" | "http" => false,
             "wss" | "https" => true,
-            other => {
-                return Err(Error::syntax(format!(
-                    "URL scheme {other:?} is not ws, wss, http or https"
-                )))
-            }
+            other => return Err(Error::syntax(format!("URL scheme {other:?} is not ws, wss, http or https"))),
         };
         let scheme = if secure { "wss" } else { "ws" };
         if parsed.scheme() != scheme && parsed.set_scheme(scheme).is_err() {
@@ -57,9 +53,7 @@ impl Target {
             Some(Host::Ipv6(a)) => TargetHost::Ip(a.into()),
             None => return Err(Error::syntax(format!("URL {url:?} has no host"))),
         };
-        let port = parsed
-            .port_or_known_default()
-            .ok_or_else(|| Error::syntax(format!("URL {url:?} has no port")))?;
+        let port = parsed.port_or_known_default().ok_or_else(|| Error::syntax(format!("URL {url:?} has no port")))?;
         let host_str = parsed.host_str().unwrap_or_default();
         let host_header = match parsed.port() {
             Some(p) => format!("{host_str}:{p}"),
@@ -155,10 +149,7 @@ mod tests {
         let t = Target::parse("ws://h", &["chat", "superchat"]).unwrap();
         assert_eq!(t.protocols, vec!["chat", "superchat"]);
         for bad in [&["" as &str][..], &["a b"], &["a,b"], &["chat", "chat"], &["é"]] {
-            assert_eq!(
-                Target::parse("ws://h", bad).unwrap_err().code(),
-                crate::error::WS_ERR_SYNTAX
-            );
+            assert_eq!(Target::parse("ws://h", bad).unwrap_err().code(), crate::error::WS_ERR_SYNTAX);
         }
         // Case differs: two protocols, as in browsers.
         assert!(Target::parse("ws://h", &["Chat", "chat"]).is_ok());

@@ -27,10 +27,7 @@ fn echoes_text_binary_empty_and_16_mib() {
     assert_eq!(msgs[2], (vec![], true));
     assert_eq!(msgs[3], (vec![], false));
     assert!(msgs[4].0 == big && !msgs[4].1, "16 MiB message differs");
-    assert!(
-        *c.rec.nul_after_message.lock().unwrap(),
-        "a message was not followed by NUL"
-    );
+    assert!(*c.rec.nul_after_message.lock().unwrap(), "a message was not followed by NUL");
     for e in c.rec.events() {
         if let Ev::Message { state, .. } = e {
             assert_eq!(state, WS_OPEN);
@@ -94,10 +91,7 @@ fn server_close_variants_reach_on_close() {
         let server = ws_server(
             |_| None,
             move |mut ws, _| {
-                let frame = frame.map(|(c, r)| CloseFrame {
-                    code: CloseCode::from(c),
-                    reason: r.into(),
-                });
+                let frame = frame.map(|(c, r)| CloseFrame { code: CloseCode::from(c), reason: r.into() });
                 ws.close(frame).unwrap();
                 let t = read_all(&mut ws);
                 let _ = tx.lock().unwrap().send(t.close);
@@ -151,16 +145,7 @@ fn url_forms() {
     c.wait_open();
     let c = Client::new("https://127.0.0.1:1/");
     assert_eq!(c.url(), "wss://127.0.0.1:1/");
-    for bad in [
-        "ws://h/#frag",
-        "ws://h/#",
-        "ftp://h/",
-        "file:///x",
-        "javascript:alert(1)",
-        "ws://[::1/",
-        "nope",
-        "",
-    ] {
+    for bad in ["ws://h/#frag", "ws://h/#", "ftp://h/", "file:///x", "javascript:alert(1)", "ws://[::1/", "nope", ""] {
         let e = Client::try_with(bad, &[], None, Recorder::new()).err().unwrap();
         assert_eq!(e.0, WS_ERR_SYNTAX, "{bad}");
         assert!(!e.1.is_empty());
@@ -170,9 +155,7 @@ fn url_forms() {
 #[test]
 fn protocol_argument_errors() {
     for bad in [&[""][..], &["a b"], &["a,b"], &["x", "x"], &["ü"], &["(", "b"]] {
-        let e = Client::try_with("ws://127.0.0.1:1/", bad, None, Recorder::new())
-            .err()
-            .unwrap();
+        let e = Client::try_with("ws://127.0.0.1:1/", bad, None, Recorder::new()).err().unwrap();
         assert_eq!(e.0, WS_ERR_SYNTAX, "{bad:?}");
     }
     let url = CString::new("ws://127.0.0.1:1/").unwrap();
@@ -208,10 +191,7 @@ fn close_argument_errors() {
     // The code is checked before the reason, as in browsers.
     assert_eq!(c.close(999, Some(&"a".repeat(124))), WS_ERR_INVALID_ACCESS);
     let bad = b"\xff\xfe\0";
-    assert_eq!(
-        unsafe { ws_close(c.ws, 1000, bad.as_ptr().cast()) },
-        WS_ERR_INVALID_ARGUMENT
-    );
+    assert_eq!(unsafe { ws_close(c.ws, 1000, bad.as_ptr().cast()) }, WS_ERR_INVALID_ARGUMENT);
     assert_eq!(c.state(), WS_OPEN);
     for code in [1000u16, 3000, 4999] {
         let c = Client::open(&server.url("/"));
@@ -236,39 +216,21 @@ fn null_handles_and_pointers() {
         ws_free(null);
         ws_options_free(std::ptr::null_mut());
         let o = std::ptr::null_mut();
-        assert_eq!(
-            ws_options_add_header(o, c"a".as_ptr(), c"b".as_ptr()),
-            WS_ERR_INVALID_ARGUMENT
-        );
+        assert_eq!(ws_options_add_header(o, c"a".as_ptr(), c"b".as_ptr()), WS_ERR_INVALID_ARGUMENT);
         assert_eq!(ws_options_set_connect_timeout_ms(o, 1), WS_ERR_INVALID_ARGUMENT);
         assert_eq!(ws_options_set_close_timeout_ms(o, 1), WS_ERR_INVALID_ARGUMENT);
         assert_eq!(ws_options_set_max_message_size(o, 1), WS_ERR_INVALID_ARGUMENT);
         assert_eq!(ws_options_set_max_buffered_amount(o, 1), WS_ERR_INVALID_ARGUMENT);
         let o = ws_options_new();
-        assert_eq!(
-            ws_options_add_header(o, std::ptr::null(), c"b".as_ptr()),
-            WS_ERR_INVALID_ARGUMENT
-        );
-        assert_eq!(
-            ws_options_add_header(o, c"a".as_ptr(), std::ptr::null()),
-            WS_ERR_INVALID_ARGUMENT
-        );
-        assert_eq!(
-            ws_options_add_header(o, c"a b".as_ptr(), c"v".as_ptr()),
-            WS_ERR_INVALID_ARGUMENT
-        );
-        assert_eq!(
-            ws_options_add_header(o, c"X-A".as_ptr(), c"v\r\nX: y".as_ptr()),
-            WS_ERR_INVALID_ARGUMENT
-        );
+        assert_eq!(ws_options_add_header(o, std::ptr::null(), c"b".as_ptr()), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_add_header(o, c"a".as_ptr(), std::ptr::null()), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_add_header(o, c"a b".as_ptr(), c"v".as_ptr()), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_add_header(o, c"X-A".as_ptr(), c"v\r\nX: y".as_ptr()), WS_ERR_INVALID_ARGUMENT);
         assert_eq!(ws_options_set_connect_timeout_ms(o, 0), WS_ERR_INVALID_ARGUMENT);
         assert_eq!(ws_options_set_max_message_size(o, 0), WS_ERR_INVALID_ARGUMENT);
         assert_eq!(ws_options_set_max_buffered_amount(o, 0), WS_OK);
         ws_options_free(o);
-        assert_eq!(
-            std::ffi::CStr::from_ptr(ws_version()).to_str().unwrap(),
-            env!("CARGO_PKG_VERSION")
-        );
+        assert_eq!(std::ffi::CStr::from_ptr(ws_version()).to_str().unwrap(), env!("CARGO_PKG_VERSION"));
     }
 }
 
@@ -277,10 +239,7 @@ fn text_that_is_not_utf8_is_refused() {
     let (server, rx) = recording_server();
     let c = Client::open(&server.url("/"));
     let bad = b"ab\xc3";
-    assert_eq!(
-        unsafe { ws_send_string(c.ws, bad.as_ptr().cast(), 3) },
-        WS_ERR_INVALID_ARGUMENT
-    );
+    assert_eq!(unsafe { ws_send_string(c.ws, bad.as_ptr().cast(), 3) }, WS_ERR_INVALID_ARGUMENT);
     assert_eq!(unsafe { ws_send_string(c.ws, bad.as_ptr().cast(), 2) }, WS_OK);
     assert!(c.buffered() <= 2, "the refused send was counted");
     c.close(1000, None);
@@ -326,14 +285,7 @@ fn buffered_amount_rises_then_drains_and_limit_applies() {
             let _ = tx.lock().unwrap().send(t.messages.len());
         },
     );
-    let c = Client::with(
-        &server.url("/"),
-        &[],
-        &Opts {
-            max_buffered: Some(64 << 20),
-            ..Opts::default()
-        },
-    );
+    let c = Client::with(&server.url("/"), &[], &Opts { max_buffered: Some(64 << 20), ..Opts::default() });
     c.wait_open();
     let chunk = vec![7u8; 1 << 20];
     for i in 0..32 {
@@ -377,20 +329,10 @@ fn close_while_connecting_fails_promptly() {
 fn connect_timeout_against_silent_server() {
     let (server, _held) = silent_server();
     let t = Instant::now();
-    let c = Client::with(
-        &server.url("/"),
-        &[],
-        &Opts {
-            connect_timeout_ms: Some(300),
-            ..Opts::default()
-        },
-    );
+    let c = Client::with(&server.url("/"), &[], &Opts { connect_timeout_ms: Some(300), ..Opts::default() });
     let msg = assert_failed(&c);
     let took = t.elapsed();
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
-        "took {took:?}"
-    );
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "took {took:?}");
     assert!(msg.contains("timeout"), "{msg}");
 }
 
@@ -417,45 +359,16 @@ fn server_dropping_tcp_is_1006_without_error() {
     assert!(errors(&c).is_empty(), "{:?}", c.rec.events());
 }
 
-fn raw_answer(response: &'static str) -> Server {
-    raw_server(move |mut s| {
-        let request = read_request(&mut s);
-        let r = response.replace("{accept}", &accept_key(&request));
-        let _ = s.write_all(r.as_bytes());
-        std::thread::sleep(Duration::from_millis(500));
-    })
-}
-
 #[test]
 fn bad_handshakes_fail_the_connection() {
     let ok = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
     let cases: Vec<(String, &[&str], &str)> = vec![
         ("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".into(), &[], "403"),
-        (
-            "HTTP/1.1 301 Moved\r\nLocation: ws://127.0.0.1:1/\r\n\r\n".into(),
-            &[],
-            "301",
-        ),
-        (
-            format!("{ok}Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"),
-            &[],
-            "Accept",
-        ),
-        (
-            format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Protocol: evil\r\n\r\n"),
-            &["chat"],
-            "evil",
-        ),
-        (
-            format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Protocol: chat\r\n\r\n"),
-            &[],
-            "chat",
-        ),
-        (
-            format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\n\r\n"),
-            &["chat"],
-            "none of the offered",
-        ),
+        ("HTTP/1.1 301 Moved\r\nLocation: ws://127.0.0.1:1/\r\n\r\n".into(), &[], "301"),
+        (format!("{ok}Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"), &[], "Accept"),
+        (format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Protocol: evil\r\n\r\n"), &["chat"], "evil"),
+        (format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Protocol: chat\r\n\r\n"), &[], "chat"),
+        (format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\n\r\n"), &["chat"], "none of the offered"),
         (
             format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
             &[],
@@ -463,7 +376,7 @@ fn bad_handshakes_fail_the_connection() {
         ),
     ];
     for (response, protocols, needle) in cases {
-        let server = raw_answer(Box::leak(response.into_boxed_str()));
+        let server = answer(response);
         let c = Client::try_with(&server.url("/"), protocols, None, Recorder::new()).unwrap();
         let msg = assert_failed(&c);
         assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
@@ -486,15 +399,11 @@ fn subprotocol_negotiation() {
 fn extra_headers_reach_the_server() {
     let (server, rx) = recording_server();
     let opts = Opts {
-        headers: vec![
-            ("Authorization".into(), "Bearer abc".into()),
-            ("X-Trace".into(), "42".into()),
-        ],
+        headers: vec![("Authorization".into(), "Bearer abc".into()), ("X-Trace".into(), "42".into())],
         ..Opts::default()
     };
     let c = Client::try_with(&server.url("/path?q=1"), &["p1", "p2"], Some(&opts), Recorder::new()).unwrap();
-    c.rec
-        .wait_until(WAIT, "close", |e| e.iter().any(|e| matches!(e, Ev::Close { .. })));
+    c.rec.wait_until(WAIT, "close", |e| e.iter().any(|e| matches!(e, Ev::Close { .. })));
     let (seen, _) = rx.recv_timeout(WAIT).unwrap();
     assert_eq!(seen.header("authorization").as_deref(), Some("Bearer abc"));
     assert_eq!(seen.header("x-trace").as_deref(), Some("42"));
@@ -512,14 +421,7 @@ fn message_over_the_limit_sends_1009() {
         s.write_all(&frame(0x82, &[1u8; 1001])).unwrap();
         let _ = tx.lock().unwrap().send(read_until_close(&mut s));
     });
-    let c = Client::with(
-        &server.url("/"),
-        &[],
-        &Opts {
-            max_message_size: Some(1000),
-            ..Opts::default()
-        },
-    );
+    let c = Client::with(&server.url("/"), &[], &Opts { max_message_size: Some(1000), ..Opts::default() });
     let msg = assert_failed(&c);
     assert!(msg.contains("limit"), "{msg}");
     assert_eq!(rx.recv_timeout(WAIT).unwrap(), Some(1009));
@@ -594,11 +496,7 @@ fn send_from_inside_on_message() {
 fn free_inside_each_callback() {
     let server = echo_server();
     for which in ["open", "message", "close", "error"] {
-        let url = if which == "error" {
-            format!("ws://127.0.0.1:{}/", closed_port())
-        } else {
-            server.url("/")
-        };
+        let url = if which == "error" { format!("ws://127.0.0.1:{}/", closed_port()) } else { server.url("/") };
         let rec = Recorder::new();
         let freed = Arc::new(Mutex::new(false));
         let f = freed.clone();
@@ -686,10 +584,7 @@ fn frames_in_the_same_packet_as_the_101() {
         read_until_close(&mut s);
     });
     let c = Client::open(&server.url("/"));
-    assert_eq!(
-        wait_messages(&c, 2),
-        vec![(b"first".to_vec(), true), (b"second".to_vec(), false)]
-    );
+    assert_eq!(wait_messages(&c, 2), vec![(b"first".to_vec(), true), (b"second".to_vec(), false)]);
 }
 
 #[test]
@@ -699,23 +594,13 @@ fn close_timeout_when_server_never_answers_close() {
         read_until_close(&mut s);
         std::thread::sleep(Duration::from_secs(3));
     });
-    let c = Client::with(
-        &server.url("/"),
-        &[],
-        &Opts {
-            close_timeout_ms: Some(300),
-            ..Opts::default()
-        },
-    );
+    let c = Client::with(&server.url("/"), &[], &Opts { close_timeout_ms: Some(300), ..Opts::default() });
     c.wait_open();
     let t = Instant::now();
     c.close(1000, None);
     assert_eq!(close_event(&c), (1006, String::new(), false));
     let took = t.elapsed();
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "{took:?}");
     assert!(errors(&c).is_empty());
 }
 
@@ -736,10 +621,7 @@ fn server_close_without_tcp_close_is_clean_after_2s() {
     let (code, closed, took) = rx.recv_timeout(WAIT).unwrap();
     assert_eq!(code, Some(4321));
     assert!(closed);
-    assert!(
-        took >= Duration::from_millis(1800) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(1800) && took < Duration::from_secs(3), "{took:?}");
 }
 
 #[test]

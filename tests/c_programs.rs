@@ -21,32 +21,19 @@ fn contract_program_as_c99_against_shared_and_static() {
     compile(&src, &shared, "cc", C_FLAGS, Link::Shared, &scratch);
     run_contract(&shared);
     let needed = run(Command::new("readelf").arg("-d").arg(&shared));
-    assert!(
-        needed.contains("[libws.so.0]"),
-        "binary should need the soname:\n{needed}"
-    );
+    assert!(needed.contains("[libws.so.0]"), "binary should need the soname:\n{needed}");
     let fixed = scratch.join("contract_static");
     compile(&src, &fixed, "cc", C_FLAGS, Link::Static, &scratch);
     run_contract(&fixed);
     let dynamic = run(Command::new("readelf").arg("-d").arg(&fixed));
-    assert!(
-        !dynamic.contains("libws"),
-        "static binary should not need libws.so:\n{dynamic}"
-    );
+    assert!(!dynamic.contains("libws"), "static binary should not need libws.so:\n{dynamic}");
 }
 
 #[test]
 fn contract_program_as_cxx() {
     let scratch = scratch_dir("contract-cxx");
     let out = scratch.join("contract_cxx");
-    compile(
-        &repo_dir().join("tests/c/contract.c"),
-        &out,
-        "c++",
-        CXX_FLAGS,
-        Link::Shared,
-        &scratch,
-    );
+    compile(&repo_dir().join("tests/c/contract.c"), &out, "c++", CXX_FLAGS, Link::Shared, &scratch);
     run_contract(&out);
 }
 
@@ -54,19 +41,10 @@ fn contract_program_as_cxx() {
 fn header_alone_compiles_cleanly_as_c_and_cxx() {
     let scratch = scratch_dir("header-only");
     let src = scratch.join("only.c");
-    std::fs::write(
-        &src,
-        "#include <ws.h>\n#include <ws.h>\nint main(void) { return WS_OK; }\n",
-    )
-    .unwrap();
+    std::fs::write(&src, "#include <ws.h>\n#include <ws.h>\nint main(void) { return WS_OK; }\n").unwrap();
     for (compiler, flags) in [("cc", C_FLAGS), ("c++", CXX_FLAGS)] {
         let mut cmd = Command::new(compiler);
-        cmd.args(flags)
-            .arg("-I")
-            .arg(repo_dir().join("include"))
-            .arg("-c")
-            .arg(&src)
-            .arg("-o");
+        cmd.args(flags).arg("-I").arg(repo_dir().join("include")).arg("-c").arg(&src).arg("-o");
         cmd.arg(scratch.join(format!("only-{compiler}.o")));
         run(&mut cmd);
     }
@@ -74,14 +52,9 @@ fn header_alone_compiles_cleanly_as_c_and_cxx() {
 
 #[test]
 fn shared_object_exports_only_ws_symbols() {
-    let out = run(Command::new("nm")
-        .args(["-D", "--defined-only"])
-        .arg(lib_dir().join("libws.so")));
+    let out = run(Command::new("nm").args(["-D", "--defined-only"]).arg(lib_dir().join("libws.so")));
     let symbols: Vec<&str> = out.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
-    assert!(
-        symbols.contains(&"ws_new") && symbols.contains(&"ws_free"),
-        "{symbols:?}"
-    );
+    assert!(symbols.contains(&"ws_new") && symbols.contains(&"ws_free"), "{symbols:?}");
     let foreign: Vec<&&str> = symbols.iter().filter(|s| !s.starts_with("ws_")).collect();
     assert!(foreign.is_empty(), "exported non-ws_ symbols: {foreign:?}");
     let soname = run(Command::new("readelf").arg("-d").arg(lib_dir().join("libws.so")));
@@ -136,10 +109,7 @@ fn examples_compile_and_wscat_talks_to_the_server() {
     let _ = stop_tx.send(());
     watchdog.join().unwrap();
     assert!(status.success(), "{text}");
-    assert!(
-        text.starts_with("open (protocol \"chat\")\ntext: first line\ntext: second line\n"),
-        "{text}"
-    );
+    assert!(text.starts_with("open (protocol \"chat\")\ntext: first line\ntext: second line\n"), "{text}");
     assert!(text.ends_with("close 1000 \"\" (clean)\n"), "{text}");
     // echo: connects, sends, prints every event, closes.
     let out = run(Command::new(scratch.join("echo")).arg(server.url("/")));
@@ -155,13 +125,7 @@ fn install_puts_a_working_pkg_config_in_place() {
         .arg(repo_dir().join("scripts/install.sh"))
         .env("PREFIX", &prefix)
         .env("BUILD_DIR", lib_dir()));
-    for f in [
-        "lib/libws.so",
-        "lib/libws.so.0",
-        "lib/libws.a",
-        "include/ws.h",
-        "lib/pkgconfig/ws.pc",
-    ] {
+    for f in ["lib/libws.so", "lib/libws.so.0", "lib/libws.a", "include/ws.h", "lib/pkgconfig/ws.pc"] {
         assert!(prefix.join(f).exists(), "{f} not installed");
     }
     let flags = run(Command::new("pkg-config")
@@ -178,10 +142,7 @@ fn install_puts_a_working_pkg_config_in_place() {
     ));
     run(&mut cmd);
     let server = contract_server();
-    let out = run(Command::new(&app)
-        .arg(server.url("/"))
-        .arg("chat")
-        .env("LD_LIBRARY_PATH", prefix.join("lib")));
+    let out = run(Command::new(&app).arg(server.url("/")).arg("chat").env("LD_LIBRARY_PATH", prefix.join("lib")));
     assert!(out.contains("all checks passed"), "{out}");
 
     // DESTDIR stages the same tree under another root.
@@ -200,22 +161,12 @@ fn install_puts_a_working_pkg_config_in_place() {
 fn a_reset_does_not_kill_a_c_program_with_sigpipe() {
     let scratch = scratch_dir("sigpipe");
     let binary = scratch.join("sigpipe");
-    compile(
-        &repo_dir().join("tests/c/sigpipe.c"),
-        &binary,
-        "cc",
-        C_FLAGS,
-        Link::Shared,
-        &scratch,
-    );
+    compile(&repo_dir().join("tests/c/sigpipe.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
     // The server reads a little, then resets the connection.
     let server = raw_server(|mut s| {
         raw_handshake(&mut s, "");
         let _ = read_frame(&mut s);
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
         unsafe {
             libc::setsockopt(
                 std::os::fd::AsRawFd::as_raw_fd(&s),
@@ -238,21 +189,10 @@ fn contract_program_under_valgrind_has_no_memory_errors_or_leaks() {
     }
     let scratch = scratch_dir("valgrind");
     let binary = scratch.join("contract");
-    compile(
-        &repo_dir().join("tests/c/contract.c"),
-        &binary,
-        "cc",
-        C_FLAGS,
-        Link::Shared,
-        &scratch,
-    );
+    compile(&repo_dir().join("tests/c/contract.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
     let server = contract_server();
     let out = run(Command::new("valgrind")
-        .args([
-            "--error-exitcode=9",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite,indirect",
-        ])
+        .args(["--error-exitcode=9", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect"])
         .args(["--show-leak-kinds=definite,indirect"])
         .arg(&binary)
         .arg(server.url("/"))

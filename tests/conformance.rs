@@ -29,10 +29,7 @@ fn read_client(s: &mut TcpStream) -> Seen {
         assert!(f.masked, "client frame not masked");
         if f.first & 0x0f == 8 {
             let code = (f.payload.len() >= 2).then(|| u16::from_be_bytes([f.payload[0], f.payload[1]]));
-            return Seen {
-                frames,
-                close: Some(code),
-            };
+            return Seen { frames, close: Some(code) };
         }
         frames.push((f.first, f.payload));
     }
@@ -60,11 +57,7 @@ fn expect_failure(bytes: Vec<u8>, code: u16) -> String {
     let message = assert_failed(&c);
     let seen = rx.recv_timeout(WAIT).unwrap();
     assert_eq!(seen.close, Some(Some(code)), "client's close frame ({message})");
-    assert!(
-        c.rec.messages().is_empty(),
-        "a message was delivered: {:?}",
-        c.rec.events()
-    );
+    assert!(c.rec.messages().is_empty(), "a message was delivered: {:?}", c.rec.events());
     message
 }
 
@@ -93,13 +86,7 @@ fn code_points_split_across_fragments_are_accepted() {
     let b = text.as_bytes();
     let (server, _rx) = scripted(move |s| {
         // Cut inside "€" (3 bytes) and inside "𝄞" (4 bytes).
-        let bytes = [
-            frame(0x01, &b[..1]),
-            frame(0x00, &b[1..9]),
-            frame(0x00, &b[9..]),
-            frame(0x80, b""),
-        ]
-        .concat();
+        let bytes = [frame(0x01, &b[..1]), frame(0x00, &b[1..9]), frame(0x00, &b[9..]), frame(0x80, b"")].concat();
         s.write_all(&bytes).unwrap();
     });
     let c = Client::open(&server.url("/"));
@@ -156,9 +143,7 @@ fn close_frame_bodies() {
 
 #[test]
 fn valid_close_codes_are_echoed() {
-    for code in [
-        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999,
-    ] {
+    for code in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999] {
         let (server, rx) = scripted(move |s| s.write_all(&frame(0x88, &close_payload(code, "why"))).unwrap());
         let c = Client::new(&server.url("/"));
         assert_eq!(close_event(&c), (code, "why".to_string(), true), "code {code}");
@@ -193,10 +178,7 @@ fn payload_lengths_at_the_encoding_boundaries() {
         s.write_all(&f).unwrap();
     });
     let c = Client::open(&server.url("/"));
-    assert_eq!(
-        wait_messages(&c, 2),
-        vec![(b"short".to_vec(), false), (b"long!".to_vec(), false)]
-    );
+    assert_eq!(wait_messages(&c, 2), vec![(b"short".to_vec(), false), (b"long!".to_vec(), false)]);
 }
 
 #[test]
@@ -214,17 +196,9 @@ fn length_beyond_max_message_size_fails_before_the_payload() {
     assert_eq!(rx.recv_timeout(WAIT).unwrap().close, Some(Some(1009)));
     // Across fragments: each is small, the sum is over the limit.
     let (server, rx) = scripted(|s| {
-        s.write_all(&[frame(0x02, &[0; 600]), frame(0x80, &[0; 600])].concat())
-            .unwrap();
+        s.write_all(&[frame(0x02, &[0; 600]), frame(0x80, &[0; 600])].concat()).unwrap();
     });
-    let c = Client::with(
-        &server.url("/"),
-        &[],
-        &Opts {
-            max_message_size: Some(1000),
-            ..Opts::default()
-        },
-    );
+    let c = Client::with(&server.url("/"), &[], &Opts { max_message_size: Some(1000), ..Opts::default() });
     assert_failed(&c);
     assert_eq!(rx.recv_timeout(WAIT).unwrap().close, Some(Some(1009)));
 }
@@ -235,8 +209,7 @@ fn ping_inside_a_fragmented_message_is_answered_at_once() {
     let tx = Mutex::new(tx);
     let server = raw_server(move |mut s| {
         raw_handshake(&mut s, "");
-        s.write_all(&[frame(0x01, b"Hello, "), frame(0x89, b"are you there?")].concat())
-            .unwrap();
+        s.write_all(&[frame(0x01, b"Hello, "), frame(0x89, b"are you there?")].concat()).unwrap();
         // The pong must come before the message is finished.
         s.set_read_timeout(Some(WAIT)).unwrap();
         let pong = read_frame(&mut s).unwrap();
@@ -264,10 +237,7 @@ fn ping_with_125_bytes_gets_the_same_125_back() {
 
 #[test]
 fn unsolicited_pong_is_ignored() {
-    let (server, rx) = scripted(|s| {
-        s.write_all(&[frame(0x8A, b"unasked"), frame(0x81, b"after")].concat())
-            .unwrap()
-    });
+    let (server, rx) = scripted(|s| s.write_all(&[frame(0x8A, b"unasked"), frame(0x81, b"after")].concat()).unwrap());
     let c = Client::open(&server.url("/"));
     assert_eq!(wait_messages(&c, 1), vec![(b"after".to_vec(), true)]);
     c.close(1000, None);
@@ -278,10 +248,8 @@ fn unsolicited_pong_is_ignored() {
 
 #[test]
 fn data_after_the_servers_close_frame_fails_and_is_not_delivered() {
-    let (server, rx) = scripted(|s| {
-        s.write_all(&[frame(0x88, &close_payload(1000, "")), frame(0x81, b"too late")].concat())
-            .unwrap()
-    });
+    let (server, rx) =
+        scripted(|s| s.write_all(&[frame(0x88, &close_payload(1000, "")), frame(0x81, b"too late")].concat()).unwrap());
     let c = Client::new(&server.url("/"));
     let msg = assert_failed(&c);
     assert!(msg.contains("after its close frame"), "{msg}");
@@ -293,8 +261,7 @@ fn data_after_the_servers_close_frame_fails_and_is_not_delivered() {
 #[test]
 fn ping_after_the_servers_close_frame_gets_no_pong() {
     let (server, rx) = scripted(|s| {
-        s.write_all(&[frame(0x88, &close_payload(1000, "")), frame(0x89, b"late ping")].concat())
-            .unwrap()
+        s.write_all(&[frame(0x88, &close_payload(1000, "")), frame(0x89, b"late ping")].concat()).unwrap()
     });
     let c = Client::new(&server.url("/"));
     assert_eq!(close_event(&c), (1000, String::new(), true));
@@ -320,10 +287,7 @@ fn tcp_close_without_close_frame_is_1006_without_error() {
 fn message_echoed_from_on_message_goes_out_before_the_failure_close() {
     // Autobahn 4.1.3: a message, then a reserved opcode. The echo sent from
     // inside on_message must still reach the server before close 1002.
-    let (server, rx) = scripted(|s| {
-        s.write_all(&[frame(0x81, b"echo me"), frame(0x85, b"")].concat())
-            .unwrap()
-    });
+    let (server, rx) = scripted(|s| s.write_all(&[frame(0x81, b"echo me"), frame(0x85, b"")].concat()).unwrap());
     let rec = Recorder::new();
     rec.set_hook(|ws, ev| {
         if let Ev::Message { data, .. } = ev {
@@ -339,15 +303,6 @@ fn message_echoed_from_on_message_goes_out_before_the_failure_close() {
 
 // ----- the opening handshake, checked strictly -----
 
-fn answer(response: String) -> Server {
-    raw_server(move |mut s| {
-        let request = read_request(&mut s);
-        let r = response.replace("{accept}", &accept_key(&request));
-        let _ = s.write_all(r.as_bytes());
-        std::thread::sleep(Duration::from_millis(500));
-    })
-}
-
 #[test]
 fn response_header_names_and_tokens_are_case_insensitive() {
     let server = answer(
@@ -362,9 +317,7 @@ fn response_header_names_and_tokens_are_case_insensitive() {
 
 #[test]
 fn response_head_over_64_kib_fails() {
-    let filler: String = (0..80)
-        .map(|i| format!("X-Filler-{i}: {}\r\n", "a".repeat(900)))
-        .collect();
+    let filler: String = (0..80).map(|i| format!("X-Filler-{i}: {}\r\n", "a".repeat(900))).collect();
     let server = answer(format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{filler}Sec-WebSocket-Accept: {{accept}}\r\n\r\n"
     ));
@@ -377,18 +330,10 @@ fn response_head_over_64_kib_fails() {
 fn response_slower_than_the_connect_timeout_fails() {
     let server = raw_server(|mut s| {
         read_request(&mut s);
-        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n")
-            .unwrap();
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n").unwrap();
         std::thread::sleep(Duration::from_secs(3));
     });
-    let c = Client::with(
-        &server.url("/"),
-        &[],
-        &Opts {
-            connect_timeout_ms: Some(400),
-            ..Opts::default()
-        },
-    );
+    let c = Client::with(&server.url("/"), &[], &Opts { connect_timeout_ms: Some(400), ..Opts::default() });
     let msg = assert_failed(&c);
     assert!(msg.contains("timeout"), "{msg}");
 }
@@ -403,10 +348,7 @@ fn redirects_are_not_followed() {
         "308 Permanent Redirect",
     ] {
         let target = echo_server();
-        let server = answer(format!(
-            "HTTP/1.1 {status}\r\nLocation: {}\r\nContent-Length: 0\r\n\r\n",
-            target.url("/")
-        ));
+        let server = answer(format!("HTTP/1.1 {status}\r\nLocation: {}\r\nContent-Length: 0\r\n\r\n", target.url("/")));
         let c = Client::new(&server.url("/"));
         let msg = assert_failed(&c);
         assert!(msg.contains(&status[..3]), "{msg}");

@@ -6,8 +6,5 @@ fn committed_header_matches_generated() {
     let generated = include_str!(concat!(env!("OUT_DIR"), "/ws.h"));
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/include/ws.h");
     let committed = std::fs::read_to_string(path).expect("include/ws.h exists");
-    assert!(
-        committed == generated,
-        "include/ws.h is out of date: run `make header` and commit it"
-    );
+    assert!(committed == generated, "include/ws.h is out of date: run `make header` and commit it");
 }

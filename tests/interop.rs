@@ -27,13 +27,7 @@ fn python() -> Option<&'static Peer> {
 fn node() -> Option<&'static Peer> {
     static PEER: OnceLock<Option<Peer>> = OnceLock::new();
     PEER.get_or_init(|| {
-        start_peer(
-            "Node.js ws",
-            "node",
-            &["tests/peers/node_server.js"],
-            "NODE_PATH",
-            "target/peers/node/node_modules",
-        )
+        start_peer("Node.js ws", "node", &["tests/peers/node_server.js"], "NODE_PATH", "target/peers/node/node_modules")
     })
     .as_ref()
 }
@@ -119,10 +113,7 @@ fn subprotocol_negotiation(peer: &Peer) {
 
 fn extra_headers_as_the_server_sees_them(peer: &Peer) {
     let opts = Opts {
-        headers: vec![
-            ("X-Libws-Test".into(), "hello world".into()),
-            ("Authorization".into(), "Bearer t0k".into()),
-        ],
+        headers: vec![("X-Libws-Test".into(), "hello world".into()), ("Authorization".into(), "Bearer t0k".into())],
         ..Opts::default()
     };
     let c = Client::try_with(&peer.url("/some/path?a=1"), &["chat"], Some(&opts), Recorder::new()).unwrap();

@@ -68,9 +68,6 @@ fn handles_return_every_resource_and_idle_costs_no_cpu() {
     let before = cpu_time();
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_time() - before;
-    assert!(
-        used < Duration::from_millis(20),
-        "idle connection used {used:?} of CPU in 2 s"
-    );
+    assert!(used < Duration::from_millis(20), "idle connection used {used:?} of CPU in 2 s");
     assert_eq!(c.state(), ws::ffi::WS_OPEN);
 }

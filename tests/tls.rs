@@ -71,15 +71,7 @@ fn pki() -> &'static Pki {
         let self_signed = write("self-signed", self_cert.pem(), &self_key);
         let ca_path = dir.join("ca.pem");
         std::fs::write(&ca_path, &ca_pem).unwrap();
-        Pki {
-            ca: ca_path,
-            ca_pem,
-            server,
-            expired,
-            other_name,
-            self_signed,
-            client,
-        }
+        Pki { ca: ca_path, ca_pem, server, expired, other_name, self_signed, client }
     })
 }
 
@@ -122,10 +114,7 @@ fn tls_client(url: &str, t: TlsOpts) -> Client {
             assert_eq!(ws_options_set_client_cert(o, c.as_ptr(), k.as_ptr()), WS_OK);
         }
         assert_eq!(ws_options_danger_accept_invalid_certs(o, t.accept_invalid_certs), WS_OK);
-        assert_eq!(
-            ws_options_danger_accept_invalid_hostnames(o, t.accept_invalid_hostnames),
-            WS_OK
-        );
+        assert_eq!(ws_options_danger_accept_invalid_hostnames(o, t.accept_invalid_hostnames), WS_OK);
         if let Some(ms) = t.connect_timeout_ms {
             assert_eq!(ws_options_set_connect_timeout_ms(o, ms), WS_OK);
         }
@@ -159,20 +148,6 @@ fn tls_server(identity: &(PathBuf, PathBuf), handler: impl Fn(TlsWs) + Send + Sy
     })
 }
 
-fn tls_echo(mut ws: TlsWs) {
-    loop {
-        match ws.read() {
-            Ok(m) if m.is_text() || m.is_binary() => {
-                if ws.send(m).is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(_) => return,
-        }
-    }
-}
-
 fn wss_url(port: u16, host: &str) -> String {
     format!("wss://{host}:{port}/")
 }
@@ -180,9 +155,7 @@ fn wss_url(port: u16, host: &str) -> String {
 /// Text and 16 MiB of binary echoed intact, then a clean close.
 fn echo_text_and_16_mib(c: &Client) {
     c.wait_open();
-    let big: Vec<u8> = (0..16u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     assert_eq!(c.send_text("over TLS ✓"), WS_OK);
     assert_eq!(c.send_bytes(&big), WS_OK);
     let msgs = wait_messages(c, 2);
@@ -194,7 +167,7 @@ fn echo_text_and_16_mib(c: &Client) {
 
 #[test]
 fn own_server_echo_with_ca_file() {
-    let server = tls_server(&pki().server, tls_echo);
+    let server = tls_server(&pki().server, echo);
     let c = tls_client(&wss_url(server.port, "127.0.0.1"), TlsOpts::default());
     assert_eq!(c.url(), wss_url(server.port, "127.0.0.1"));
     echo_text_and_16_mib(&c);
@@ -206,7 +179,7 @@ fn own_server_echo_with_ca_file() {
 
 #[test]
 fn ca_from_memory() {
-    let server = tls_server(&pki().server, tls_echo);
+    let server = tls_server(&pki().server, echo);
     let pem = &pki().ca_pem;
     unsafe {
         let o = ws_options_new();
@@ -228,28 +201,17 @@ fn expect_tls_failure(url: &str, t: TlsOpts, needles: &[&str]) {
 
 #[test]
 fn untrusted_issuer() {
-    let server = tls_server(&pki().server, tls_echo);
+    let server = tls_server(&pki().server, echo);
     // Our CA is not in the system store.
-    let untrusted = TlsOpts {
-        trust_ca: false,
-        ..TlsOpts::default()
-    };
-    expect_tls_failure(
-        &wss_url(server.port, "127.0.0.1"),
-        untrusted,
-        &["certificate verify failed", "issuer"],
-    );
-    let server = tls_server(&pki().self_signed, tls_echo);
-    expect_tls_failure(
-        &wss_url(server.port, "127.0.0.1"),
-        TlsOpts::default(),
-        &["certificate verify failed", "self"],
-    );
+    let untrusted = TlsOpts { trust_ca: false, ..TlsOpts::default() };
+    expect_tls_failure(&wss_url(server.port, "127.0.0.1"), untrusted, &["certificate verify failed", "issuer"]);
+    let server = tls_server(&pki().self_signed, echo);
+    expect_tls_failure(&wss_url(server.port, "127.0.0.1"), TlsOpts::default(), &["certificate verify failed", "self"]);
 }
 
 #[test]
 fn expired_certificate() {
-    let server = tls_server(&pki().expired, tls_echo);
+    let server = tls_server(&pki().expired, echo);
     expect_tls_failure(
         &wss_url(server.port, "localhost"),
         TlsOpts::default(),
@@ -259,42 +221,23 @@ fn expired_certificate() {
 
 #[test]
 fn certificate_for_another_host() {
-    let server = tls_server(&pki().other_name, tls_echo);
-    expect_tls_failure(
-        &wss_url(server.port, "localhost"),
-        TlsOpts::default(),
-        &["hostname mismatch"],
-    );
-    expect_tls_failure(
-        &wss_url(server.port, "127.0.0.1"),
-        TlsOpts::default(),
-        &["IP address mismatch"],
-    );
+    let server = tls_server(&pki().other_name, echo);
+    expect_tls_failure(&wss_url(server.port, "localhost"), TlsOpts::default(), &["hostname mismatch"]);
+    expect_tls_failure(&wss_url(server.port, "127.0.0.1"), TlsOpts::default(), &["IP address mismatch"]);
 }
 
 #[test]
 fn danger_options_accept_what_they_say() {
     for identity in [&pki().self_signed, &pki().expired] {
-        let server = tls_server(identity, tls_echo);
-        let t = TlsOpts {
-            trust_ca: false,
-            accept_invalid_certs: true,
-            ..TlsOpts::default()
-        };
+        let server = tls_server(identity, echo);
+        let t = TlsOpts { trust_ca: false, accept_invalid_certs: true, ..TlsOpts::default() };
         echo_text_and_16_mib(&tls_client(&wss_url(server.port, "localhost"), t));
     }
-    let server = tls_server(&pki().other_name, tls_echo);
-    let t = TlsOpts {
-        accept_invalid_hostnames: true,
-        ..TlsOpts::default()
-    };
+    let server = tls_server(&pki().other_name, echo);
+    let t = TlsOpts { accept_invalid_hostnames: true, ..TlsOpts::default() };
     echo_text_and_16_mib(&tls_client(&wss_url(server.port, "localhost"), t));
     // Hostnames unchecked still means the issuer is checked.
-    let t = TlsOpts {
-        trust_ca: false,
-        accept_invalid_hostnames: true,
-        ..TlsOpts::default()
-    };
+    let t = TlsOpts { trust_ca: false, accept_invalid_hostnames: true, ..TlsOpts::default() };
     expect_tls_failure(&wss_url(server.port, "localhost"), t, &["certificate verify failed"]);
 }
 
@@ -326,10 +269,7 @@ fn close_during_the_tls_handshake_is_prompt() {
 fn server_that_never_starts_tls_times_out() {
     let (server, _held) = silent_server();
     let t = Instant::now();
-    let opts = TlsOpts {
-        connect_timeout_ms: Some(400),
-        ..TlsOpts::default()
-    };
+    let opts = TlsOpts { connect_timeout_ms: Some(400), ..TlsOpts::default() };
     let c = tls_client(&wss_url(server.port, "127.0.0.1"), opts);
     let msg = assert_failed(&c);
     assert!(msg.contains("timeout") && msg.contains("TLS"), "{msg}");
@@ -347,10 +287,7 @@ fn reset_in_the_middle_of_a_message_is_1006() {
         tls.write_all(&half).unwrap();
         tls.flush().unwrap();
         let tcp = tls.get_ref();
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
         unsafe {
             libc::setsockopt(
                 std::os::fd::AsRawFd::as_raw_fd(tcp),
@@ -373,10 +310,7 @@ fn reset_in_the_middle_of_a_message_is_1006() {
 fn close_notify_ends_the_stream_cleanly() {
     // The server closes, sends TLS close_notify, then FIN.
     let server = tls_server(&pki().server, |mut ws| {
-        let frame = tungstenite::protocol::CloseFrame {
-            code: 4100u16.into(),
-            reason: "tls bye".into(),
-        };
+        let frame = tungstenite::protocol::CloseFrame { code: 4100u16.into(), reason: "tls bye".into() };
         ws.close(Some(frame)).unwrap();
         while ws.read().is_ok() {}
         let _ = ws.get_mut().shutdown();
@@ -395,7 +329,7 @@ fn close_notify_ends_the_stream_cleanly() {
 
 #[test]
 fn many_small_messages_over_tls_in_order() {
-    let server = tls_server(&pki().server, tls_echo);
+    let server = tls_server(&pki().server, echo);
     let c = tls_client(&wss_url(server.port, "127.0.0.1"), TlsOpts::default());
     c.wait_open();
     for i in 0..5000 {
@@ -423,63 +357,16 @@ fn tls_option_setters_check_their_input() {
         assert_eq!(ws_options_set_ca_file(o, c(&pki().ca).as_ptr()), WS_OK);
         assert_eq!(ws_options_set_ca_pem(o, c"junk".as_ptr(), 4), WS_ERR_INVALID_ARGUMENT);
         assert_eq!(ws_options_set_ca_pem(o, std::ptr::null(), 0), WS_ERR_INVALID_ARGUMENT);
-        assert_eq!(
-            ws_options_set_client_cert(o, c(cert).as_ptr(), missing.as_ptr()),
-            WS_ERR_INVALID_ARGUMENT
-        );
-        assert_eq!(
-            ws_options_set_client_cert(o, missing.as_ptr(), c(key).as_ptr()),
-            WS_ERR_INVALID_ARGUMENT
-        );
-        assert_eq!(
-            ws_options_set_client_cert(o, c(&garbage).as_ptr(), c(key).as_ptr()),
-            WS_ERR_INVALID_ARGUMENT
-        );
-        assert_eq!(
-            ws_options_set_client_cert(o, c(cert).as_ptr(), std::ptr::null()),
-            WS_ERR_INVALID_ARGUMENT
-        );
+        assert_eq!(ws_options_set_client_cert(o, c(cert).as_ptr(), missing.as_ptr()), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_set_client_cert(o, missing.as_ptr(), c(key).as_ptr()), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_set_client_cert(o, c(&garbage).as_ptr(), c(key).as_ptr()), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_set_client_cert(o, c(cert).as_ptr(), std::ptr::null()), WS_ERR_INVALID_ARGUMENT);
         assert_eq!(ws_options_set_client_cert(o, c(cert).as_ptr(), c(key).as_ptr()), WS_OK);
         ws_options_free(o);
         let null = std::ptr::null_mut();
-        assert_eq!(
-            ws_options_set_ca_file(null, c(&pki().ca).as_ptr()),
-            WS_ERR_INVALID_ARGUMENT
-        );
-        assert_eq!(
-            ws_options_danger_accept_invalid_certs(null, true),
-            WS_ERR_INVALID_ARGUMENT
-        );
-        assert_eq!(
-            ws_options_danger_accept_invalid_hostnames(null, true),
-            WS_ERR_INVALID_ARGUMENT
-        );
-    }
-}
-
-/// Echoes; the text "close CODE REASON" makes it close with them.
-fn tls_contract(mut ws: TlsWs) {
-    loop {
-        match ws.read() {
-            Ok(tungstenite::Message::Text(t)) if t.starts_with("close ") => {
-                let mut parts = t[6..].splitn(2, ' ');
-                let code: u16 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1000);
-                let reason = parts.next().unwrap_or("").to_string();
-                let _ = ws.close(Some(tungstenite::protocol::CloseFrame {
-                    code: code.into(),
-                    reason: reason.into(),
-                }));
-                while ws.read().is_ok() {}
-                return;
-            }
-            Ok(m) if m.is_text() || m.is_binary() => {
-                if ws.send(m).is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(_) => return,
-        }
+        assert_eq!(ws_options_set_ca_file(null, c(&pki().ca).as_ptr()), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_danger_accept_invalid_certs(null, true), WS_ERR_INVALID_ARGUMENT);
+        assert_eq!(ws_options_danger_accept_invalid_hostnames(null, true), WS_ERR_INVALID_ARGUMENT);
     }
 }
 
@@ -487,14 +374,7 @@ fn tls_contract(mut ws: TlsWs) {
 fn contract_program_over_wss_with_ca_file() {
     let scratch = scratch_dir("contract-wss");
     let binary = scratch.join("contract");
-    compile(
-        &repo_dir().join("tests/c/contract.c"),
-        &binary,
-        "cc",
-        C_FLAGS,
-        Link::Shared,
-        &scratch,
-    );
+    compile(&repo_dir().join("tests/c/contract.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
     // Our TLS server chooses no subprotocol: the contract offers two, so
     // pick the first like the plain contract server.
     let cert = std::fs::read(&pki().server.0).unwrap();
@@ -505,19 +385,15 @@ fn contract_program_over_wss_with_ca_file() {
         let choose = |req: &tungstenite::handshake::server::Request,
                       mut resp: tungstenite::handshake::server::Response| {
             if req.headers().get("sec-websocket-protocol").is_some() {
-                resp.headers_mut()
-                    .insert("sec-websocket-protocol", "chat".parse().unwrap());
+                resp.headers_mut().insert("sec-websocket-protocol", "chat".parse().unwrap());
             }
             Ok(resp)
         };
         if let Ok(ws) = tungstenite::accept_hdr(tls, choose) {
-            tls_contract(ws);
+            contract_conversation(ws);
         }
     });
-    let out = run(Command::new(&binary)
-        .arg(wss_url(server.port, "localhost"))
-        .arg("chat")
-        .arg(&pki().ca));
+    let out = run(Command::new(&binary).arg(wss_url(server.port, "localhost")).arg("chat").arg(&pki().ca));
     assert!(out.contains("contract: all checks passed"), "{out}");
 }
 
@@ -542,10 +418,7 @@ fn free_port() -> u16 {
 }
 
 fn nginx_binary() -> Option<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"].iter().map(PathBuf::from).find(|p| p.exists())
 }
 
 fn start_nginx(name: &str, backend: u16) -> Option<Nginx> {
@@ -560,11 +433,7 @@ fn start_nginx(name: &str, backend: u16) -> Option<Nginx> {
          proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; \
          proxy_read_timeout 60s; proxy_buffering off; }}"
     );
-    let tls = format!(
-        "ssl_certificate {}; ssl_certificate_key {};",
-        cert.display(),
-        key.display()
-    );
+    let tls = format!("ssl_certificate {}; ssl_certificate_key {};", cert.display(), key.display());
     let conf = format!(
         "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log info;\n\
          events {{ worker_connections 64; }}\n\
@@ -616,18 +485,9 @@ fn nginx_mutual_tls() {
     // Without a client certificate nginx refuses the request.
     let c = tls_client(&wss_url(nginx.mtls_port, "localhost"), TlsOpts::default());
     let msg = assert_failed(&c);
-    assert!(
-        msg.contains("400") && msg.contains("No required SSL certificate was sent"),
-        "{msg}"
-    );
+    assert!(msg.contains("400") && msg.contains("No required SSL certificate was sent"), "{msg}");
     // With one, the conversation works.
-    let c = tls_client(
-        &wss_url(nginx.mtls_port, "localhost"),
-        TlsOpts {
-            client_cert: true,
-            ..TlsOpts::default()
-        },
-    );
+    let c = tls_client(&wss_url(nginx.mtls_port, "localhost"), TlsOpts { client_cert: true, ..TlsOpts::default() });
     echo_text_and_16_mib(&c);
 }
 

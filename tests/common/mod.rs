@@ -15,24 +15,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ev {
-    Open {
-        state: i32,
-    },
-    Message {
-        data: Vec<u8>,
-        text: bool,
-        state: i32,
-    },
-    Error {
-        message: String,
-        state: i32,
-    },
-    Close {
-        code: u16,
-        reason: String,
-        clean: bool,
-        state: i32,
-    },
+    Open { state: i32 },
+    Message { data: Vec<u8>, text: bool, state: i32 },
+    Error { message: String, state: i32 },
+    Close { code: u16, reason: String, clean: bool, state: i32 },
 }
 
 type Hook = Box<dyn FnMut(*mut ws_socket, &Ev) + Send>;
@@ -79,11 +65,7 @@ impl Recorder {
         let mut events = self.events.lock().unwrap();
         while !done(&events) {
             let now = Instant::now();
-            assert!(
-                now < deadline,
-                "timed out waiting for {what}; events: {:?}",
-                summary(&events)
-            );
+            assert!(now < deadline, "timed out waiting for {what}; events: {:?}", summary(&events));
             events = self.cv.wait_timeout(events, deadline - now).unwrap().0;
         }
         events.clone()
@@ -117,12 +99,7 @@ fn summary(events: &[Ev]) -> Vec<String> {
 
 unsafe extern "C" fn cb_open(ud: *mut c_void, ws: *mut ws_socket) {
     let r = &*(ud as *const Recorder);
-    r.push(
-        ws,
-        Ev::Open {
-            state: ws_ready_state(ws),
-        },
-    );
+    r.push(ws, Ev::Open { state: ws_ready_state(ws) });
 }
 
 unsafe extern "C" fn cb_message(ud: *mut c_void, ws: *mut ws_socket, data: *const u8, len: usize, text: bool) {
@@ -132,40 +109,19 @@ unsafe extern "C" fn cb_message(ud: *mut c_void, ws: *mut ws_socket, data: *cons
         *r.nul_after_message.lock().unwrap() = false;
     }
     let data = std::slice::from_raw_parts(data, len).to_vec();
-    r.push(
-        ws,
-        Ev::Message {
-            data,
-            text,
-            state: ws_ready_state(ws),
-        },
-    );
+    r.push(ws, Ev::Message { data, text, state: ws_ready_state(ws) });
 }
 
 unsafe extern "C" fn cb_error(ud: *mut c_void, ws: *mut ws_socket, message: *const c_char) {
     let r = &*(ud as *const Recorder);
     let message = CStr::from_ptr(message).to_str().unwrap().to_string();
-    r.push(
-        ws,
-        Ev::Error {
-            message,
-            state: ws_ready_state(ws),
-        },
-    );
+    r.push(ws, Ev::Error { message, state: ws_ready_state(ws) });
 }
 
 unsafe extern "C" fn cb_close(ud: *mut c_void, ws: *mut ws_socket, code: u16, reason: *const c_char, clean: bool) {
     let r = &*(ud as *const Recorder);
     let reason = CStr::from_ptr(reason).to_str().unwrap().to_string();
-    r.push(
-        ws,
-        Ev::Close {
-            code,
-            reason,
-            clean,
-            state: ws_ready_state(ws),
-        },
-    );
+    r.push(ws, Ev::Close { code, reason, clean, state: ws_ready_state(ws) });
 }
 
 /// The recording callbacks, with `rec` as user_data.
@@ -210,34 +166,15 @@ impl Client {
         opts: Option<&Opts>,
         rec: Arc<Recorder>,
     ) -> Result<Client, NewError> {
-        let url = CString::new(url).unwrap();
-        let protos: Vec<CString> = protocols.iter().map(|p| CString::new(*p).unwrap()).collect();
-        let ptrs: Vec<*const c_char> = protos.iter().map(|p| p.as_ptr()).collect();
-        let callbacks = callbacks_for(&rec);
-        let protos_ptr = if ptrs.is_empty() {
-            std::ptr::null()
-        } else {
-            ptrs.as_ptr()
-        };
-        let ws = unsafe {
-            match opts {
-                None => ws_new(url.as_ptr(), protos_ptr, ptrs.len(), &callbacks),
-                Some(o) => {
-                    let options = build_options(o);
-                    let ws = ws_new_with_options(url.as_ptr(), protos_ptr, ptrs.len(), &callbacks, options);
-                    ws_options_free(options);
-                    ws
-                }
-            }
-        };
-        if ws.is_null() {
-            let msg = unsafe { CStr::from_ptr(ws_last_error()) }.to_str().unwrap().to_string();
-            return Err((ws_last_error_code(), msg));
+        unsafe {
+            let options = opts.map_or(std::ptr::null_mut(), |o| build_options(o));
+            let c = Client::try_with_options(url, protocols, options, rec);
+            ws_options_free(options);
+            c
         }
-        Ok(Client { ws, rec, freed: false })
     }
 
-    /// ws_new_with_options with options the caller built.
+    /// ws_new_with_options with options the caller built (NULL: none).
     ///
     /// # Safety
     /// `options` is NULL or a live ws_options.
@@ -251,11 +188,7 @@ impl Client {
         let protos: Vec<CString> = protocols.iter().map(|p| CString::new(*p).unwrap()).collect();
         let ptrs: Vec<*const c_char> = protos.iter().map(|p| p.as_ptr()).collect();
         let callbacks = callbacks_for(&rec);
-        let protos_ptr = if ptrs.is_empty() {
-            std::ptr::null()
-        } else {
-            ptrs.as_ptr()
-        };
+        let protos_ptr = if ptrs.is_empty() { std::ptr::null() } else { ptrs.as_ptr() };
         let ws = ws_new_with_options(url.as_ptr(), protos_ptr, ptrs.len(), &callbacks, options);
         if ws.is_null() {
             let msg = CStr::from_ptr(ws_last_error()).to_str().unwrap().to_string();
@@ -279,9 +212,8 @@ impl Client {
     }
 
     pub fn wait_open(&self) {
-        let evs = self.rec.wait_until(WAIT, "on_open", |e| {
-            e.iter().any(|e| matches!(e, Ev::Open { .. } | Ev::Close { .. }))
-        });
+        let evs =
+            self.rec.wait_until(WAIT, "on_open", |e| e.iter().any(|e| matches!(e, Ev::Open { .. } | Ev::Close { .. })));
         assert_eq!(evs[0], Ev::Open { state: WS_OPEN }, "events: {evs:?}");
     }
 
@@ -307,10 +239,7 @@ impl Client {
     }
 
     pub fn protocol(&self) -> String {
-        unsafe { CStr::from_ptr(ws_protocol(self.ws)) }
-            .to_str()
-            .unwrap()
-            .to_string()
+        unsafe { CStr::from_ptr(ws_protocol(self.ws)) }.to_str().unwrap().to_string()
     }
 
     pub fn url(&self) -> String {
@@ -355,10 +284,7 @@ unsafe fn build_options(o: &Opts) -> *mut ws_options {
         assert_eq!(ws_options_set_max_buffered_amount(options, n), WS_OK);
     }
     for (name, value) in &o.headers {
-        let (n, v) = (
-            CString::new(name.as_str()).unwrap(),
-            CString::new(value.as_str()).unwrap(),
-        );
+        let (n, v) = (CString::new(name.as_str()).unwrap(), CString::new(value.as_str()).unwrap());
         assert_eq!(ws_options_add_header(options, n.as_ptr(), v.as_ptr()), WS_OK);
     }
     options
@@ -401,10 +327,7 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
     }
 }
 
@@ -431,13 +354,7 @@ pub fn ws_server(
                 .headers()
                 .get_all("sec-websocket-protocol")
                 .iter()
-                .flat_map(|v| {
-                    v.to_str()
-                        .unwrap_or("")
-                        .split(',')
-                        .map(|s| s.trim().to_string())
-                        .collect::<Vec<_>>()
-                })
+                .flat_map(|v| v.to_str().unwrap_or("").split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>())
                 .filter(|s| !s.is_empty())
                 .collect();
             if let Some(p) = choose(&offered) {
@@ -455,7 +372,7 @@ pub fn ws_server(
 }
 
 /// Echoes every message until the client closes.
-pub fn echo(mut ws: ServerWs) {
+pub fn echo<S: Read + Write>(mut ws: tungstenite::WebSocket<S>) {
     loop {
         match ws.read() {
             Ok(m) if m.is_text() || m.is_binary() => {
@@ -481,7 +398,7 @@ pub struct Transcript {
     pub close: Option<Option<(u16, String)>>,
 }
 
-pub fn read_all(ws: &mut ServerWs) -> Transcript {
+pub fn read_all<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> Transcript {
     let mut t = Transcript::default();
     loop {
         match ws.read() {
@@ -607,11 +524,7 @@ pub fn read_frame(stream: &mut TcpStream) -> Option<ClientFrame> {
             *b ^= mask[i % 4];
         }
     }
-    Some(ClientFrame {
-        first: head[0],
-        masked,
-        payload,
-    })
+    Some(ClientFrame { first: head[0], masked, payload })
 }
 
 /// Reads client frames until a close frame; returns its code (None: no
@@ -669,33 +582,43 @@ pub fn poll_until(what: &str, cond: impl Fn() -> bool) {
 }
 
 /// Echoes messages; the text "close CODE REASON" makes it close with them.
-pub fn contract_server() -> Server {
-    ws_server(
-        |offered| offered.first().cloned(),
-        |mut ws, _| loop {
-            match ws.read() {
-                Ok(tungstenite::Message::Text(t)) if t.starts_with("close ") => {
-                    let mut parts = t[6..].splitn(2, ' ');
-                    let code: u16 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1000);
-                    let reason = parts.next().unwrap_or("").to_string();
-                    let frame = tungstenite::protocol::CloseFrame {
-                        code: code.into(),
-                        reason: reason.into(),
-                    };
-                    let _ = ws.close(Some(frame));
-                    read_all(&mut ws);
+pub fn contract_conversation<S: Read + Write>(mut ws: tungstenite::WebSocket<S>) {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) if t.starts_with("close ") => {
+                let mut parts = t[6..].splitn(2, ' ');
+                let code: u16 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1000);
+                let reason = parts.next().unwrap_or("").to_string();
+                let frame = tungstenite::protocol::CloseFrame { code: code.into(), reason: reason.into() };
+                let _ = ws.close(Some(frame));
+                read_all(&mut ws);
+                return;
+            }
+            Ok(m) if m.is_text() || m.is_binary() => {
+                if ws.send(m).is_err() {
                     return;
                 }
-                Ok(m) if m.is_text() || m.is_binary() => {
-                    if ws.send(m).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
             }
-        },
-    )
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The contract conversation, choosing the first subprotocol offered.
+pub fn contract_server() -> Server {
+    ws_server(|offered| offered.first().cloned(), |ws, _| contract_conversation(ws))
+}
+
+/// Answers the handshake request with `response`, where "{accept}" stands
+/// for the right Sec-WebSocket-Accept value, then stays silent a while.
+pub fn answer(response: String) -> Server {
+    raw_server(move |mut s| {
+        let request = read_request(&mut s);
+        let r = response.replace("{accept}", &accept_key(&request));
+        let _ = s.write_all(r.as_bytes());
+        std::thread::sleep(Duration::from_millis(500));
+    })
 }
 
 /// Where cargo put libws.so and libws.a for this test build.
@@ -709,9 +632,10 @@ pub fn repo_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A fresh directory under the target dir, removed and recreated.
+/// A fresh directory under the target dir, removed and recreated; per
+/// process, so that two test runs in one tree do not share one.
 pub fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let d = lib_dir().join("test-scratch").join(name);
+    let d = lib_dir().join("test-scratch").join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -720,11 +644,7 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
 /// Runs a command, panicking with its output unless it succeeds.
 pub fn run(cmd: &mut std::process::Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{cmd:?} failed ({}):\n{text}", out.status);
     text
 }
@@ -733,12 +653,7 @@ pub fn run(cmd: &mut std::process::Command) -> String {
 
 pub fn close_event(c: &Client) -> (u16, String, bool) {
     match c.rec.wait_close() {
-        Ev::Close {
-            code,
-            reason,
-            clean,
-            state,
-        } => {
+        Ev::Close { code, reason, clean, state } => {
             assert_eq!(state, ws::ffi::WS_CLOSED, "readyState inside on_close");
             assert_eq!(c.state(), ws::ffi::WS_CLOSED);
             (code, reason, clean)
@@ -776,9 +691,7 @@ pub fn assert_failed(c: &Client) -> String {
 }
 
 pub fn wait_messages(c: &Client, n: usize) -> Vec<(Vec<u8>, bool)> {
-    c.rec.wait_until(WAIT, "messages", |e| {
-        e.iter().filter(|e| matches!(e, Ev::Message { .. })).count() >= n
-    });
+    c.rec.wait_until(WAIT, "messages", |e| e.iter().filter(|e| matches!(e, Ev::Message { .. })).count() >= n);
     c.rec.messages()
 }
 
@@ -826,10 +739,7 @@ pub fn start_peer(name: &str, program: &str, args: &[&str], path_var: &str, defa
         let _ = tx.send(line);
     });
     let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-    let Some(port) = line
-        .strip_prefix("PORT ")
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
+    let Some(port) = line.strip_prefix("PORT ").and_then(|r| r.split_whitespace().next()).and_then(|p| p.parse().ok())
     else {
         let _ = child.kill();
         return missing(format!("it did not start (said {line:?})"));
@@ -855,17 +765,7 @@ use std::path::{Path, PathBuf};
 pub const C_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
 pub const CXX_FLAGS: &[&str] = &["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic"];
 /// What a Rust staticlib needs from the system (rustc --print native-static-libs).
-pub const STATIC_LIBS: &[&str] = &[
-    "-lssl",
-    "-lcrypto",
-    "-lgcc_s",
-    "-lutil",
-    "-lrt",
-    "-lpthread",
-    "-lm",
-    "-ldl",
-    "-lc",
-];
+pub const STATIC_LIBS: &[&str] = &["-lssl", "-lcrypto", "-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
 
 /// A directory holding libws.so under its soname, as an install would.
 pub fn shared_lib_dir(scratch: &Path) -> PathBuf {
@@ -886,19 +786,13 @@ pub enum Link {
 
 pub fn compile(source: &Path, out: &Path, compiler: &str, flags: &[&str], link: Link, scratch: &Path) {
     let mut cmd = Command::new(compiler);
-    cmd.args(flags)
-        .arg("-I")
-        .arg(repo_dir().join("include"))
-        .arg(source)
-        .arg("-o")
-        .arg(out);
+    cmd.args(flags).arg("-I").arg(repo_dir().join("include")).arg(source).arg("-o").arg(out);
     // -x c++ applies to later inputs too: switch back before the libraries.
     cmd.args(["-x", "none"]);
     match link {
         Link::Shared => {
             let d = shared_lib_dir(scratch);
-            cmd.arg(format!("-L{}", d.display()))
-                .arg(format!("-Wl,-rpath,{}", d.display()));
+            cmd.arg(format!("-L{}", d.display())).arg(format!("-Wl,-rpath,{}", d.display()));
             cmd.args(["-lws", "-lpthread"]);
         }
         Link::Static => {

@@ -2,7 +2,7 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: build demo test header install
+.PHONY: build demo test bench header install
 
 build:
 	cargo build --release
@@ -12,6 +12,9 @@ demo:
 
 test:
 	scripts/test.sh
+
+bench:
+	cargo bench --bench throughput
 
 # Regenerates include/ws.h from the Rust source (commit the result).
 header:

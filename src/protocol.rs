@@ -566,6 +566,76 @@ mod tests {
         assert_eq!(&out[308..310], &[0x88, 0x84]);
     }
 
+    /// Random messages, fragmented at random and interleaved with pings,
+    /// fed in random chunks: the reader gives back exactly the messages.
+    #[test]
+    fn random_fragmentation_and_chunking_round_trip() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n.max(1)
+        };
+        let alphabet = ["a", "é", "€", "𝄞", "z", " "];
+        for _ in 0..200 {
+            let mut wire = Vec::new();
+            let mut expected = Vec::new();
+            for _ in 0..1 + next(5) {
+                let text = next(2) == 0;
+                let body: Vec<u8> = if text {
+                    (0..next(300)).flat_map(|_| alphabet[next(6) as usize].bytes()).collect()
+                } else {
+                    (0..next(70_000)).map(|_| next(256) as u8).collect()
+                };
+                // Split anywhere, even inside a code point.
+                let mut cuts: Vec<usize> = (0..next(4)).map(|_| next(body.len() as u64 + 1) as usize).collect();
+                cuts.sort_unstable();
+                let mut start = 0;
+                let pieces: Vec<&[u8]> = cuts
+                    .iter()
+                    .chain(std::iter::once(&body.len()))
+                    .map(|&end| {
+                        let p = &body[start..end.max(start)];
+                        start = end.max(start);
+                        p
+                    })
+                    .collect();
+                for (i, piece) in pieces.iter().enumerate() {
+                    let opcode = if i > 0 {
+                        0x0
+                    } else if text {
+                        0x1
+                    } else {
+                        0x2
+                    };
+                    let fin = if i + 1 == pieces.len() { 0x80 } else { 0 };
+                    wire.extend(frame(fin | opcode, piece));
+                    if next(3) == 0 {
+                        wire.extend(frame(0x89, b"ping"));
+                    }
+                }
+                expected.push((body, text));
+            }
+            let mut reader = Reader::new(1 << 20);
+            let mut input = InputBuffer::default();
+            let mut got = Vec::new();
+            let mut fed = 0;
+            while fed < wire.len() {
+                let n = (1 + next(9000) as usize).min(wire.len() - fed);
+                input.spare(n)[..n].copy_from_slice(&wire[fed..fed + n]);
+                input.commit(n);
+                fed += n;
+                while let Some(incoming) = reader.next(&mut input).unwrap() {
+                    if let Incoming::Message { text } = incoming {
+                        got.push((reader.message().to_vec(), text));
+                    }
+                }
+            }
+            assert_eq!(got, expected);
+        }
+    }
+
     #[test]
     fn mask_matches_bytewise() {
         let data: Vec<u8> = (0..=255u8).cycle().take(1003).collect();

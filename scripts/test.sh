@@ -24,4 +24,4 @@ else
 fi
 
 cargo build --all-targets
-cargo test --all-targets
+cargo test

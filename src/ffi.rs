@@ -201,7 +201,7 @@ unsafe fn new_socket(
         names.push(name);
     }
     let default_options = Options::default();
-    let mut client = Client::new(url, &names, options.unwrap_or(&default_options))?;
+    let client = Client::new(url, &names, options.unwrap_or(&default_options))?;
     let callbacks = callbacks.as_ref().copied().unwrap_or(ws_callbacks {
         user_data: std::ptr::null_mut(),
         on_open: None,
@@ -209,7 +209,6 @@ unsafe fn new_socket(
         on_error: None,
         on_close: None,
     });
-    let _ = &mut client;
     let ws = Box::into_raw(Box::new(ws_socket { client }));
     let handler = Box::new(CHandler { callbacks, ws });
     if let Err(e) = (*ws).client.start(handler) {

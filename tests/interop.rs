@@ -144,6 +144,17 @@ fn thousand_messages_in_order(peer: &Peer) {
     }
 }
 
+/// The SPEC-only C program (tests/c/contract.c) has its whole conversation
+/// with the peer: subprotocol, text and 1 MiB echoes, close 1000 both ways,
+/// the server's close 4000 with a reason.
+fn c_contract_program(peer: &Peer) {
+    let scratch = scratch_dir(&format!("contract-peer-{}", peer.port));
+    let binary = scratch.join("contract");
+    compile(&repo_dir().join("tests/c/contract.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
+    let out = run(std::process::Command::new(&binary).arg(peer.url("/contract")).arg("chat"));
+    assert!(out.contains("contract: all checks passed"), "{out}");
+}
+
 macro_rules! against {
     ($peer:ident: $($case:ident),* $(,)?) => {
         mod $peer {
@@ -168,6 +179,7 @@ against!(python:
     subprotocol_negotiation,
     extra_headers_as_the_server_sees_them,
     thousand_messages_in_order,
+    c_contract_program,
 );
 
 against!(node:
@@ -179,4 +191,5 @@ against!(node:
     subprotocol_negotiation,
     extra_headers_as_the_server_sees_them,
     thousand_messages_in_order,
+    c_contract_program,
 );

@@ -24,4 +24,13 @@ else
 fi
 
 cargo build --all-targets
-cargo test
+# The summary line adds up every test binary's counts.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -297,14 +297,16 @@ void ws_free(struct ws_socket *ws);
 
 /*
  The result code of the last `ws_new*` that returned NULL on this thread;
- `WS_OK` if none has.
+ `WS_OK` if none has. A `ws_options_*` setter that refuses a value sets it
+ too.
  */
 int ws_last_error_code(void);
 
 /*
- The message of the last `ws_new*` that returned NULL on this thread; ""
- if none has. Owned by libws: valid until the next failing `ws_new*` on
- this thread.
+ The message of the last `ws_new*` that returned NULL on this thread (or
+ `ws_options_*` setter that refused a value, e.g. "cannot read CA file
+ /x.pem: No such file or directory"); "" if none has. Owned by libws:
+ valid until the next such failure on this thread.
  */
 const char *ws_last_error(void);
 

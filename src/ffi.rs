@@ -424,15 +424,17 @@ pub unsafe extern "C" fn ws_free(ws: *mut ws_socket) {
 }
 
 /// The result code of the last `ws_new*` that returned NULL on this thread;
-/// `WS_OK` if none has.
+/// `WS_OK` if none has. A `ws_options_*` setter that refuses a value sets it
+/// too.
 #[no_mangle]
 pub extern "C" fn ws_last_error_code() -> c_int {
     guard(WS_ERR_INTERNAL, || LAST_ERROR.with(|l| l.borrow().0))
 }
 
-/// The message of the last `ws_new*` that returned NULL on this thread; ""
-/// if none has. Owned by libws: valid until the next failing `ws_new*` on
-/// this thread.
+/// The message of the last `ws_new*` that returned NULL on this thread (or
+/// `ws_options_*` setter that refused a value, e.g. "cannot read CA file
+/// /x.pem: No such file or directory"); "" if none has. Owned by libws:
+/// valid until the next such failure on this thread.
 #[no_mangle]
 pub extern "C" fn ws_last_error() -> *const c_char {
     guard(c"".as_ptr(), || LAST_ERROR.with(|l| l.borrow().1.as_ptr()))
@@ -476,7 +478,15 @@ pub unsafe extern "C" fn ws_options_free(options: *mut ws_options) {
 /// SAFETY: `o` is NULL or a live ws_options used by this thread only.
 unsafe fn with_options(o: *mut ws_options, f: impl FnOnce(&mut Options) -> Result<(), Error>) -> c_int {
     guard(WS_ERR_INTERNAL, || match o.as_mut() {
-        Some(o) => result_code(f(&mut o.options)),
+        Some(o) => match f(&mut o.options) {
+            Ok(()) => WS_OK,
+            Err(e) => {
+                // The code says "invalid argument"; the message says which
+                // and why (a missing file, a PEM that does not parse, ...).
+                set_last_error(&e);
+                e.code()
+            }
+        },
         None => WS_ERR_INVALID_ARGUMENT,
     })
 }

@@ -352,6 +352,10 @@ fn tls_option_setters_check_their_input() {
     unsafe {
         let o = ws_options_new();
         assert_eq!(ws_options_set_ca_file(o, missing.as_ptr()), WS_ERR_INVALID_ARGUMENT);
+        // The message says why.
+        let why = std::ffi::CStr::from_ptr(ws_last_error()).to_str().unwrap();
+        assert!(why.contains("cannot read CA file") && why.contains("missing.pem"), "{why}");
+        assert_eq!(ws_last_error_code(), WS_ERR_INVALID_ARGUMENT);
         assert_eq!(ws_options_set_ca_file(o, c(&garbage).as_ptr()), WS_ERR_INVALID_ARGUMENT);
         assert_eq!(ws_options_set_ca_file(o, std::ptr::null()), WS_ERR_INVALID_ARGUMENT);
         assert_eq!(ws_options_set_ca_file(o, c(&pki().ca).as_ptr()), WS_OK);

@@ -26,6 +26,8 @@ const TCP_CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How long a failing connection tries to get its close frame out.
 const FAIL_LINGER: Duration = Duration::from_millis(500);
 const READ_CHUNK: usize = 64 * 1024;
+/// Reads (of up to READ_CHUNK) before the loop turns to commands and writes.
+const READS_PER_TURN: usize = 16;
 
 /// How a connection ended; each maps to the last callbacks.
 #[derive(Debug)]
@@ -353,6 +355,9 @@ impl Io {
         // Frames that arrived in the same packets as the 101 response.
         self.process_input(conn)?;
         let mut writable = false;
+        // Input is left after a capped read_socket: maybe in the kernel,
+        // maybe decrypted inside OpenSSL, where poll cannot see it.
+        let mut more_input = false;
         loop {
             self.drain_commands(conn);
             let wrote = self.flush(conn)?;
@@ -368,14 +373,15 @@ impl Io {
             if !conn.writer.is_empty() && !stalled {
                 events |= libc::POLLOUT;
             }
-            let ready = net::poll(self.shared.waker.fd(), Some((conn.stream.fd(), events)), deadline)
+            let wait_until = if more_input { Some(Instant::now()) } else { deadline };
+            let ready = net::poll(self.shared.waker.fd(), Some((conn.stream.fd(), events)), wait_until)
                 .map_err(|e| End::Failed(format!("internal error: poll failed: {e}")))?;
             writable = ready.socket & libc::POLLOUT != 0;
             if ready.woken {
                 self.shared.waker.reset();
             }
-            if ready.socket & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                self.read_socket(conn)?;
+            if more_input || ready.socket & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                more_input = !self.read_socket(conn)?;
             }
         }
     }
@@ -431,9 +437,11 @@ impl Io {
         }
     }
 
-    /// Reads until the socket would block, handling frames as they arrive.
-    fn read_socket(&mut self, conn: &mut Conn) -> Result<(), End> {
-        loop {
+    /// Reads until the socket would block (true) or READS_PER_TURN reads
+    /// were made (false), handling frames as they arrive. The cap keeps a
+    /// flooding server from starving sends, close and free.
+    fn read_socket(&mut self, conn: &mut Conn) -> Result<bool, End> {
+        for _ in 0..READS_PER_TURN {
             let spare = conn.input.spare(READ_CHUNK);
             match conn.stream.read(spare) {
                 Ok(0) => return Err(conn.ended()),
@@ -441,12 +449,13 @@ impl Io {
                     conn.input.commit(n);
                     self.process_input(conn)?;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // A reset without a close frame: 1006, no on_error (as browsers).
                 Err(_) => return Err(conn.ended()),
             }
         }
+        Ok(false)
     }
 
     fn process_input(&mut self, conn: &mut Conn) -> Result<(), End> {

@@ -648,3 +648,37 @@ fn library_threads_block_the_host_programs_signals() {
     assert!(checked >= 1, "no libws-io thread found");
     drop(c);
 }
+
+#[test]
+fn a_flooding_server_does_not_starve_close() {
+    // The server writes small frames as fast as it can (for at most 10 s)
+    // and, on another thread, waits for the client's close frame.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let tx = Mutex::new(tx);
+    let server = raw_server(move |mut s| {
+        raw_handshake(&mut s, "");
+        let mut reader = s.try_clone().unwrap();
+        let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let f = flooding.clone();
+        let writer = std::thread::spawn(move || {
+            let frames: Vec<u8> = (0..1000).flat_map(|_| frame(0x82, &[7u8; 100])).collect();
+            let end = Instant::now() + Duration::from_secs(10);
+            while f.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < end {
+                if s.write_all(&frames).is_err() {
+                    break;
+                }
+            }
+        });
+        let code = read_until_close(&mut reader);
+        flooding.store(false, std::sync::atomic::Ordering::SeqCst);
+        let _ = tx.lock().unwrap().send(code);
+        let _ = writer.join();
+    });
+    let rec = Recorder::new();
+    let c = Client::try_with(&server.url("/"), &[], None, rec).unwrap();
+    c.rec.wait_until(WAIT, "the first message", |e| e.iter().any(|e| matches!(e, Ev::Message { .. })));
+    let t = Instant::now();
+    assert_eq!(c.close(4321, None), WS_OK);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).expect("close frame starved by the flood"), Some(4321));
+    assert!(t.elapsed() < Duration::from_secs(5));
+}

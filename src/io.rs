@@ -28,6 +28,8 @@ const FAIL_LINGER: Duration = Duration::from_millis(500);
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads (of up to READ_CHUNK) before the loop turns to commands and writes.
 const READS_PER_TURN: usize = 16;
+/// Commands taken before the loop turns to writes and reads.
+const COMMANDS_PER_TURN: usize = 4096;
 
 /// How a connection ended; each maps to the last callbacks.
 #[derive(Debug)]
@@ -359,7 +361,9 @@ impl Io {
         // maybe decrypted inside OpenSSL, where poll cannot see it.
         let mut more_input = false;
         loop {
-            self.drain_commands(conn);
+            // Capped, like reads, so that a sender faster than the socket
+            // cannot keep the loop from writing and reading.
+            let more_commands = !self.take_commands(conn, COMMANDS_PER_TURN);
             let wrote = self.flush(conn)?;
             let deadline = conn.deadline(self.options.close_timeout);
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -373,7 +377,7 @@ impl Io {
             if !conn.writer.is_empty() && !stalled {
                 events |= libc::POLLOUT;
             }
-            let wait_until = if more_input { Some(Instant::now()) } else { deadline };
+            let wait_until = if more_input || more_commands { Some(Instant::now()) } else { deadline };
             let ready = net::poll(self.shared.waker.fd(), Some((conn.stream.fd(), events)), wait_until)
                 .map_err(|e| End::Failed(format!("internal error: poll failed: {e}")))?;
             writable = ready.socket & libc::POLLOUT != 0;
@@ -386,8 +390,11 @@ impl Io {
         }
     }
 
-    fn drain_commands(&mut self, conn: &mut Conn) {
-        while let Ok(cmd) = self.commands.try_recv() {
+    /// Takes every queued command (`drain_commands`), or at most `limit`;
+    /// returns whether the queue was emptied.
+    fn take_commands(&mut self, conn: &mut Conn, limit: usize) -> bool {
+        for _ in 0..limit {
+            let Ok(cmd) = self.commands.try_recv() else { return true };
             match cmd {
                 // After our close frame no data frame may follow (RFC 6455
                 // 5.5.1); such a send returned while CLOSING and stays counted.
@@ -402,6 +409,12 @@ impl Io {
                 }
             }
         }
+        self.commands.is_empty()
+    }
+
+    /// Before our close frame: everything accepted so far goes out first.
+    fn drain_commands(&mut self, conn: &mut Conn) {
+        self.take_commands(conn, usize::MAX);
     }
 
     fn send_close(&mut self, conn: &mut Conn, code: u16, reason: &str) {

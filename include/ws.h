@@ -135,11 +135,20 @@ typedef struct ws_callbacks {
    */
   void *user_data;
   /*
-   Each callback may be NULL.
+   At most once, when the connection opens. May be NULL, as every callback.
    */
   ws_on_open on_open;
+  /*
+   Each whole message received while `WS_OPEN`.
+   */
   ws_on_message on_message;
+  /*
+   The connection failed; `on_close` (1006) follows at once.
+   */
   ws_on_error on_error;
+  /*
+   Exactly once, always the last callback.
+   */
   ws_on_close on_close;
 } ws_callbacks;
 

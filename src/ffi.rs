@@ -82,10 +82,13 @@ pub type ws_on_close = Option<
 pub struct ws_callbacks {
     /// Passed back unchanged to every callback.
     pub user_data: *mut c_void,
-    /// Each callback may be NULL.
+    /// At most once, when the connection opens. May be NULL, as every callback.
     pub on_open: ws_on_open,
+    /// Each whole message received while `WS_OPEN`.
     pub on_message: ws_on_message,
+    /// The connection failed; `on_close` (1006) follows at once.
     pub on_error: ws_on_error,
+    /// Exactly once, always the last callback.
     pub on_close: ws_on_close,
 }
 

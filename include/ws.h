@@ -125,9 +125,11 @@ typedef void (*ws_on_close)(void *user_data,
  The event callbacks of one connection, copied by `ws_new`.
 
  Callbacks of one handle run on its own background thread, one at a time,
- in order, never after `ws_free` has returned. Inside a callback every
- libws function may be called, including `ws_send_*`, `ws_close` and
- `ws_free` on the same handle.
+ in order, never before `ws_new` has returned the handle and never after
+ `ws_free` has returned. Inside a callback every libws function may be
+ called, including `ws_send_*`, `ws_close` and `ws_free` on the same
+ handle or on another one; none of them waits for another callback then
+ (see `ws_free` and `ws_close`).
  */
 typedef struct ws_callbacks {
   /*
@@ -236,8 +238,16 @@ int ws_send_bytes(struct ws_socket *ws, const uint8_t *data, size_t len);
  once, then `on_error` and `on_close` (1006) follow promptly. While
  `WS_OPEN` the closing handshake starts (`WS_CLOSING`); every message
  accepted before goes out first, and `on_close` follows when the server
- has answered and closed TCP, or after the close timeout (1006). While
- `WS_CLOSING` or `WS_CLOSED`: nothing happens, `WS_OK`. Never blocks.
+ has answered and closed TCP, or when the close timeout has passed since
+ the close frame was written (1006). While `WS_CLOSING` or `WS_CLOSED`:
+ nothing happens, `WS_OK`. Never blocks on the network.
+
+ No `on_open` or `on_message` starts after `ws_close` returns. Called
+ from a thread that is not running a libws callback, it waits for a
+ callback of this handle running at that moment to return, so that the
+ callback never sees the state change under it. Called from inside a
+ libws callback it never waits; a callback of this handle running at
+ that moment on another thread may then see readyState `WS_CLOSING`.
 
  # Safety
  `ws` is NULL or a live handle; `reason` is NULL or a NUL-terminated string.
@@ -293,11 +303,22 @@ const char *ws_extensions(const struct ws_socket *ws);
 /*
  Releases the handle; NULL is ignored. An open connection is closed with
  1001 (going away) in the background, bounded by the close timeout: this
- returns at once, whatever the network does. No callback of this handle
- runs after `ws_free` returns; when another thread is inside one of its
- callbacks, `ws_free` waits for that callback to return, so `user_data`
- may be freed right after. Callable from inside a callback (the handle
- must not be used once that callback returns). Call it exactly once.
+ returns at once, whatever the network does. Call it exactly once; the
+ handle must not be used after it returns (a use after free by the caller
+ is undefined behaviour).
+
+ No callback of this handle starts after `ws_free` returns. What happens
+ to a callback of this handle that is running at that moment:
+ - Called from a thread that is not running any libws callback, `ws_free`
+   waits for that callback to return, so `user_data` may be freed right
+   after `ws_free` returns.
+ - Called from inside a libws callback (of this handle or of any other),
+   it never waits: two handles whose callbacks free each other would
+   otherwise wait for each other forever. A running callback of this
+   handle finishes normally (when it is the caller, it may still use the
+   handle until it returns), and the handle's memory is released on its
+   I/O thread once it has returned. Free `user_data` only after that
+   callback can no longer use it.
 
  # Safety
  `ws` is NULL or a live handle, not used again afterwards.

@@ -107,9 +107,9 @@ impl Client {
         self.shared.extensions.get().map_or(c"", |p| p.as_c_str())
     }
 
-    /// Stops callbacks (waiting for one running on another thread) and lets
-    /// the I/O thread close with 1001 in the background.
-    pub fn free(self) {
-        self.shared.free();
+    /// The state shared with the I/O thread: what `ws_new` holds to keep
+    /// callbacks back and `ws_free` uses to stop them.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 }

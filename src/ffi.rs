@@ -74,9 +74,11 @@ pub type ws_on_close = Option<
 /// The event callbacks of one connection, copied by `ws_new`.
 ///
 /// Callbacks of one handle run on its own background thread, one at a time,
-/// in order, never after `ws_free` has returned. Inside a callback every
-/// libws function may be called, including `ws_send_*`, `ws_close` and
-/// `ws_free` on the same handle.
+/// in order, never before `ws_new` has returned the handle and never after
+/// `ws_free` has returned. Inside a callback every libws function may be
+/// called, including `ws_send_*`, `ws_close` and `ws_free` on the same
+/// handle or on another one; none of them waits for another callback then
+/// (see `ws_free` and `ws_close`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ws_callbacks {
@@ -212,13 +214,36 @@ unsafe fn new_socket(
         on_error: None,
         on_close: None,
     });
+    let shared = client.shared().clone();
     let ws = Box::into_raw(Box::new(ws_socket { client }));
     let handler = Box::new(CHandler { callbacks, ws });
+    // No callback may start before the caller has the handle: one that
+    // frees it (on_close after a refused connect) would hand back a freed
+    // pointer. The I/O thread waits for this hold before its first callback.
+    let hold = shared.hold_callbacks();
     if let Err(e) = (*ws).client.start(handler) {
+        drop(hold);
         drop(Box::from_raw(ws));
         return Err(e);
     }
+    testing::new_return_delay();
+    drop(hold);
     Ok(ws)
+}
+
+/// Owns a handle's memory until dropped; sent to the I/O thread when
+/// `ws_free` may not wait for a running callback of the handle.
+struct OwnedSocket(*mut ws_socket);
+
+// SAFETY: the pointer came from Box::into_raw; only Drop uses it, once.
+unsafe impl Send for OwnedSocket {}
+
+impl Drop for OwnedSocket {
+    fn drop(&mut self) {
+        // SAFETY: the handle is ws_free'd, so nothing else uses it, and no
+        // callback of it runs any more (see Shared::free).
+        drop(unsafe { Box::from_raw(self.0) });
+    }
 }
 
 fn new_or_null(r: Result<*mut ws_socket, Error>) -> *mut ws_socket {
@@ -333,8 +358,16 @@ pub unsafe extern "C" fn ws_send_bytes(ws: *mut ws_socket, data: *const u8, len:
 /// once, then `on_error` and `on_close` (1006) follow promptly. While
 /// `WS_OPEN` the closing handshake starts (`WS_CLOSING`); every message
 /// accepted before goes out first, and `on_close` follows when the server
-/// has answered and closed TCP, or after the close timeout (1006). While
-/// `WS_CLOSING` or `WS_CLOSED`: nothing happens, `WS_OK`. Never blocks.
+/// has answered and closed TCP, or when the close timeout has passed since
+/// the close frame was written (1006). While `WS_CLOSING` or `WS_CLOSED`:
+/// nothing happens, `WS_OK`. Never blocks on the network.
+///
+/// No `on_open` or `on_message` starts after `ws_close` returns. Called
+/// from a thread that is not running a libws callback, it waits for a
+/// callback of this handle running at that moment to return, so that the
+/// callback never sees the state change under it. Called from inside a
+/// libws callback it never waits; a callback of this handle running at
+/// that moment on another thread may then see readyState `WS_CLOSING`.
 ///
 /// # Safety
 /// `ws` is NULL or a live handle; `reason` is NULL or a NUL-terminated string.
@@ -409,11 +442,22 @@ pub unsafe extern "C" fn ws_extensions(ws: *const ws_socket) -> *const c_char {
 
 /// Releases the handle; NULL is ignored. An open connection is closed with
 /// 1001 (going away) in the background, bounded by the close timeout: this
-/// returns at once, whatever the network does. No callback of this handle
-/// runs after `ws_free` returns; when another thread is inside one of its
-/// callbacks, `ws_free` waits for that callback to return, so `user_data`
-/// may be freed right after. Callable from inside a callback (the handle
-/// must not be used once that callback returns). Call it exactly once.
+/// returns at once, whatever the network does. Call it exactly once; the
+/// handle must not be used after it returns (a use after free by the caller
+/// is undefined behaviour).
+///
+/// No callback of this handle starts after `ws_free` returns. What happens
+/// to a callback of this handle that is running at that moment:
+/// - Called from a thread that is not running any libws callback, `ws_free`
+///   waits for that callback to return, so `user_data` may be freed right
+///   after `ws_free` returns.
+/// - Called from inside a libws callback (of this handle or of any other),
+///   it never waits: two handles whose callbacks free each other would
+///   otherwise wait for each other forever. A running callback of this
+///   handle finishes normally (when it is the caller, it may still use the
+///   handle until it returns), and the handle's memory is released on its
+///   I/O thread once it has returned. Free `user_data` only after that
+///   callback can no longer use it.
 ///
 /// # Safety
 /// `ws` is NULL or a live handle, not used again afterwards.
@@ -421,7 +465,10 @@ pub unsafe extern "C" fn ws_extensions(ws: *const ws_socket) -> *const c_char {
 pub unsafe extern "C" fn ws_free(ws: *mut ws_socket) {
     guard((), || {
         if !ws.is_null() {
-            Box::from_raw(ws).client.free();
+            // The handle is released only once no callback can still use
+            // it: the Box is not taken back before that.
+            let shared = (*ws).client.shared().clone();
+            shared.free(Box::new(OwnedSocket(ws)));
         }
     })
 }
@@ -627,6 +674,41 @@ pub unsafe extern "C" fn ws_options_danger_accept_invalid_hostnames(o: *mut ws_o
         o.tls.accept_invalid_hostnames = yes;
         Ok(())
     })
+}
+
+/// Hooks for libws's own tests; not part of the C API, not in `ws.h`.
+#[doc(hidden)]
+pub mod testing {
+    use super::ws_options;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    static NEW_RETURN_DELAY_US: AtomicU64 = AtomicU64::new(0);
+
+    /// The next `ws_new*` waits this long after starting its connection
+    /// and before returning, so that a test can see whether a callback
+    /// runs before the handle is returned.
+    pub fn delay_next_new_return(d: Duration) {
+        NEW_RETURN_DELAY_US.store(d.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    pub(super) fn new_return_delay() {
+        let us = NEW_RETURN_DELAY_US.swap(0, Ordering::SeqCst);
+        if us > 0 {
+            std::thread::sleep(Duration::from_micros(us));
+        }
+    }
+
+    /// Sets SO_SNDBUF of the connections made with `o`, to force partial
+    /// writes.
+    ///
+    /// # Safety
+    /// `o` is a live `ws_options`.
+    pub unsafe fn set_send_buffer_size(o: *mut ws_options, bytes: u32) {
+        if let Some(o) = o.as_mut() {
+            o.options.send_buffer_size = Some(bytes);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use crate::handshake::{self, Agreed};
 use crate::net::{self, Stream};
 use crate::options::Options;
 use crate::protocol::{Incoming, InputBuffer, Reader, Writer, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
-use crate::shared::{Command, Shared, CLOSED, CLOSING, CONNECTING, OPEN};
+use crate::shared::{Command, Shared, CLOSED, CLOSING, OPEN};
 use crate::target::{Target, TargetHost};
 use crate::tls;
 use crossbeam_channel::Receiver;
@@ -15,10 +15,8 @@ use std::convert::Infallible;
 use std::ffi::CString;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tungstenite::protocol::frame::coding::Control;
 
 /// After both close frames have crossed, how long the server has to close
 /// TCP before the client does (RFC 6455 7.1.1: the server closes first).
@@ -88,17 +86,35 @@ struct Conn {
     input: InputBuffer,
     reader: Reader,
     writer: Writer,
-    close_sent_at: Option<Instant>,
-    /// The server's close frame: code (1005 for none) and reason.
-    close_received: Option<(u16, String)>,
-    crossed_at: Option<Instant>,
+    closing: Closing,
 }
 
-impl Conn {
+/// The closing handshake (RFC 6455 7.1): what each side sent and the one
+/// deadline that applies. Timers start when our close frame is on the
+/// wire, not when it is queued, so that a backlog of sends does not eat
+/// the close timeout, and "both close frames have crossed" means both.
+#[derive(Default)]
+struct Closing {
+    /// Our close frame is queued (it goes out after what was sent before).
+    queued: bool,
+    /// When our close frame's last byte was written.
+    written_at: Option<Instant>,
+    /// The server's close frame: code (1005 for none) and reason.
+    received: Option<(u16, String)>,
+    /// Set by ws_free: the close timeout runs from the request, since no
+    /// one waits for this connection and its end must be bounded.
+    bounded_from: Option<Instant>,
+}
+
+impl Closing {
     /// The nearest of the close timeout and the wait for TCP close.
     fn deadline(&self, close_timeout: Duration) -> Option<Instant> {
-        let close = self.close_sent_at.map(|t| t + close_timeout);
-        let tcp = self.crossed_at.map(|t| t + TCP_CLOSE_WAIT);
+        let close = self.written_at.or(self.bounded_from).map(|t| t + close_timeout);
+        // Both frames crossed: the server has TCP_CLOSE_WAIT to close TCP.
+        let tcp = match (self.written_at, &self.received) {
+            (Some(t), Some(_)) => Some(t + TCP_CLOSE_WAIT),
+            _ => None,
+        };
         match (close, tcp) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -108,7 +124,7 @@ impl Conn {
     /// The connection is gone: clean exactly when the server's close frame
     /// arrived (the closing handshake completed from our side).
     fn ended(&self) -> End {
-        match &self.close_received {
+        match &self.received {
             Some((code, reason)) => End::Clean { code: *code, reason: reason.clone() },
             None => End::Abnormal,
         }
@@ -129,19 +145,17 @@ impl Io {
     fn open(&mut self, stream: Stream, tail: Vec<u8>, agreed: Agreed) -> End {
         let _ = self.shared.protocol.set(c_string(agreed.protocol));
         let _ = self.shared.extensions.set(c_string(agreed.extensions));
-        if !self.shared.transition(Some(CONNECTING), OPEN) {
+        let handler = &mut self.handler;
+        if !self.shared.open(|| handler.on_open()) {
             // ws_close() won the race against the last handshake bytes.
             return End::Failed(closed_before_open());
         }
-        self.emit(|h| h.on_open());
         let mut conn = Conn {
             stream,
             input: InputBuffer::from_tail(tail),
             reader: Reader::new(self.options.max_message_size),
             writer: Writer::default(),
-            close_sent_at: None,
-            close_received: None,
-            crossed_at: None,
+            closing: Closing::default(),
         };
         match self.open_loop(&mut conn) {
             Ok(never) => match never {},
@@ -168,16 +182,8 @@ impl Io {
 
     /// Runs one callback unless the handle is freed (DESIGN.md 2).
     fn emit(&mut self, f: impl FnOnce(&mut dyn Handler)) {
-        if self.shared.freed.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        let _guard = self.shared.dispatch.lock().unwrap_or_else(|e| e.into_inner());
-        if self.shared.freed.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
         let handler = &mut *self.handler;
-        // A panicking Rust handler must not take the I/O thread with it.
-        let _ = catch_unwind(AssertUnwindSafe(|| f(handler)));
+        self.shared.run_callback(|_| true, || f(handler));
     }
 
     // ----- CONNECTING: resolve, connect, upgrade, all abortable -----
@@ -207,12 +213,13 @@ impl Io {
             self.shared.waker.reset();
             while let Ok(cmd) = self.commands.try_recv() {
                 match cmd {
-                    Command::Close { .. } | Command::Free => return Err(End::Failed(closed_before_open())),
+                    // A Free's `release` drops here: no callback runs now.
+                    Command::Close { .. } | Command::Free { .. } => return Err(End::Failed(closed_before_open())),
                     // send() refuses while CONNECTING, so none can be queued.
                     Command::Send { .. } => {}
                 }
             }
-            if self.shared.freed.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.shared.is_freed() {
                 return Err(End::Failed(closed_before_open()));
             }
         }
@@ -262,7 +269,7 @@ impl Io {
     ) -> Result<std::net::TcpStream, End> {
         let mut errors = Vec::new();
         for addr in addrs {
-            let tcp = match net::start_connect(addr) {
+            let tcp = match net::start_connect(addr, self.options.send_buffer_size) {
                 Ok(tcp) => tcp,
                 Err(e) => {
                     errors.push(format!("{addr}: {e}"));
@@ -290,7 +297,7 @@ impl Io {
         target: &Target,
         tcp: std::net::TcpStream,
         deadline: Instant,
-    ) -> Result<native_tls::TlsStream<std::net::TcpStream>, End> {
+    ) -> Result<native_tls::TlsStream<net::Tcp>, End> {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
         let host = match &target.host {
             TargetHost::Domain(name) => name.clone(),
@@ -301,9 +308,10 @@ impl Io {
             match step {
                 tls::Step::Done(stream) => return Ok(stream),
                 tls::Step::Again(mid) => {
-                    // The handshake's writes are small and fit the empty
-                    // send buffer, so it waits only for the server's records.
-                    self.wait_connecting(Some((fd, libc::POLLIN)), deadline, "the TLS handshake")?;
+                    // Usually the server's records; but a client certificate
+                    // chain can be larger than the free send buffer.
+                    let wants = mid.get_ref().blocked_on();
+                    self.wait_connecting(Some((fd, wants)), deadline, "the TLS handshake")?;
                     step = tls::resume(mid).map_err(End::Failed)?;
                 }
             }
@@ -356,31 +364,28 @@ impl Io {
     fn open_loop(&mut self, conn: &mut Conn) -> Result<Infallible, End> {
         // Frames that arrived in the same packets as the 101 response.
         self.process_input(conn)?;
-        let mut writable = false;
-        // Input is left after a capped read_socket: maybe in the kernel,
-        // maybe decrypted inside OpenSSL, where poll cannot see it.
-        let mut more_input = false;
+        // Input may be left: in the kernel after a capped read_socket, or
+        // already decrypted inside OpenSSL, where poll cannot see it (the
+        // upgrade read the 101 out of a record that may hold frames too).
+        let mut more_input = true;
         loop {
             // Capped, like reads, so that a sender faster than the socket
             // cannot keep the loop from writing and reading.
             let more_commands = !self.take_commands(conn, COMMANDS_PER_TURN);
-            let wrote = self.flush(conn)?;
-            let deadline = conn.deadline(self.options.close_timeout);
+            self.flush(conn)?;
+            let deadline = conn.closing.deadline(self.options.close_timeout);
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(conn.ended());
+                return Err(conn.closing.ended());
             }
             let mut events = libc::POLLIN;
-            // A TLS write can wait for the server's records (renegotiation):
-            // when the socket was writable and still nothing went out, wait
-            // for input instead of spinning on POLLOUT.
-            let stalled = writable && wrote == 0;
-            if !conn.writer.is_empty() && !stalled {
-                events |= libc::POLLOUT;
+            if !conn.writer.is_empty() {
+                // Plain TCP waits for room to write; TLS for what OpenSSL's
+                // last write lacked (a read, during renegotiation).
+                events |= conn.stream.write_wants();
             }
             let wait_until = if more_input || more_commands { Some(Instant::now()) } else { deadline };
             let ready = net::poll(self.shared.waker.fd(), Some((conn.stream.fd(), events)), wait_until)
                 .map_err(|e| End::Failed(format!("internal error: poll failed: {e}")))?;
-            writable = ready.socket & libc::POLLOUT != 0;
             if ready.woken {
                 self.shared.waker.reset();
             }
@@ -398,14 +403,17 @@ impl Io {
             match cmd {
                 // After our close frame no data frame may follow (RFC 6455
                 // 5.5.1); such a send returned while CLOSING and stays counted.
-                Command::Send { buf, text } if conn.close_sent_at.is_none() => conn.writer.push_data(buf, text),
+                Command::Send { buf, text } if !conn.closing.queued => conn.writer.push_data(buf, text),
                 Command::Send { .. } => {}
                 Command::Close { code, reason } => self.send_close(conn, code, &reason),
-                Command::Free => {
+                Command::Free { release } => {
+                    // No callback runs now: the handle's memory may go.
+                    drop(release);
                     self.shared.transition(Some(OPEN), CLOSING);
                     // Sends accepted before the handle was freed go out first.
                     self.drain_commands(conn);
                     self.send_close(conn, CLOSE_GOING_AWAY, "");
+                    conn.closing.bounded_from.get_or_insert_with(Instant::now);
                 }
             }
         }
@@ -418,24 +426,25 @@ impl Io {
     }
 
     fn send_close(&mut self, conn: &mut Conn, code: u16, reason: &str) {
-        if conn.close_sent_at.is_none() {
+        if !conn.closing.queued {
             conn.writer.push_close(code, reason);
-            let now = Instant::now();
-            conn.close_sent_at = Some(now);
-            if conn.close_received.is_some() {
-                conn.crossed_at = Some(now);
-            }
+            conn.closing.queued = true;
         }
     }
 
     /// Writes what the socket takes now; bufferedAmount drops by each data
-    /// frame's size once its last byte is written.
+    /// frame's size once its last byte is written, and the closing
+    /// handshake's timers start once our close frame is.
     fn write_out(&self, conn: &mut Conn) -> io::Result<usize> {
         let shared = &self.shared;
-        conn.writer.write_to(&mut conn.stream, |n, buf| {
+        let n = conn.writer.write_to(&mut conn.stream, |n, buf| {
             shared.buffered.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
             shared.recycle(buf);
-        })
+        });
+        if conn.closing.written_at.is_none() && conn.writer.close_written() {
+            conn.closing.written_at = Some(Instant::now());
+        }
+        n
     }
 
     /// Writes what it can; returns the bytes written.
@@ -445,7 +454,7 @@ impl Io {
             // The peer is gone; what it sent before may still say how.
             Err(_) => {
                 self.read_socket(conn)?;
-                Err(conn.ended())
+                Err(conn.closing.ended())
             }
         }
     }
@@ -457,7 +466,7 @@ impl Io {
         for _ in 0..READS_PER_TURN {
             let spare = conn.input.spare(READ_CHUNK);
             match conn.stream.read(spare) {
-                Ok(0) => return Err(conn.ended()),
+                Ok(0) => return Err(conn.closing.ended()),
                 Ok(n) => {
                     conn.input.commit(n);
                     self.process_input(conn)?;
@@ -465,7 +474,7 @@ impl Io {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // A reset without a close frame: 1006, no on_error (as browsers).
-                Err(_) => return Err(conn.ended()),
+                Err(_) => return Err(conn.closing.ended()),
             }
         }
         Ok(false)
@@ -480,24 +489,26 @@ impl Io {
             };
             match incoming {
                 Incoming::Message { text } => {
-                    // WHATWG: a message received while not OPEN is dropped.
-                    if self.shared.state() == OPEN {
-                        let data = conn.reader.message();
-                        self.emit(|h| h.on_message(data, text));
-                    }
+                    // WHATWG: a message received while not OPEN is dropped;
+                    // the check and the callback are one step against a
+                    // ws_close from another thread.
+                    let data = conn.reader.message();
+                    let handler = &mut self.handler;
+                    self.shared.run_callback(|state| state == OPEN, || handler.on_message(data, text));
                 }
                 Incoming::Ping(payload) => {
-                    if conn.close_sent_at.is_none() {
-                        conn.writer.push_control(Control::Pong, &payload);
+                    // RFC 6455 5.5.3: only the most recent ping needs an
+                    // answer, so a ping flood queues one pong, not one each.
+                    if !conn.closing.queued {
+                        conn.writer.push_pong(&payload);
                     }
                 }
                 Incoming::Pong => {}
                 // A second close frame: the handshake is already done.
-                Incoming::Close { .. } if conn.close_received.is_some() => {}
+                Incoming::Close { .. } if conn.closing.received.is_some() => {}
                 Incoming::Close { code, reason } => {
-                    conn.close_received = Some((code, reason.clone()));
-                    conn.crossed_at = conn.close_sent_at.map(|_| Instant::now());
-                    if conn.close_sent_at.is_none() {
+                    conn.closing.received = Some((code, reason.clone()));
+                    if !conn.closing.queued {
                         self.shared.transition(Some(OPEN), CLOSING);
                         // Sends accepted while OPEN, and a close() racing
                         // this one, go out before (or as) our reply.
@@ -517,19 +528,22 @@ impl Io {
         // Messages accepted while OPEN (an echo sent from on_message, say)
         // still go out before the close frame.
         self.drain_commands(conn);
-        if conn.close_sent_at.is_none() {
-            conn.writer.push_close(code, "");
-            conn.close_sent_at = Some(Instant::now());
-        }
+        self.send_close(conn, code, "");
         let linger = Instant::now() + FAIL_LINGER.min(self.options.close_timeout);
-        while !conn.writer.is_empty() {
-            if self.write_out(conn).is_err() {
+        loop {
+            match self.write_out(conn) {
+                Ok(_) if conn.writer.is_empty() => break,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+            // Wait for what the write lacked; without reading, a TLS write
+            // that needs the server's records cannot progress: give up then
+            // rather than spin on a socket that stays readable.
+            let wants = conn.stream.write_wants();
+            if wants != libc::POLLOUT {
                 break;
             }
-            if conn.writer.is_empty() {
-                break;
-            }
-            match net::poll(self.shared.waker.fd(), Some((conn.stream.fd(), libc::POLLOUT)), Some(linger)) {
+            match net::poll(self.shared.waker.fd(), Some((conn.stream.fd(), wants)), Some(linger)) {
                 Ok(r) if !r.timed_out => {
                     if r.woken {
                         self.shared.waker.reset();

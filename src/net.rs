@@ -1,16 +1,67 @@
 //! Sockets without blocking: a connect that poll(2) can finish, the poll
 //! call itself, and the stream type the I/O thread owns.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::Instant;
 
+/// TCP under TLS, remembering which direction last hit EAGAIN. OpenSSL
+/// reports WouldBlock alike when it needs to read (the server's records)
+/// and when it needs to write (a full send buffer); this says which, so
+/// that the loop waits for the right readiness and never spins or stalls.
+pub struct Tcp {
+    stream: TcpStream,
+    blocked: Cell<i16>,
+}
+
+impl Tcp {
+    pub fn new(stream: TcpStream) -> Tcp {
+        Tcp { stream, blocked: Cell::new(libc::POLLIN) }
+    }
+
+    /// POLLIN or POLLOUT: what the last WouldBlock was waiting for.
+    pub fn blocked_on(&self) -> i16 {
+        self.blocked.get()
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    fn note<T>(&self, r: io::Result<T>, direction: i16) -> io::Result<T> {
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.blocked.set(direction);
+        }
+        r
+    }
+}
+
+impl Read for Tcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.stream.read(buf);
+        self.note(r, libc::POLLIN)
+    }
+}
+
+impl Write for Tcp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // std's TcpStream::write is send(2) with MSG_NOSIGNAL.
+        let r = self.stream.write(buf);
+        self.note(r, libc::POLLOUT)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The connection's byte stream: plain TCP or TLS over it.
 pub enum Stream {
     Plain(TcpStream),
     Tls {
-        tls: Box<native_tls::TlsStream<TcpStream>>,
+        tls: Box<native_tls::TlsStream<Tcp>>,
         /// Small frames are gathered here into one TLS record per write.
         gather: Vec<u8>,
     },
@@ -21,14 +72,24 @@ pub enum Stream {
 const TLS_GATHER: usize = 16 * 1024;
 
 impl Stream {
-    pub fn tls(tls: native_tls::TlsStream<TcpStream>) -> Stream {
+    pub fn tls(tls: native_tls::TlsStream<Tcp>) -> Stream {
         Stream::Tls { tls: Box::new(tls), gather: Vec::with_capacity(TLS_GATHER) }
     }
 
     pub fn fd(&self) -> RawFd {
         match self {
             Stream::Plain(s) => s.as_raw_fd(),
-            Stream::Tls { tls, .. } => tls.get_ref().as_raw_fd(),
+            Stream::Tls { tls, .. } => tls.get_ref().fd(),
+        }
+    }
+
+    /// After a write returned WouldBlock: the poll events to wait for
+    /// before writing again. Plain TCP waits for room in the send buffer;
+    /// TLS for whatever OpenSSL's last socket call was missing.
+    pub fn write_wants(&self) -> i16 {
+        match self {
+            Stream::Plain(_) => libc::POLLOUT,
+            Stream::Tls { tls, .. } => tls.get_ref().blocked_on(),
         }
     }
 
@@ -41,7 +102,7 @@ impl Stream {
             }
             Stream::Tls { tls, .. } => {
                 let _ = tls.shutdown();
-                let _ = tls.get_ref().shutdown(std::net::Shutdown::Write);
+                let _ = tls.get_ref().stream.shutdown(std::net::Shutdown::Write);
             }
         }
     }
@@ -112,7 +173,7 @@ fn send_vectored(s: &TcpStream, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
 
 /// Starts a TCP connect that completes in the background; poll for POLLOUT
 /// and then call `finish_connect`.
-pub fn start_connect(addr: &SocketAddr) -> io::Result<TcpStream> {
+pub fn start_connect(addr: &SocketAddr, send_buffer: Option<u32>) -> io::Result<TcpStream> {
     let (domain, storage, len) = sockaddr(addr);
     // SAFETY: plain syscalls; every result is checked, and the fd is owned by
     // the TcpStream right after it is created.
@@ -122,6 +183,11 @@ pub fn start_connect(addr: &SocketAddr) -> io::Result<TcpStream> {
             return Err(io::Error::last_os_error());
         }
         let stream = TcpStream::from_raw_fd(fd);
+        if let Some(bytes) = send_buffer {
+            let bytes = bytes.min(i32::MAX as u32) as libc::c_int;
+            let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, (&bytes as *const libc::c_int).cast(), size);
+        }
         let rc = libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len);
         if rc < 0 {
             let err = io::Error::last_os_error();

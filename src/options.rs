@@ -25,6 +25,9 @@ pub struct Options {
     pub max_message_size: u64,
     /// 0 means no limit, as in browsers.
     pub max_buffered_amount: u64,
+    /// SO_SNDBUF for the socket; None leaves the kernel's default. Only the
+    /// tests set it (`ffi::testing`), to make partial writes certain.
+    pub send_buffer_size: Option<u32>,
 }
 
 impl Default for Options {
@@ -36,6 +39,7 @@ impl Default for Options {
             close_timeout: Duration::from_millis(5_000),
             max_message_size: 64 << 20,
             max_buffered_amount: 0,
+            send_buffer_size: None,
         }
     }
 }

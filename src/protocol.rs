@@ -331,12 +331,26 @@ struct Chunk {
     pos: usize,
     /// bufferedAmount to release once the last byte is written.
     release: u64,
+    kind: ChunkKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ChunkKind {
+    Data,
+    Pong,
+    Close,
 }
 
 /// Frames waiting for the socket, in order.
 #[derive(Default)]
 pub struct Writer {
     chunks: VecDeque<Chunk>,
+    /// Chunks written and dropped from the front so far: with it, `pong`
+    /// names a chunk by its position since the start.
+    popped: u64,
+    /// The queued pong, if one is queued and not yet started.
+    pong: Option<u64>,
+    close_written: bool,
 }
 
 /// How many frames one writev may carry.
@@ -359,10 +373,10 @@ impl Writer {
         if let Some(mask) = header.mask {
             apply_mask(&mut buf[HEADROOM..], mask);
         }
-        self.chunks.push_back(Chunk { bytes: buf, pos: start, release: len });
+        self.chunks.push_back(Chunk { bytes: buf, pos: start, release: len, kind: ChunkKind::Data });
     }
 
-    pub fn push_control(&mut self, control: Control, payload: &[u8]) {
+    fn control_frame(control: Control, payload: &[u8]) -> Vec<u8> {
         let header = client_header(OpCode::Control(control));
         let mut bytes = Vec::with_capacity(HEADROOM + payload.len());
         let _ = header.format(payload.len() as u64, &mut bytes);
@@ -371,7 +385,28 @@ impl Writer {
         if let Some(mask) = header.mask {
             apply_mask(&mut bytes[start..], mask);
         }
-        self.chunks.push_back(Chunk { bytes, pos: 0, release: 0 });
+        bytes
+    }
+
+    /// A pong for the most recent ping (RFC 6455 5.5.3): it replaces a
+    /// pong still queued and not yet started, so that pings from a server
+    /// that does not read cannot grow the queue.
+    pub fn push_pong(&mut self, payload: &[u8]) {
+        let bytes = Self::control_frame(Control::Pong, payload);
+        let queued = self.pong.and_then(|at| at.checked_sub(self.popped)).map(|i| i as usize);
+        if let Some(chunk) = queued.and_then(|i| self.chunks.get_mut(i)) {
+            if chunk.kind == ChunkKind::Pong && chunk.pos == 0 {
+                chunk.bytes = bytes;
+                return;
+            }
+        }
+        self.pong = Some(self.popped + self.chunks.len() as u64);
+        self.chunks.push_back(Chunk { bytes, pos: 0, release: 0, kind: ChunkKind::Pong });
+    }
+
+    /// Whether the close frame's last byte has been written.
+    pub fn close_written(&self) -> bool {
+        self.close_written
     }
 
     /// A close frame: no body when `code` is 0.
@@ -381,7 +416,8 @@ impl Writer {
             body.extend_from_slice(&code.to_be_bytes());
             body.extend_from_slice(reason.as_bytes());
         }
-        self.push_control(Control::Close, &body);
+        let bytes = Self::control_frame(Control::Close, &body);
+        self.chunks.push_back(Chunk { bytes, pos: 0, release: 0, kind: ChunkKind::Close });
     }
 
     /// Writes until done or the socket would block; returns the bytes
@@ -405,12 +441,19 @@ impl Writer {
                 let left = front.bytes.len() - front.pos;
                 if n < left {
                     front.pos += n;
+                    if front.kind == ChunkKind::Pong {
+                        // Started: a newer pong must queue behind it.
+                        self.pong = None;
+                    }
                     break;
                 }
                 n -= left;
                 if let Some(done) = self.chunks.pop_front() {
-                    if done.release > 0 {
-                        released(done.release, done.bytes);
+                    self.popped += 1;
+                    match done.kind {
+                        ChunkKind::Data if done.release > 0 => released(done.release, done.bytes),
+                        ChunkKind::Close => self.close_written = true,
+                        _ => {}
                     }
                 }
             }
@@ -564,6 +607,53 @@ mod tests {
         apply_mask(&mut payload, mask);
         assert_eq!(payload, vec![7u8; 300]);
         assert_eq!(&out[308..310], &[0x88, 0x84]);
+    }
+
+    /// A writer that cannot write keeps one unstarted pong, the latest.
+    #[test]
+    fn pongs_coalesce_until_one_is_started() {
+        struct Takes(usize, Vec<u8>);
+        impl Write for Takes {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                let n = b.len().min(self.0);
+                self.0 -= n;
+                self.1.extend_from_slice(&b[..n]);
+                if n == 0 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let unmask = |f: &[u8]| {
+            let mut p = f[6..].to_vec();
+            apply_mask(&mut p, [f[2], f[3], f[4], f[5]]);
+            p
+        };
+        let mut w = Writer::default();
+        for i in 0..10_000u32 {
+            w.push_pong(&i.to_be_bytes());
+        }
+        assert_eq!(w.chunks.len(), 1);
+        // Half of it goes out: the started pong stays, the next queues.
+        let mut out = Takes(5, Vec::new());
+        w.write_to(&mut out, |_, _| {}).unwrap();
+        for i in 10_000..20_000u32 {
+            w.push_pong(&i.to_be_bytes());
+        }
+        assert_eq!(w.chunks.len(), 2);
+        out.0 = usize::MAX;
+        w.write_to(&mut out, |_, _| {}).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(out.1.len(), 20);
+        assert_eq!(unmask(&out.1[..10]), 9_999u32.to_be_bytes());
+        assert_eq!(unmask(&out.1[10..]), 19_999u32.to_be_bytes());
+        assert!(!w.close_written());
+        w.push_close(1000, "");
+        w.write_to(&mut out, |_, _| {}).unwrap();
+        assert!(w.close_written());
     }
 
     /// Random messages, fragmented at random and interleaved with pings,

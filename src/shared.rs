@@ -1,11 +1,21 @@
 //! State shared between a handle (any thread) and its I/O thread.
 
 use crate::error::{Error, ErrorKind};
+use std::cell::Cell;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
 use std::thread::ThreadId;
+
+thread_local! {
+    /// True while this thread runs a libws callback (of any handle). Such a
+    /// thread never waits for another handle's callback: two handles whose
+    /// callbacks close or free each other would wait on each other forever.
+    /// A const Cell has no destructor, so it stays usable during teardown.
+    static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
 
 pub(crate) const CONNECTING: u8 = 0;
 pub(crate) const OPEN: u8 = 1;
@@ -19,8 +29,10 @@ pub enum Command {
     Send { buf: Vec<u8>, text: bool },
     /// `code` 0 means a close frame with no body.
     Close { code: u16, reason: String },
-    /// The handle was freed: close with 1001 if open, then end.
-    Free,
+    /// The handle was freed: close with 1001 if open, then end. `release`
+    /// is the handle's memory when a callback of it was running as it was
+    /// freed: the I/O thread drops it once that callback has returned.
+    Free { release: Option<Box<dyn Send>> },
 }
 
 /// The longest frame header a client writes (2 + 8 length + 4 mask).
@@ -86,9 +98,12 @@ pub struct Shared {
     pub url: CString,
     pub protocol: OnceLock<CString>,
     pub extensions: OnceLock<CString>,
-    pub freed: AtomicBool,
-    /// Held by the I/O thread while a callback runs.
-    pub dispatch: Mutex<()>,
+    freed: AtomicBool,
+    /// Held by the I/O thread while a callback runs (and by `ws_new` until
+    /// it has returned the handle); taken by state changes from other
+    /// threads, so that a callback's check of the state and its start are
+    /// one step with respect to them.
+    dispatch: Mutex<()>,
     pub io_thread: OnceLock<ThreadId>,
     pub waker: std::sync::Arc<Waker>,
     pub commands: crossbeam_channel::Sender<Command>,
@@ -150,6 +165,68 @@ impl Shared {
         self.state.load(Ordering::SeqCst)
     }
 
+    pub fn is_freed(&self) -> bool {
+        self.freed.load(Ordering::SeqCst)
+    }
+
+    /// Runs `callback` on the I/O thread unless the handle is freed or
+    /// `may_run` refuses the current state. The check and the callback run
+    /// under the dispatch lock, which `close` and `free` from other threads
+    /// take: once they return, no callback that the change forbids starts.
+    pub fn run_callback(&self, may_run: impl FnOnce(u8) -> bool, callback: impl FnOnce()) {
+        if self.is_freed() {
+            return;
+        }
+        let _dispatch = self.lock_dispatch();
+        if self.is_freed() || !may_run(self.state()) {
+            return;
+        }
+        let outer = IN_CALLBACK.with(|c| c.replace(true));
+        // A panicking Rust handler must not take the I/O thread with it.
+        let _ = catch_unwind(AssertUnwindSafe(callback));
+        IN_CALLBACK.with(|c| c.set(outer));
+    }
+
+    /// The open transition and `on_open` as one step: a `close` from
+    /// another thread comes wholly before (the connection fails) or after
+    /// `on_open` has returned. False when the state was no longer CONNECTING.
+    pub fn open(&self, on_open: impl FnOnce()) -> bool {
+        let _dispatch = self.lock_dispatch();
+        if !self.transition(Some(CONNECTING), OPEN) {
+            return false;
+        }
+        if !self.is_freed() {
+            let outer = IN_CALLBACK.with(|c| c.replace(true));
+            let _ = catch_unwind(AssertUnwindSafe(on_open));
+            IN_CALLBACK.with(|c| c.set(outer));
+        }
+        true
+    }
+
+    /// Keeps every callback of this handle from starting while the guard
+    /// lives: `ws_new` holds it until it has returned the handle.
+    pub fn hold_callbacks(&self) -> MutexGuard<'_, ()> {
+        self.lock_dispatch()
+    }
+
+    fn lock_dispatch(&self) -> MutexGuard<'_, ()> {
+        self.dispatch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// For a state change from outside the I/O thread: the dispatch lock,
+    /// waiting for a callback of this handle that runs now. Inside any
+    /// libws callback it never waits (None when the lock is taken), and on
+    /// the I/O thread itself there is nothing to wait for (None).
+    fn exclude_callbacks(&self) -> Option<MutexGuard<'_, ()>> {
+        if self.on_io_thread() {
+            return None;
+        }
+        if IN_CALLBACK.with(|c| c.get()) {
+            return self.dispatch.try_lock().ok();
+        }
+        Some(self.lock_dispatch())
+    }
+
     pub fn on_io_thread(&self) -> bool {
         self.io_thread.get() == Some(&std::thread::current().id())
     }
@@ -208,8 +285,11 @@ impl Shared {
         })
     }
 
-    /// The browser's close(), after its argument checks.
+    /// The browser's close(), after its argument checks. From a thread that
+    /// is not in a libws callback it waits for a callback of this handle
+    /// running now, so that none starts or runs on after the change.
     pub fn close(&self, code: u16, reason: String) {
+        let _callbacks = self.exclude_callbacks();
         let _gate = self.state_gate.write().unwrap_or_else(|e| e.into_inner());
         match self.state.load(Ordering::SeqCst) {
             CONNECTING | OPEN => {
@@ -220,13 +300,23 @@ impl Shared {
         }
     }
 
-    pub fn free(&self) {
+    /// Stops every callback and lets the I/O thread close with 1001 in the
+    /// background. `release` drops the handle's memory: here, once no
+    /// callback of the handle runs (waiting for one running on another
+    /// thread), or on the I/O thread after the running callback returns
+    /// when waiting is not allowed (inside a callback).
+    pub fn free(&self, release: Box<dyn Send>) {
         self.freed.store(true, Ordering::SeqCst);
-        if !self.on_io_thread() {
-            // Wait for a callback running now; none starts after this.
-            drop(self.dispatch.lock().unwrap_or_else(|e| e.into_inner()));
-        }
-        self.enqueue(Command::Free);
+        let idle = self.exclude_callbacks().is_some();
+        let release = if idle {
+            drop(release);
+            None
+        } else {
+            Some(release)
+        };
+        // If the I/O thread has ended, the command comes back and drops
+        // here: no callback can be running then.
+        self.enqueue(Command::Free { release });
     }
 }
 

@@ -1,14 +1,14 @@
 //! wss:// over native-tls (OpenSSL on Linux), driven without blocking: the
 //! handshake resumes from `poll(2)` like everything else on the I/O thread.
 
+use crate::net::Tcp as TcpStream;
 use crate::options::TlsOptions;
 use native_tls::{HandshakeError, MidHandshakeTlsStream, Protocol, TlsConnector, TlsStream};
-use std::net::TcpStream;
 
 /// One step of the handshake.
 pub enum Step {
     Done(TlsStream<TcpStream>),
-    /// Wait for the socket to be readable, then call `resume`.
+    /// Wait for what the socket lacked (`Tcp::blocked_on`), then `resume`.
     Again(MidHandshakeTlsStream<TcpStream>),
 }
 
@@ -28,8 +28,8 @@ pub fn connector(options: &TlsOptions) -> Result<TlsConnector, String> {
 
 /// Starts the handshake; `host` is the name (or address) the certificate
 /// must match, also sent as SNI when it is a name.
-pub fn start(connector: &TlsConnector, host: &str, tcp: TcpStream) -> Result<Step, String> {
-    step(connector.connect(host, tcp))
+pub fn start(connector: &TlsConnector, host: &str, tcp: std::net::TcpStream) -> Result<Step, String> {
+    step(connector.connect(host, TcpStream::new(tcp)))
 }
 
 pub fn resume(mid: MidHandshakeTlsStream<TcpStream>) -> Result<Step, String> {

@@ -682,3 +682,65 @@ fn a_flooding_server_does_not_starve_close() {
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)).expect("close frame starved by the flood"), Some(4321));
     assert!(t.elapsed() < Duration::from_secs(5));
 }
+
+/// A server that reads nothing for `pause`, then reads everything: the
+/// client's 8 MiB backlog and then its close frame. It answers the close.
+/// The close timeout (300 ms) runs from when the close frame is written,
+/// so a backlog that takes longer to drain does not turn the close into
+/// a 1006.
+#[test]
+fn close_timeout_starts_when_the_close_frame_is_written() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let server = raw_server(move |mut s| {
+        raw_handshake(&mut s, "");
+        std::thread::sleep(Duration::from_millis(1500));
+        let mut data = 0;
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let code = loop {
+            match read_frame(&mut s) {
+                Some(f) if f.first == 0x88 => break Some(u16::from_be_bytes([f.payload[0], f.payload[1]])),
+                Some(f) => data += f.payload.len(),
+                None => break None,
+            }
+        };
+        let _ = s.write_all(&frame(0x88, &close_payload(1000, "")));
+        let _ = tx.send((data, code));
+    });
+    let c = Client::with(&server.url("/"), &[], &Opts { close_timeout_ms: Some(300), ..Opts::default() });
+    c.wait_open();
+    assert_eq!(c.send_bytes(&vec![1u8; 8 << 20]), WS_OK);
+    assert_eq!(c.close(4000, None), WS_OK);
+    assert_eq!(close_event(&c), (1000, String::new(), true));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), (8 << 20, Some(4000)));
+}
+
+/// The server sends its close frame while the client's own close frame is
+/// still queued behind a backlog the server does not read for 2.5 s: the
+/// close frames have not crossed until the client's is written, so the
+/// 2-second wait for TCP close must not start (and end the connection as
+/// clean) before the server has even seen the client's close frame.
+#[test]
+fn close_frames_cross_only_once_ours_is_written() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let server = raw_server(move |mut s| {
+        raw_handshake(&mut s, "");
+        // Wait until the client has queued its backlog and close.
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(&frame(0x88, &close_payload(4001, "server"))).unwrap();
+        std::thread::sleep(Duration::from_millis(2500));
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let seen = read_until_close(&mut s);
+        let _ = tx.send((seen, Instant::now()));
+    });
+    let c = Client::open(&server.url("/"));
+    assert_eq!(c.send_bytes(&vec![1u8; 8 << 20]), WS_OK);
+    assert_eq!(c.close(4000, None), WS_OK);
+    assert_eq!(close_event(&c), (4001, "server".to_string(), true));
+    let closed_at = Instant::now();
+    let (seen, server_read_at) = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(seen, Some(4000), "the server saw the client's close frame");
+    assert!(
+        server_read_at <= closed_at,
+        "on_close reported a clean close before the server had the client's close frame"
+    );
+}

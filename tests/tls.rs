@@ -516,3 +516,100 @@ fn python_websockets_serves_wss() {
     c.send_text("close 4000 wss bye");
     assert_eq!(close_event(&c), (4000, "wss bye".to_string(), true));
 }
+
+/// A TLS server that answers the upgrade with the 101 and a 6,000-byte
+/// frame in one write (one TLS record), then waits for the client's close
+/// frame without sending anything else.
+#[test]
+fn frames_in_the_same_tls_record_as_the_101_arrive_at_once() {
+    let (cert, key) = (std::fs::read(&pki().server.0).unwrap(), std::fs::read(&pki().server.1).unwrap());
+    let acceptor = native_tls::TlsAcceptor::new(native_tls::Identity::from_pkcs8(&cert, &key).unwrap()).unwrap();
+    let server = raw_server(move |tcp| {
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let Ok(mut tls) = acceptor.accept(tcp) else { return };
+        let request = read_request(&mut tls);
+        let mut out = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            accept_key(&request)
+        )
+        .into_bytes();
+        out.extend(frame(0x82, &[5u8; 6000]));
+        tls.write_all(&out).unwrap();
+        // Wait (bounded by the read timeout) for anything from the client.
+        let mut byte = [0u8; 1];
+        let _ = std::io::Read::read(&mut tls, &mut byte);
+    });
+    let c = tls_client(&wss_url(server.port, "localhost"), TlsOpts::default());
+    let t = Instant::now();
+    let msgs = wait_messages(&c, 1);
+    assert_eq!(msgs[0], (vec![5u8; 6000], false));
+    assert!(t.elapsed() < Duration::from_secs(2), "the message waited {:?}", t.elapsed());
+}
+
+/// A client whose socket send buffer is tiny (4 KiB), so that OpenSSL
+/// often writes part of a record and hits EAGAIN.
+fn small_buffer_tls_client(url: &str, client_cert: Option<&(PathBuf, PathBuf)>) -> Client {
+    unsafe {
+        let o = ws_options_new();
+        let ca = CString::new(path_str(&pki().ca)).unwrap();
+        assert_eq!(ws_options_set_ca_file(o, ca.as_ptr()), WS_OK);
+        if let Some((c, k)) = client_cert {
+            let (c, k) = (CString::new(path_str(c)).unwrap(), CString::new(path_str(k)).unwrap());
+            assert_eq!(ws_options_set_client_cert(o, c.as_ptr(), k.as_ptr()), WS_OK);
+        }
+        assert_eq!(ws_options_set_connect_timeout_ms(o, 8000), WS_OK);
+        ws::ffi::testing::set_send_buffer_size(o, 4096);
+        let c = client_with_options(url, o, Recorder::new());
+        ws_options_free(o);
+        c
+    }
+}
+
+#[test]
+fn a_large_message_over_tls_with_a_small_send_buffer_arrives() {
+    let server = tls_server(&pki().server, echo);
+    let c = small_buffer_tls_client(&wss_url(server.port, "localhost"), None);
+    c.wait_open();
+    let big: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    assert_eq!(c.send_bytes(&big), WS_OK);
+    let msgs = wait_messages(&c, 1);
+    assert!(msgs[0] == (big, false), "4 MB echo differs");
+    assert_eq!(c.buffered(), 0);
+    assert_eq!(c.close(1000, None), WS_OK);
+    assert!(close_event(&c).2, "the close was not clean");
+}
+
+/// A client certificate chain far larger than the client's send buffer:
+/// the TLS handshake must wait for the socket to be writable, not only
+/// for the server's records.
+#[test]
+fn a_client_certificate_chain_larger_than_the_send_buffer() {
+    let pki = pki();
+    // The client certificate followed by copies of the CA: about 40 KiB.
+    let dir = scratch_dir("big-chain");
+    let mut chain = std::fs::read_to_string(&pki.client.0).unwrap();
+    for _ in 0..60 {
+        chain.push_str(&pki.ca_pem);
+    }
+    let chain_path = dir.join("client-chain.pem");
+    std::fs::write(&chain_path, &chain).unwrap();
+    // native-tls cannot ask for a client certificate: OpenSSL directly.
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+    builder.set_certificate_chain_file(&pki.server.0).unwrap();
+    builder.set_private_key_file(&pki.server.1, SslFiletype::PEM).unwrap();
+    builder.set_ca_file(&pki.ca).unwrap();
+    builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    let acceptor = builder.build();
+    let server = raw_server(move |tcp| {
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let Ok(tls) = acceptor.accept(tcp) else { return };
+        if let Ok(ws) = tungstenite::accept(tls) {
+            echo(ws);
+        }
+    });
+    let c = small_buffer_tls_client(&wss_url(server.port, "localhost"), Some(&(chain_path, pki.client.1.clone())));
+    c.wait_open();
+    assert_eq!(c.send_text("with a big chain"), WS_OK);
+    assert_eq!(wait_messages(&c, 1)[0], (b"with a big chain".to_vec(), true));
+}

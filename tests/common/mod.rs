@@ -429,7 +429,7 @@ pub fn recording_server() -> (Server, crossbeam_channel::Receiver<(Seen, Transcr
 // ----- raw protocol helpers -----
 
 /// Reads the request head; returns it as text.
-pub fn read_request(stream: &mut TcpStream) -> String {
+pub fn read_request(stream: &mut impl Read) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -454,7 +454,7 @@ pub fn accept_key(request: &str) -> String {
 }
 
 /// Reads the request and answers 101 with `extra` header lines.
-pub fn raw_handshake(stream: &mut TcpStream, extra: &str) -> String {
+pub fn raw_handshake<S: Read + Write>(stream: &mut S, extra: &str) -> String {
     let request = read_request(stream);
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{extra}\r\n",

@@ -1,0 +1,127 @@
+//! When callbacks may run, against threads that close and free handles:
+//! `on_message` only while OPEN (also against a concurrent ws_close), and
+//! ws_free called from inside callbacks never waits (two handles freeing
+//! each other from their callbacks must not deadlock).
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+use ws::ffi::*;
+
+/// A server that sends small binary messages without pause (20 each
+/// millisecond: fast enough that one is always being delivered, slow enough
+/// that no backlog delays the close), reading on another thread until the
+/// client's close frame; at most 10 s.
+fn flooding_server() -> Server {
+    raw_server(|mut s| {
+        raw_handshake(&mut s, "");
+        let mut reader = s.try_clone().unwrap();
+        let flooding = Arc::new(AtomicBool::new(true));
+        let f = flooding.clone();
+        let writer = std::thread::spawn(move || {
+            let frames: Vec<u8> = (0..20).flat_map(|_| frame(0x82, &[7u8; 16])).collect();
+            let end = Instant::now() + Duration::from_secs(10);
+            while f.load(Ordering::SeqCst) && Instant::now() < end {
+                if s.write_all(&frames).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let _ = read_until_close(&mut reader);
+        flooding.store(false, Ordering::SeqCst);
+        let _ = writer.join();
+        let _ = reader.write_all(&frame(0x88, &close_payload(1000, "")));
+    })
+}
+
+/// 200 times: a thread calls ws_close while on_message is being delivered
+/// as fast as the server can send. No on_message may start after ws_close
+/// has returned, and none may see a readyState other than OPEN.
+#[test]
+fn no_message_after_close_returns() {
+    let server = flooding_server();
+    let mut late = 0;
+    let mut not_open = 0;
+    for _ in 0..200 {
+        let returned = Arc::new(AtomicBool::new(false));
+        let (r, seen_late, seen_not_open) =
+            (returned.clone(), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (sl, sn) = (seen_late.clone(), seen_not_open.clone());
+        // Signals through a channel: the recorder's waits scan every event,
+        // and a flood records tens of thousands.
+        let (first_tx, first_rx) = crossbeam_channel::bounded(1);
+        let (close_tx, close_rx) = crossbeam_channel::bounded(1);
+        let rec = Recorder::new();
+        rec.set_hook(move |ws, ev| {
+            if let Ev::Close { clean, .. } = ev {
+                let _ = close_tx.try_send(*clean);
+            }
+            if let Ev::Message { state, .. } = ev {
+                let _ = first_tx.try_send(());
+                if r.load(Ordering::SeqCst) {
+                    sl.fetch_add(1, Ordering::SeqCst);
+                }
+                if *state != WS_OPEN || unsafe { ws_ready_state(ws) } != WS_OPEN {
+                    sn.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let c = Client::try_with(&server.url("/"), &[], None, rec).unwrap();
+        first_rx.recv_timeout(WAIT).expect("the first message");
+        assert_eq!(c.close(1000, None), WS_OK);
+        returned.store(true, Ordering::SeqCst);
+        assert!(close_rx.recv_timeout(WAIT).expect("on_close"), "the close was not clean");
+        late += seen_late.load(Ordering::SeqCst);
+        not_open += seen_not_open.load(Ordering::SeqCst);
+    }
+    assert_eq!((late, not_open), (0, 0), "messages after ws_close returned, and messages seen while not OPEN");
+}
+
+/// A bridge: each handle's on_close frees the other, while both callbacks
+/// run at the same time (a barrier makes sure they overlap).
+#[test]
+fn two_handles_freeing_each_other_from_on_close_do_not_deadlock() {
+    let server = raw_server(|mut s| {
+        raw_handshake(&mut s, "");
+        // Close at once; both clients see it at about the same time.
+        let _ = s.write_all(&frame(0x88, &close_payload(1000, "")));
+        let _ = read_until_close(&mut s);
+    });
+    for _ in 0..20 {
+        let both_in = Arc::new(Barrier::new(2));
+        let other: Arc<[std::sync::Mutex<usize>; 2]> = Arc::new([std::sync::Mutex::new(0), std::sync::Mutex::new(0)]);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let recs = [Recorder::new(), Recorder::new()];
+        // Nothing tells this test when the callbacks that freed each
+        // other's handles have returned: keep their user_data alive.
+        recs.iter().for_each(|r| std::mem::forget(r.clone()));
+        for (i, rec) in recs.iter().enumerate() {
+            let (both_in, other, done_tx) = (both_in.clone(), other.clone(), done_tx.clone());
+            rec.set_hook(move |_, ev| {
+                if matches!(ev, Ev::Close { .. }) {
+                    both_in.wait();
+                    let peer = *other[1 - i].lock().unwrap() as *mut ws_socket;
+                    unsafe { ws_free(peer) };
+                    let _ = done_tx.send(i);
+                }
+            });
+        }
+        let mut a = Client::try_with(&server.url("/"), &[], None, recs[0].clone()).unwrap();
+        let mut b = Client::try_with(&server.url("/"), &[], None, recs[1].clone()).unwrap();
+        *other[0].lock().unwrap() = a.ws as usize;
+        *other[1].lock().unwrap() = b.ws as usize;
+        a.forget();
+        b.forget();
+        let mut finished = Vec::new();
+        for _ in 0..2 {
+            finished.push(done_rx.recv_timeout(WAIT).expect("ws_free inside on_close deadlocked"));
+        }
+        finished.sort();
+        assert_eq!(finished, vec![0, 1]);
+    }
+}

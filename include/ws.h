@@ -64,6 +64,24 @@
 #define WS_CLOSED 3
 
 /*
+ An event loop that runs many connections on one thread. Opaque.
+
+ Created by `ws_loop_new`; the caller owns it and releases it with
+ `ws_loop_free`. Connections are put on it with `ws_options_set_loop`.
+ A handle created without a loop gets a private one on a library thread
+ of its own (the default). One loop is run by one thread at a time:
+ either a library thread (`ws_loop_start`) or the application, turn by
+ turn (`ws_loop_run`), which may then watch `ws_loop_fd` in its own
+ epoll, poll, libuv or asyncio loop. All callbacks of the loop's
+ connections run on that thread, one at a time.
+
+ Each connection on the loop keeps it alive: `ws_loop_free` never leaves
+ a connection without its loop (see there). Every `ws_loop_*` function
+ may be called from any thread.
+ */
+typedef struct ws_loop ws_loop;
+
+/*
  Settings for `ws_new_with_options`. Opaque.
 
  Created by `ws_options_new`, released by `ws_options_free`. A connection
@@ -124,8 +142,9 @@ typedef void (*ws_on_close)(void *user_data,
 /*
  The event callbacks of one connection, copied by `ws_new`.
 
- Callbacks of one handle run on its own background thread, one at a time,
- in order, never before `ws_new` has returned the handle and never after
+ Callbacks of one handle run on the thread that runs its loop (by
+ default a library thread of its own; see `ws_loop`), one at a time, in
+ order, never before `ws_new` has returned the handle and never after
  `ws_free` has returned. Inside a callback every libws function may be
  called, including `ws_send_*`, `ws_close` and `ws_free` on the same
  handle or on another one; none of them waits for another callback then
@@ -468,6 +487,101 @@ int ws_options_danger_accept_invalid_certs(struct ws_options *o, bool yes);
  `o` is NULL or a live `ws_options`.
  */
 int ws_options_danger_accept_invalid_hostnames(struct ws_options *o, bool yes);
+
+/*
+ A new event loop, not yet run by anyone: call `ws_loop_start` or run it
+ with `ws_loop_run`. The caller owns it and releases it with
+ `ws_loop_free`. NULL when the system refuses an epoll instance or an
+ eventfd; then `ws_last_error_code()` and `ws_last_error()` say why.
+ */
+struct ws_loop *ws_loop_new(void);
+
+/*
+ Runs the loop on a library thread from now on, until it is freed and its
+ last connection has ended. `WS_ERR_INVALID_STATE` if it was started
+ before; `WS_ERR_INVALID_ARGUMENT` for NULL. After it, `ws_loop_run` on
+ this loop returns `WS_ERR_INVALID_STATE`. If an application thread is
+ inside `ws_loop_run` at that moment, the library thread takes over when
+ that call returns.
+
+ # Safety
+ `loop_` is NULL or a live `ws_loop`.
+ */
+int ws_loop_start(struct ws_loop *loop_);
+
+/*
+ Runs one turn of the loop on the calling thread: commands from other
+ threads, ready I/O, due timers, and the callbacks they cause, all on this
+ thread. Waits up to `timeout_ms` for something to do first: 0 does not
+ wait, -1 waits until there is work (a socket event, a timer, or a call
+ from another thread). Returns the number of connections still on the
+ loop (0: none; a `-1` wait would then last until a new one is made), or:
+ - `WS_ERR_INVALID_STATE` when another thread is running the loop now,
+   when called from inside one of its callbacks (it is not re-entrant),
+   or when the loop was started (`ws_loop_start`) or freed;
+ - `WS_ERR_INVALID_ARGUMENT` for NULL or a timeout below -1.
+
+ Any thread may run the loop, one at a time; sends and closes made on the
+ thread that ran it last (between calls, or inside callbacks) take effect
+ at the next call without a wake-up, and `ws_loop_timeout_ms` returns 0
+ while such work waits.
+
+ # Safety
+ `loop_` is NULL or a live `ws_loop`.
+ */
+int ws_loop_run(struct ws_loop *loop_, int timeout_ms);
+
+/*
+ A file descriptor that is readable whenever `ws_loop_run` has I/O to do
+ (the loop's epoll instance). Put it in the application's own event loop
+ with POLLIN / EPOLLIN and call `ws_loop_run(loop, 0)` when it is
+ readable, and also when `ws_loop_timeout_ms` has passed. Owned by the
+ loop: never close it, never read it. -1 for NULL.
+
+ # Safety
+ `loop_` is NULL or a live `ws_loop`.
+ */
+int ws_loop_fd(const struct ws_loop *loop_);
+
+/*
+ How long the application may wait on `ws_loop_fd` before it calls
+ `ws_loop_run` again: milliseconds until the loop's next timer (connect,
+ close or keepalive timeouts), 0 when work is waiting that the fd does
+ not show (a send made on the loop's thread, input TLS has buffered), or
+ -1 when no timer is set. Ask again after every `ws_loop_run`. -1 for
+ NULL, and while a library thread runs the loop.
+
+ # Safety
+ `loop_` is NULL or a live `ws_loop`.
+ */
+int ws_loop_timeout_ms(const struct ws_loop *loop_);
+
+/*
+ Releases the caller's loop; NULL is ignored. Never waits on the network.
+ Connections still on the loop keep it alive and keep working: from now
+ on a library thread runs it (the one `ws_loop_start` made, or a new one
+ for a loop the application ran), and it ends when the last connection on
+ the loop has ended. Their callbacks then run on that thread. Options
+ set with `ws_options_set_loop` also keep the loop alive; handles created
+ with them later are run by that library thread too.
+
+ Called while an application thread is inside `ws_loop_run`, that call
+ finishes its turn first. The `ws_loop` must not be used after this.
+
+ # Safety
+ `loop_` is NULL or a live `ws_loop`, not used again afterwards.
+ */
+void ws_loop_free(struct ws_loop *loop_);
+
+/*
+ Connections created with these options run on `loop_` (NULL: each on a
+ private loop with a thread of its own, the default). The options hold a
+ reference to the loop until they are freed or set again.
+
+ # Safety
+ `o` is NULL or a live `ws_options`; `loop_` is NULL or a live `ws_loop`.
+ */
+int ws_options_set_loop(struct ws_options *o, struct ws_loop *loop_);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,13 +1,15 @@
 //! The browser's WebSocket object in safe Rust: what the C boundary wraps.
 
+use crate::connection::Connection;
 use crate::error::{Error, ErrorKind};
+use crate::event_loop::Loop;
 use crate::options::Options;
-use crate::shared::{Shared, Waker, HEADROOM};
+use crate::shared::{Shared, HEADROOM};
 use crate::target::Target;
 use std::ffi::{CStr, CString};
 use std::sync::Arc;
 
-/// Receives a connection's events, always on its I/O thread, one at a time.
+/// Receives a connection's events, always on its loop's thread, one at a time.
 pub trait Handler: Send {
     fn on_open(&mut self);
     /// `data` is followed in memory by one NUL byte not counted in its length.
@@ -19,8 +21,8 @@ pub trait Handler: Send {
 /// One connection. Dropping it does not close it: call `free`.
 pub struct Client {
     shared: Arc<Shared>,
-    /// Until `start`, what the I/O thread will need.
-    pending: Option<(Target, Options, crossbeam_channel::Receiver<crate::shared::Command>)>,
+    /// Until `start`, what the connection will need.
+    pending: Option<(Target, Options)>,
 }
 
 /// Browsers limit a close reason to 123 bytes (WHATWG close() step 2).
@@ -31,21 +33,27 @@ impl Client {
     pub fn new(url: &str, protocols: &[&str], options: &Options) -> Result<Client, Error> {
         let target = Target::parse(url, protocols)?;
         let url = CString::new(target.url.clone()).map_err(|_| Error::syntax("URL contains a NUL byte"))?;
-        let waker = Waker::new()
-            .map(Arc::new)
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot create eventfd: {e}")))?;
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared::new(url, options.max_buffered_amount, waker, tx));
-        Ok(Client { shared, pending: Some((target, options.clone(), rx)) })
+        let lp = match &options.event_loop {
+            Some(lp) => lp.clone(),
+            // The default: a private loop on a thread of its own.
+            None => Loop::new(true).map_err(|e| Error::os("cannot create the connection's event loop", &e))?,
+        };
+        let id = lp.allocate();
+        let shared = Arc::new(Shared::new(url, options.max_buffered_amount, lp, id));
+        let mut options = options.clone();
+        options.event_loop = None;
+        Ok(Client { shared, pending: Some((target, options)) })
     }
 
-    /// Starts the I/O thread, which connects at once.
+    /// Hands the connection to its loop, which connects at once.
     pub fn start(&mut self, handler: Box<dyn Handler>) -> Result<(), Error> {
-        let Some((target, options, rx)) = self.pending.take() else {
+        let Some((target, options)) = self.pending.take() else {
             return Err(Error::new(ErrorKind::Internal, "connection already started"));
         };
-        crate::io::spawn(self.shared.clone(), rx, target, options, handler)
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start I/O thread: {e}")))
+        let lp = self.shared.event_loop().clone();
+        let conn = Connection::new(self.shared.clone(), handler, target, options);
+        lp.register(self.shared.id(), Box::new(conn))
+            .map_err(|e| Error::os("cannot start the connection's I/O thread", &e))
     }
 
     /// One copy of the caller's bytes, with room in front for the frame header.

@@ -61,6 +61,12 @@ impl Error {
     pub fn code(&self) -> i32 {
         self.kind.code()
     }
+
+    /// A system resource ran out (descriptors, threads, memory): `what`
+    /// failed, and the OS says why.
+    pub fn os(what: &str, e: &std::io::Error) -> Self {
+        Error::new(ErrorKind::Internal, format!("{what}: {}", os_text(e)))
+    }
 }
 
 impl fmt::Display for Error {
@@ -70,6 +76,16 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// An OS error as a C library words it: "Connection refused", without
+/// Rust's " (os error 111)".
+pub fn os_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
+    }
+}
 
 /// Static text for a result code, NUL-terminated for C.
 pub fn strerror(code: i32) -> &'static [u8] {

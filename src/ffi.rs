@@ -11,6 +11,7 @@ pub use crate::error::{
     WS_ERR_BUFFER_FULL, WS_ERR_INTERNAL, WS_ERR_INVALID_ACCESS, WS_ERR_INVALID_ARGUMENT, WS_ERR_INVALID_STATE,
     WS_ERR_SYNTAX, WS_OK,
 };
+use crate::event_loop::{Loop, RunError};
 use crate::options::Options;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -44,6 +45,24 @@ pub struct ws_options {
     options: Options,
 }
 
+/// An event loop that runs many connections on one thread. Opaque.
+///
+/// Created by `ws_loop_new`; the caller owns it and releases it with
+/// `ws_loop_free`. Connections are put on it with `ws_options_set_loop`.
+/// A handle created without a loop gets a private one on a library thread
+/// of its own (the default). One loop is run by one thread at a time:
+/// either a library thread (`ws_loop_start`) or the application, turn by
+/// turn (`ws_loop_run`), which may then watch `ws_loop_fd` in its own
+/// epoll, poll, libuv or asyncio loop. All callbacks of the loop's
+/// connections run on that thread, one at a time.
+///
+/// Each connection on the loop keeps it alive: `ws_loop_free` never leaves
+/// a connection without its loop (see there). Every `ws_loop_*` function
+/// may be called from any thread.
+pub struct ws_loop {
+    inner: std::sync::Arc<Loop>,
+}
+
 /// The connection opened: readyState is `WS_OPEN`. Runs at most once.
 pub type ws_on_open = Option<unsafe extern "C" fn(user_data: *mut c_void, ws: *mut ws_socket)>;
 
@@ -73,8 +92,9 @@ pub type ws_on_close = Option<
 
 /// The event callbacks of one connection, copied by `ws_new`.
 ///
-/// Callbacks of one handle run on its own background thread, one at a time,
-/// in order, never before `ws_new` has returned the handle and never after
+/// Callbacks of one handle run on the thread that runs its loop (by
+/// default a library thread of its own; see `ws_loop`), one at a time, in
+/// order, never before `ws_new` has returned the handle and never after
 /// `ws_free` has returned. Inside a callback every libws function may be
 /// called, including `ws_send_*`, `ws_close` and `ws_free` on the same
 /// handle or on another one; none of them waits for another callback then
@@ -202,7 +222,7 @@ unsafe fn new_socket(
         }
         let name = CStr::from_ptr(p)
             .to_str()
-            .map_err(|_| Error::new(crate::ErrorKind::Syntax, format!("protocols[{i}] is not an HTTP token")))?;
+            .map_err(|_| Error::new(crate::error::ErrorKind::Syntax, format!("protocols[{i}] is not an HTTP token")))?;
         names.push(name);
     }
     let default_options = Options::default();
@@ -257,7 +277,7 @@ fn new_or_null(r: Result<*mut ws_socket, Error>) -> *mut ws_socket {
 }
 
 fn internal_panic() -> Result<*mut ws_socket, Error> {
-    Err(Error::new(crate::ErrorKind::Internal, "internal error (panic) in ws_new"))
+    Err(Error::new(crate::error::ErrorKind::Internal, "internal error (panic) in ws_new"))
 }
 
 /// Creates a connection and starts connecting at once on a background
@@ -672,6 +692,153 @@ pub unsafe extern "C" fn ws_options_danger_accept_invalid_certs(o: *mut ws_optio
 pub unsafe extern "C" fn ws_options_danger_accept_invalid_hostnames(o: *mut ws_options, yes: bool) -> c_int {
     with_options(o, |o| {
         o.tls.accept_invalid_hostnames = yes;
+        Ok(())
+    })
+}
+
+/// A new event loop, not yet run by anyone: call `ws_loop_start` or run it
+/// with `ws_loop_run`. The caller owns it and releases it with
+/// `ws_loop_free`. NULL when the system refuses an epoll instance or an
+/// eventfd; then `ws_last_error_code()` and `ws_last_error()` say why.
+#[no_mangle]
+pub extern "C" fn ws_loop_new() -> *mut ws_loop {
+    guard(std::ptr::null_mut(), || match Loop::new(false) {
+        Ok(inner) => Box::into_raw(Box::new(ws_loop { inner })),
+        Err(e) => {
+            set_last_error(&Error::os("cannot create an event loop", &e));
+            std::ptr::null_mut()
+        }
+    })
+}
+
+/// Runs the loop on a library thread from now on, until it is freed and its
+/// last connection has ended. `WS_ERR_INVALID_STATE` if it was started
+/// before; `WS_ERR_INVALID_ARGUMENT` for NULL. After it, `ws_loop_run` on
+/// this loop returns `WS_ERR_INVALID_STATE`. If an application thread is
+/// inside `ws_loop_run` at that moment, the library thread takes over when
+/// that call returns.
+///
+/// # Safety
+/// `loop_` is NULL or a live `ws_loop`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_loop_start(loop_: *mut ws_loop) -> c_int {
+    guard(WS_ERR_INTERNAL, || {
+        let Some(lp) = loop_.as_ref() else { return WS_ERR_INVALID_ARGUMENT };
+        match lp.inner.start() {
+            Ok(true) => WS_OK,
+            Ok(false) => WS_ERR_INVALID_STATE,
+            Err(e) => {
+                let e = Error::os("cannot start the loop's thread", &e);
+                set_last_error(&e);
+                e.code()
+            }
+        }
+    })
+}
+
+/// Runs one turn of the loop on the calling thread: commands from other
+/// threads, ready I/O, due timers, and the callbacks they cause, all on this
+/// thread. Waits up to `timeout_ms` for something to do first: 0 does not
+/// wait, -1 waits until there is work (a socket event, a timer, or a call
+/// from another thread). Returns the number of connections still on the
+/// loop (0: none; a `-1` wait would then last until a new one is made), or:
+/// - `WS_ERR_INVALID_STATE` when another thread is running the loop now,
+///   when called from inside one of its callbacks (it is not re-entrant),
+///   or when the loop was started (`ws_loop_start`) or freed;
+/// - `WS_ERR_INVALID_ARGUMENT` for NULL or a timeout below -1.
+///
+/// Any thread may run the loop, one at a time; sends and closes made on the
+/// thread that ran it last (between calls, or inside callbacks) take effect
+/// at the next call without a wake-up, and `ws_loop_timeout_ms` returns 0
+/// while such work waits.
+///
+/// # Safety
+/// `loop_` is NULL or a live `ws_loop`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_loop_run(loop_: *mut ws_loop, timeout_ms: c_int) -> c_int {
+    guard(WS_ERR_INTERNAL, || {
+        let Some(lp) = loop_.as_ref() else { return WS_ERR_INVALID_ARGUMENT };
+        let timeout = match timeout_ms {
+            -1 => None,
+            ms if ms >= 0 => Some(std::time::Duration::from_millis(ms as u64)),
+            _ => return WS_ERR_INVALID_ARGUMENT,
+        };
+        match lp.inner.run_once(timeout) {
+            Ok(live) => live.min(c_int::MAX as usize) as c_int,
+            Err(RunError::Busy | RunError::LibraryDriven) => WS_ERR_INVALID_STATE,
+            Err(RunError::Os(e)) => {
+                set_last_error(&Error::os("epoll_wait failed", &e));
+                WS_ERR_INTERNAL
+            }
+        }
+    })
+}
+
+/// A file descriptor that is readable whenever `ws_loop_run` has I/O to do
+/// (the loop's epoll instance). Put it in the application's own event loop
+/// with POLLIN / EPOLLIN and call `ws_loop_run(loop, 0)` when it is
+/// readable, and also when `ws_loop_timeout_ms` has passed. Owned by the
+/// loop: never close it, never read it. -1 for NULL.
+///
+/// # Safety
+/// `loop_` is NULL or a live `ws_loop`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_loop_fd(loop_: *const ws_loop) -> c_int {
+    guard(-1, || loop_.as_ref().map_or(-1, |lp| lp.inner.fd()))
+}
+
+/// How long the application may wait on `ws_loop_fd` before it calls
+/// `ws_loop_run` again: milliseconds until the loop's next timer (connect,
+/// close or keepalive timeouts), 0 when work is waiting that the fd does
+/// not show (a send made on the loop's thread, input TLS has buffered), or
+/// -1 when no timer is set. Ask again after every `ws_loop_run`. -1 for
+/// NULL, and while a library thread runs the loop.
+///
+/// # Safety
+/// `loop_` is NULL or a live `ws_loop`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_loop_timeout_ms(loop_: *const ws_loop) -> c_int {
+    guard(-1, || match loop_.as_ref().and_then(|lp| lp.inner.timeout()) {
+        // Rounded up, so that a wait does not end just before the timer.
+        Some(d) => d.as_nanos().div_ceil(1_000_000).min(c_int::MAX as u128) as c_int,
+        None => -1,
+    })
+}
+
+/// Releases the caller's loop; NULL is ignored. Never waits on the network.
+/// Connections still on the loop keep it alive and keep working: from now
+/// on a library thread runs it (the one `ws_loop_start` made, or a new one
+/// for a loop the application ran), and it ends when the last connection on
+/// the loop has ended. Their callbacks then run on that thread. Options
+/// set with `ws_options_set_loop` also keep the loop alive; handles created
+/// with them later are run by that library thread too.
+///
+/// Called while an application thread is inside `ws_loop_run`, that call
+/// finishes its turn first. The `ws_loop` must not be used after this.
+///
+/// # Safety
+/// `loop_` is NULL or a live `ws_loop`, not used again afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn ws_loop_free(loop_: *mut ws_loop) {
+    guard((), || {
+        if !loop_.is_null() {
+            let lp = Box::from_raw(loop_);
+            lp.inner.release();
+        }
+    })
+}
+
+/// Connections created with these options run on `loop_` (NULL: each on a
+/// private loop with a thread of its own, the default). The options hold a
+/// reference to the loop until they are freed or set again.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`; `loop_` is NULL or a live `ws_loop`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_loop(o: *mut ws_options, loop_: *mut ws_loop) -> c_int {
+    let lp = loop_.as_ref().map(|lp| lp.inner.clone());
+    with_options(o, |o| {
+        o.event_loop = lp;
         Ok(())
     })
 }

@@ -1,20 +1,22 @@
 //! libws: a WebSocket client for C, modelled on the browser's WebSocket.
 //!
-//! The core (`client`, `io`, `protocol`, `handshake`) is safe Rust; `ffi`
-//! is the C boundary that `include/ws.h` describes.
+//! The core is safe Rust and private to the crate: `client` (the WebSocket
+//! object), `event_loop` and `connection` (the loop and the state machine
+//! it drives), `protocol` and `handshake` (RFC 6455), `net` and `tls`.
+//! `ffi` is the C boundary that `include/ws.h` describes.
 
-pub mod client;
-pub mod error;
+mod client;
+mod connection;
+mod error;
+mod event_loop;
 pub mod ffi;
 mod handshake;
-mod io;
 mod net;
-pub mod options;
+mod options;
 mod protocol;
+mod resolver;
 mod shared;
 mod target;
+mod threads;
 mod tls;
-
-pub use client::{Client, Handler};
-pub use error::{Error, ErrorKind};
-pub use options::Options;
+mod waker;

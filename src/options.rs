@@ -28,6 +28,8 @@ pub struct Options {
     /// SO_SNDBUF for the socket; None leaves the kernel's default. Only the
     /// tests set it (`ffi::testing`), to make partial writes certain.
     pub send_buffer_size: Option<u32>,
+    /// The loop to run on; None: a private loop on its own thread.
+    pub event_loop: Option<std::sync::Arc<crate::event_loop::Loop>>,
 }
 
 impl Default for Options {
@@ -40,6 +42,7 @@ impl Default for Options {
             max_message_size: 64 << 20,
             max_buffered_amount: 0,
             send_buffer_size: None,
+            event_loop: None,
         }
     }
 }

@@ -66,6 +66,30 @@ impl InputBuffer {
         &self.buf[self.start..self.end]
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Takes `storage` (a pooled buffer) when this one holds nothing.
+    pub fn provide(&mut self, storage: Vec<u8>) {
+        if self.is_empty() && self.buf.capacity() == 0 {
+            self.buf = storage;
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Gives the storage back when nothing is pending: an idle connection
+    /// holds no read buffer.
+    pub fn release(&mut self) -> Option<Vec<u8>> {
+        if !self.is_empty() || self.buf.capacity() == 0 {
+            return None;
+        }
+        self.start = 0;
+        self.end = 0;
+        Some(std::mem::take(&mut self.buf))
+    }
+
     fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start == self.end {

@@ -1,13 +1,16 @@
-//! State shared between a handle (any thread) and its I/O thread.
+//! State shared between a handle (any thread) and the loop that runs its
+//! connection: the ready state, bufferedAmount, and when callbacks may run.
 
 use crate::error::{Error, ErrorKind};
+use crate::event_loop::{ConnId, Loop, LoopCommand};
 use std::cell::Cell;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
-use std::thread::ThreadId;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+
+pub(crate) use crate::threads::{current_thread_tag, spawn_quiet};
+pub(crate) use crate::waker::Waker;
 
 thread_local! {
     /// True while this thread runs a libws callback (of any handle). Such a
@@ -38,55 +41,6 @@ pub enum Command {
 /// The longest frame header a client writes (2 + 8 length + 4 mask).
 pub(crate) const HEADROOM: usize = 14;
 
-/// Wakes the I/O thread out of `poll(2)`: an eventfd, written at most once
-/// between two wake-ups.
-pub struct Waker {
-    fd: OwnedFd,
-    pending: AtomicBool,
-}
-
-impl Waker {
-    pub fn new() -> std::io::Result<Waker> {
-        // SAFETY: eventfd takes no pointers; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Waker { fd, pending: AtomicBool::new(false) })
-    }
-
-    pub fn wake(&self) {
-        if self.pending.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A full
-        // counter (EAGAIN) still leaves the fd readable, which is all we need.
-        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-
-    /// Called by the I/O thread when poll reports the fd readable, before it
-    /// drains the command channel.
-    ///
-    /// The counter is read first and the flag cleared after: cleared first,
-    /// a wake() in between would write the eventfd, the read would consume
-    /// that write too, and the flag would stay set with the fd empty, so no
-    /// later wake() would write again (a lost wake-up). The swap also
-    /// acquires what a wake() that saw the flag set had queued.
-    pub fn reset(&self) {
-        let mut counter: u64 = 0;
-        // SAFETY: reads 8 bytes into a live u64 from our own eventfd.
-        unsafe { libc::read(self.fd.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
-        self.pending.swap(false, Ordering::SeqCst);
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
 pub struct Shared {
     state: AtomicU8,
     /// Held shared by `send` across its state check and enqueue, and
@@ -94,6 +48,9 @@ pub struct Shared {
     /// `send` accepted while OPEN lands behind the close frame.
     state_gate: RwLock<()>,
     pub buffered: AtomicU64,
+    /// Sends accepted while OPEN: a close frame that the loop decides on
+    /// (an echo, a failure, ws_free) goes out after this many sends.
+    accepted: AtomicU64,
     pub max_buffered: u64,
     pub url: CString,
     pub protocol: OnceLock<CString>,
@@ -104,9 +61,8 @@ pub struct Shared {
     /// threads, so that a callback's check of the state and its start are
     /// one step with respect to them.
     dispatch: Mutex<()>,
-    pub io_thread: OnceLock<ThreadId>,
-    pub waker: std::sync::Arc<Waker>,
-    pub commands: crossbeam_channel::Sender<Command>,
+    lp: Arc<Loop>,
+    id: ConnId,
     /// Written send buffers, for the next sends to reuse: the sending
     /// thread allocates and the I/O thread frees, a pattern that makes
     /// malloc return and re-fault pages on every burst.
@@ -119,25 +75,20 @@ const SPARE_BUFFERS: usize = 8;
 const SPARE_BUFFER_MAX: usize = 64 * 1024;
 
 impl Shared {
-    pub fn new(
-        url: CString,
-        max_buffered: u64,
-        waker: std::sync::Arc<Waker>,
-        commands: crossbeam_channel::Sender<Command>,
-    ) -> Shared {
+    pub fn new(url: CString, max_buffered: u64, lp: Arc<Loop>, id: ConnId) -> Shared {
         Shared {
             state: AtomicU8::new(CONNECTING),
             state_gate: RwLock::new(()),
             buffered: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
             max_buffered,
             url,
             protocol: OnceLock::new(),
             extensions: OnceLock::new(),
             freed: AtomicBool::new(false),
             dispatch: Mutex::new(()),
-            io_thread: OnceLock::new(),
-            waker,
-            commands,
+            lp,
+            id,
             spare_buffers: crossbeam_channel::bounded(SPARE_BUFFERS),
         }
     }
@@ -213,43 +164,45 @@ impl Shared {
         self.dispatch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// For a state change from outside the I/O thread: the dispatch lock,
-    /// waiting for a callback of this handle that runs now. Inside any
-    /// libws callback it never waits (None when the lock is taken), and on
-    /// the I/O thread itself there is nothing to wait for (None).
+    /// For a state change from the API: the dispatch lock, waiting for a
+    /// callback of this handle that runs now on another thread. Inside any
+    /// libws callback it never waits: None when the lock is taken (by this
+    /// very callback, or by one of this handle on another loop's thread).
     fn exclude_callbacks(&self) -> Option<MutexGuard<'_, ()>> {
-        if self.on_io_thread() {
-            return None;
-        }
         if IN_CALLBACK.with(|c| c.get()) {
             return self.dispatch.try_lock().ok();
         }
         Some(self.lock_dispatch())
     }
 
-    pub fn on_io_thread(&self) -> bool {
-        self.io_thread.get() == Some(&std::thread::current().id())
+    pub fn event_loop(&self) -> &Arc<Loop> {
+        &self.lp
+    }
+
+    pub fn id(&self) -> ConnId {
+        self.id
     }
 
     /// Sets the state; with `from`, only when the state is `from` now.
     /// Returns whether it changed.
     pub fn transition(&self, from: Option<u8>, to: u8) -> bool {
+        self.transition_counting(from, to).is_some()
+    }
+
+    /// As `transition`; when it changed, also the number of sends accepted
+    /// while OPEN, all of them queued before the change.
+    pub fn transition_counting(&self, from: Option<u8>, to: u8) -> Option<u64> {
         let _gate = self.state_gate.write().unwrap_or_else(|e| e.into_inner());
         let now = self.state.load(Ordering::SeqCst);
         if from.is_some_and(|f| f != now) || now == to {
-            return false;
+            return None;
         }
         self.state.store(to, Ordering::SeqCst);
-        true
+        Some(self.accepted.load(Ordering::SeqCst))
     }
 
     fn enqueue(&self, cmd: Command) {
-        // The receiver lives as long as the I/O thread; once it has ended
-        // the connection is CLOSED and what is sent is discarded anyway.
-        let _ = self.commands.send(cmd);
-        if !self.on_io_thread() {
-            self.waker.wake();
-        }
+        self.lp.post(LoopCommand::Conn(self.id, cmd));
     }
 
     /// The browser's send(): `payload` already holds HEADROOM + data.
@@ -260,6 +213,7 @@ impl Shared {
             CONNECTING => Err(Error::new(ErrorKind::InvalidState, "send() while the connection is CONNECTING")),
             OPEN => {
                 self.reserve_buffered(len)?;
+                self.accepted.fetch_add(1, Ordering::SeqCst);
                 self.enqueue(Command::Send { buf: payload, text });
                 Ok(())
             }
@@ -314,8 +268,8 @@ impl Shared {
         } else {
             Some(release)
         };
-        // If the I/O thread has ended, the command comes back and drops
-        // here: no callback can be running then.
+        // For a connection that has ended, the loop drops the command (and
+        // `release`) when it takes it: no callback of it runs then.
         self.enqueue(Command::Free { release });
     }
 }
@@ -323,12 +277,12 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     #[test]
     fn written_buffers_are_reused_within_bounds() {
-        let (tx, _rx) = crossbeam_channel::unbounded();
-        let shared = Shared::new(CString::default(), 0, std::sync::Arc::new(Waker::new().unwrap()), tx);
+        let lp = Loop::new(false).unwrap();
+        let id = lp.allocate();
+        let shared = Shared::new(CString::default(), 0, lp, id);
         let buf = Vec::<u8>::with_capacity(1000);
         let ptr = buf.as_ptr();
         shared.recycle(buf);
@@ -343,34 +297,19 @@ mod tests {
         assert_eq!(shared.spare_buffers.1.len(), SPARE_BUFFERS);
     }
 
-    /// A producer pushes and wakes, a consumer polls, resets and drains, as
-    /// the I/O thread does. A lost wake-up leaves the consumer asleep with
-    /// items queued: the poll times out and the test fails.
     #[test]
-    fn no_wake_up_is_lost() {
-        const N: u32 = 200_000;
-        let waker = std::sync::Arc::new(Waker::new().unwrap());
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let w = waker.clone();
-        let producer = std::thread::spawn(move || {
-            for i in 0..N {
-                tx.send(i).unwrap();
-                w.wake();
-            }
-        });
-        let mut received = 0;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while received < N {
-            let mut fds = [libc::pollfd { fd: waker.fd(), events: libc::POLLIN, revents: 0 }];
-            // SAFETY: one live pollfd.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 1, 5000) };
-            assert!(rc > 0, "lost wake-up: {received} of {N} received, {} queued", rx.len());
-            waker.reset();
-            while rx.try_recv().is_ok() {
-                received += 1;
-            }
-            assert!(Instant::now() < deadline);
+    fn transitions_report_the_sends_accepted_before_them() {
+        let lp = Loop::new(false).unwrap();
+        let id = lp.allocate();
+        let shared = Shared::new(CString::default(), 0, lp, id);
+        assert!(shared.transition(Some(CONNECTING), OPEN));
+        for _ in 0..3 {
+            shared.send(vec![0; HEADROOM + 1], false).unwrap();
         }
-        producer.join().unwrap();
+        assert_eq!(shared.transition_counting(Some(OPEN), CLOSING), Some(3));
+        assert_eq!(shared.transition_counting(Some(OPEN), CLOSING), None, "not OPEN any more");
+        shared.send(vec![0; HEADROOM + 1], false).unwrap();
+        assert_eq!(shared.buffered.load(Ordering::SeqCst), 4, "counted, as browsers do");
+        assert_eq!(shared.accepted.load(Ordering::SeqCst), 3, "but not queued");
     }
 }

@@ -30,6 +30,15 @@ pub enum TargetHost {
 }
 
 impl Target {
+    /// The host as TLS checks it and as messages name it: a name, or an
+    /// address without brackets.
+    pub fn host_name(&self) -> String {
+        match &self.host {
+            TargetHost::Domain(name) => name.clone(),
+            TargetHost::Ip(ip) => ip.to_string(),
+        }
+    }
+
     pub fn parse(url: &str, protocols: &[&str]) -> Result<Target, Error> {
         // Steps 1-2: parse with the URL parser; failure is a SyntaxError.
         let mut parsed = Url::parse(url).map_err(|e| Error::syntax(format!("cannot parse URL {url:?}: {e}")))?;

@@ -585,10 +585,11 @@ fn a_large_message_over_tls_with_a_small_send_buffer_arrives() {
 #[test]
 fn a_client_certificate_chain_larger_than_the_send_buffer() {
     let pki = pki();
-    // The client certificate followed by copies of the CA: about 40 KiB.
+    // The client certificate followed by copies of the CA: about 80 KiB
+    // (OpenSSL servers take at most 100 KiB).
     let dir = scratch_dir("big-chain");
     let mut chain = std::fs::read_to_string(&pki.client.0).unwrap();
-    for _ in 0..60 {
+    for _ in 0..180 {
         chain.push_str(&pki.ca_pem);
     }
     let chain_path = dir.join("client-chain.pem");
@@ -601,7 +602,24 @@ fn a_client_certificate_chain_larger_than_the_send_buffer() {
     builder.set_ca_file(&pki.ca).unwrap();
     builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
     let acceptor = builder.build();
-    let server = raw_server(move |tcp| {
+    // A small receive buffer on the server side too, so that the chain
+    // cannot all sit in kernel buffers while the client waits.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let small: libc::c_int = 4096;
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            size,
+        );
+    }
+    let server = Server { port: listener.local_addr().unwrap().port() };
+    std::thread::spawn(move || {
+        let Ok((tcp, _)) = listener.accept() else { return };
         tcp.set_read_timeout(Some(WAIT)).unwrap();
         let Ok(tls) = acceptor.accept(tcp) else { return };
         if let Ok(ws) = tungstenite::accept(tls) {

@@ -1,0 +1,797 @@
+//! One connection's state machine, driven by its loop: the connecting
+//! phase (resolve, TCP connect to each address in turn, TLS, the HTTP
+//! upgrade) and the open phase (frames, the closing handshake). It never
+//! blocks and never sleeps: the loop calls it when its socket is ready, a
+//! command or a lookup result arrives, or its deadline passes, and then
+//! asks what it waits for (`interest`, `deadline`, `wants_turn`).
+
+use crate::client::Handler;
+use crate::event_loop::{give_buffer, take_buffer, ConnId, Loop};
+use crate::handshake::{self, Agreed};
+use crate::net::{self, Stream, Tcp};
+use crate::options::Options;
+use crate::protocol::{Incoming, InputBuffer, Reader, Writer, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
+use crate::shared::{Command, Shared, CLOSED, CLOSING, OPEN};
+use crate::target::{Target, TargetHost};
+use crate::tls;
+use std::ffi::CString;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// After both close frames have crossed, how long the server has to close
+/// TCP before the client does (RFC 6455 7.1.1: the server closes first).
+const TCP_CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long a failing connection tries to get its close frame out.
+const FAIL_LINGER: Duration = Duration::from_millis(500);
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads (of up to READ_CHUNK) per turn: a flooding server cannot starve
+/// the loop's other connections, nor this one's sends and close.
+const READS_PER_TURN: usize = 16;
+
+/// What the loop lends a connection while it works.
+pub struct Cx<'a> {
+    pub lp: &'a Arc<Loop>,
+    pub id: ConnId,
+    pub buffers: &'a mut Vec<Vec<u8>>,
+}
+
+/// How a connection ended; each maps to the last callbacks.
+#[derive(Debug)]
+enum End {
+    /// The closing handshake completed: the server's code and reason.
+    Clean { code: u16, reason: String },
+    /// Dropped, timed out: on_close 1006 without on_error.
+    Abnormal,
+    /// Failed: on_error with this text, then on_close 1006.
+    Failed(String),
+}
+
+pub struct Connection {
+    shared: Arc<Shared>,
+    handler: Box<dyn Handler>,
+    options: Options,
+    target: Target,
+    phase: Phase,
+    connect_deadline: Instant,
+    /// Set up before any traffic, used once TCP is connected.
+    connector: Option<native_tls::TlsConnector>,
+    /// Counts the sockets this connection opened: epoll must learn of a new
+    /// one even when it reuses the old one's fd number.
+    socket_serial: u32,
+}
+
+enum Phase {
+    /// Registered, not yet started by the loop.
+    New,
+    Resolving,
+    Connecting(Box<Connecting>),
+    Tls(Box<native_tls::MidHandshakeTlsStream<Tcp>>),
+    Upgrading(Box<Upgrading>),
+    Open(Box<Open>),
+    Done,
+}
+
+struct Connecting {
+    addrs: Vec<SocketAddr>,
+    /// The address `tcp` connects to.
+    at: usize,
+    tcp: TcpStream,
+    errors: Vec<String>,
+}
+
+struct Upgrading {
+    stream: Stream,
+    request: Vec<u8>,
+    written: usize,
+    key: String,
+    response: InputBuffer,
+}
+
+struct Open {
+    stream: Stream,
+    input: InputBuffer,
+    reader: Reader,
+    writer: Writer,
+    closing: Closing,
+    /// Input may be left where epoll cannot see it: after a capped read,
+    /// or decrypted inside OpenSSL.
+    more_input: bool,
+    /// What the last write that could not finish waits for.
+    write_wants: i16,
+    /// Send commands taken so far (see `Closing::pending`).
+    sends_taken: u64,
+    /// The connection fails once its close frame is out (or `linger`).
+    failing: Option<(String, Instant)>,
+    /// How long a failing connection tries to get its close frame out.
+    linger: Duration,
+}
+
+/// The closing handshake (RFC 6455 7.1): what each side sent and the one
+/// deadline that applies. Timers start when our close frame is on the
+/// wire, not when it is queued, so that a backlog of sends does not eat
+/// the close timeout, and "both close frames have crossed" means both.
+#[derive(Default)]
+struct Closing {
+    /// Our close frame, waiting for the sends accepted while OPEN: it goes
+    /// out once that many send commands have been taken.
+    pending: Option<(u16, String, u64)>,
+    /// Our close frame is queued behind what was sent before it.
+    queued: bool,
+    /// When our close frame's last byte was written.
+    written_at: Option<Instant>,
+    /// The server's close frame: code (1005 for none) and reason.
+    received: Option<(u16, String)>,
+    /// Set by ws_free: the close timeout runs from the request, since no
+    /// one waits for this connection and its end must be bounded.
+    bounded_from: Option<Instant>,
+}
+
+impl Closing {
+    /// The nearest of the close timeout and the wait for TCP close.
+    fn deadline(&self, close_timeout: Duration) -> Option<Instant> {
+        let close = self.written_at.or(self.bounded_from).map(|t| t + close_timeout);
+        // Both frames crossed: the server has TCP_CLOSE_WAIT to close TCP.
+        let tcp = match (self.written_at, &self.received) {
+            (Some(t), Some(_)) => Some(t + TCP_CLOSE_WAIT),
+            _ => None,
+        };
+        match (close, tcp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The connection is gone: clean exactly when the server's close frame
+    /// arrived (the closing handshake completed from our side).
+    fn ended(&self) -> End {
+        match &self.received {
+            Some((code, reason)) => End::Clean { code: *code, reason: reason.clone() },
+            None => End::Abnormal,
+        }
+    }
+}
+
+fn epoll_events(poll: i16) -> u32 {
+    let mut e = 0;
+    if poll & libc::POLLIN != 0 {
+        e |= libc::EPOLLIN as u32;
+    }
+    if poll & libc::POLLOUT != 0 {
+        e |= libc::EPOLLOUT as u32;
+    }
+    e
+}
+
+const READABLE: u32 = (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32;
+
+impl Connection {
+    pub fn new(shared: Arc<Shared>, handler: Box<dyn Handler>, target: Target, options: Options) -> Connection {
+        let connect_deadline = Instant::now() + options.connect_timeout;
+        Connection {
+            shared,
+            handler,
+            options,
+            target,
+            phase: Phase::New,
+            connect_deadline,
+            connector: None,
+            socket_serial: 0,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    /// The socket, a number that changes with each new socket, and the
+    /// epoll events wanted now.
+    pub fn interest(&self) -> Option<(RawFd, u32, u32)> {
+        let (fd, events) = match &self.phase {
+            Phase::Connecting(c) => (c.tcp.as_raw_fd(), libc::EPOLLOUT as u32),
+            Phase::Tls(mid) => (mid.get_ref().fd(), epoll_events(mid.get_ref().blocked_on())),
+            Phase::Upgrading(u) if u.written < u.request.len() => (u.stream.fd(), epoll_events(u.stream.write_wants())),
+            Phase::Upgrading(u) => (u.stream.fd(), libc::EPOLLIN as u32),
+            Phase::Open(o) => {
+                let write = if o.writer.is_empty() { 0 } else { epoll_events(o.write_wants) };
+                // A failing connection reads nothing more.
+                let read = if o.failing.is_some() { 0 } else { libc::EPOLLIN as u32 };
+                (o.stream.fd(), read | write)
+            }
+            Phase::New | Phase::Resolving | Phase::Done => return None,
+        };
+        Some((fd, self.socket_serial, events))
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::New | Phase::Done => None,
+            Phase::Resolving | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_) => {
+                Some(self.connect_deadline)
+            }
+            Phase::Open(o) => {
+                let closing = o.closing.deadline(self.options.close_timeout);
+                match (closing, o.failing.as_ref().map(|f| f.1)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+        }
+    }
+
+    /// Work is left that epoll will not report.
+    pub fn wants_turn(&self) -> bool {
+        matches!(&self.phase, Phase::Open(o) if o.more_input && o.failing.is_none())
+    }
+
+    // ----- events from the loop -----
+
+    pub fn start(&mut self, cx: &mut Cx) {
+        let r = self.begin(cx);
+        self.settle(r, cx);
+    }
+
+    pub fn resolved(&mut self, result: io::Result<Vec<SocketAddr>>, cx: &mut Cx) {
+        if !matches!(self.phase, Phase::Resolving) {
+            return;
+        }
+        let host = self.target.host_name();
+        let r = match result {
+            Ok(addrs) if !addrs.is_empty() => self.connect_from(addrs, 0, Vec::new()),
+            Ok(_) => Err(End::Failed(format!("cannot resolve host {host}: no addresses"))),
+            Err(e) => Err(End::Failed(format!("cannot resolve host {host}: {}", crate::error::os_text(&e)))),
+        };
+        self.settle(r, cx);
+    }
+
+    pub fn ready(&mut self, events: u32, cx: &mut Cx) {
+        let r = match &mut self.phase {
+            Phase::Connecting(_) if events != 0 => self.connect_done(),
+            Phase::Tls(_) if events != 0 => self.tls_step(None),
+            Phase::Upgrading(_) if events != 0 => self.upgrade_step(),
+            Phase::Open(_) => self.open_ready(events, cx),
+            _ => Ok(()),
+        };
+        self.settle(r, cx);
+    }
+
+    pub fn timer(&mut self, now: Instant, cx: &mut Cx) {
+        let r = match &mut self.phase {
+            Phase::Resolving | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_) => {
+                if now >= self.connect_deadline {
+                    Err(End::Failed(format!(
+                        "connect timeout: {} did not finish within {} ms",
+                        self.connecting_step(),
+                        self.options.connect_timeout.as_millis()
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+            Phase::Open(o) => match &o.failing {
+                Some((_, until)) if now >= *until => Err(self.give_up_failing()),
+                _ => match o.closing.deadline(self.options.close_timeout) {
+                    Some(d) if now >= d => Err(o.closing.ended()),
+                    _ => Ok(()),
+                },
+            },
+            _ => Ok(()),
+        };
+        self.settle(r, cx);
+    }
+
+    /// An API call. Data is only queued here; the loop calls `flush` once
+    /// it has taken the commands at hand, so that many sends share writes.
+    pub fn command(&mut self, cmd: Command) {
+        let r = match (&mut self.phase, cmd) {
+            (Phase::Open(o), Command::Send { buf, text }) => {
+                o.sends_taken += 1;
+                // After our close frame no data frame may follow (RFC 6455
+                // 5.5.1); such a send returned while CLOSING and stays counted.
+                // Sends accepted before a failure still go out before its
+                // close frame (Autobahn 4.1.3: an echo sent from on_message).
+                if !o.closing.queued {
+                    o.writer.push_data(buf, text);
+                }
+                o.queue_close_when_due();
+                Ok(())
+            }
+            (Phase::Open(o), Command::Close { code, reason }) => {
+                // ws_close changed the state before queueing this, behind
+                // every send it accepted: the close frame goes next.
+                let taken = o.sends_taken;
+                o.request_close(code, reason, taken);
+                Ok(())
+            }
+            (Phase::Open(o), Command::Free { release }) => {
+                // No callback runs now: the handle's memory may go.
+                drop(release);
+                let accepted = self.shared.transition_counting(Some(OPEN), CLOSING);
+                let due = accepted.unwrap_or(o.sends_taken);
+                o.request_close(CLOSE_GOING_AWAY, String::new(), due);
+                o.closing.bounded_from.get_or_insert_with(Instant::now);
+                Ok(())
+            }
+            (Phase::Done, _) => Ok(()),
+            // While connecting: close() and free fail the connection now
+            // (a Free's `release` drops here: no callback runs now).
+            // send() refuses while CONNECTING, so none can be queued.
+            (_, Command::Close { .. } | Command::Free { .. }) => Err(End::Failed(closed_before_open())),
+            (_, Command::Send { .. }) => Ok(()),
+        };
+        if let Err(end) = r {
+            self.finish(end);
+        }
+    }
+
+    /// Writes what is queued, after commands were taken.
+    pub fn flush(&mut self, cx: &mut Cx) {
+        let r = match &mut self.phase {
+            Phase::Open(_) => self.write_and_check(),
+            _ => Ok(()),
+        };
+        self.settle(r, cx);
+    }
+
+    fn settle(&mut self, r: Result<(), End>, _cx: &mut Cx) {
+        if let Err(end) = r {
+            self.finish(end);
+        }
+    }
+
+    // ----- CONNECTING -----
+
+    fn begin(&mut self, cx: &mut Cx) -> Result<(), End> {
+        // Set up TLS first: a bad setting fails before any traffic.
+        if self.target.secure {
+            self.connector = Some(tls::connector(&self.options.tls).map_err(End::Failed)?);
+        }
+        match &self.target.host {
+            TargetHost::Ip(ip) => self.connect_from(vec![SocketAddr::new(*ip, self.target.port)], 0, Vec::new()),
+            TargetHost::Domain(name) => {
+                // getaddrinfo cannot be interrupted: a resolver thread runs
+                // it, so that close() and free during DNS stay prompt.
+                crate::resolver::lookup(name.clone(), self.target.port, cx.lp.clone(), cx.id).map_err(|e| {
+                    End::Failed(format!("cannot start a resolver thread: {}", crate::error::os_text(&e)))
+                })?;
+                self.phase = Phase::Resolving;
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts a non-blocking connect to `addrs[at]` or, failing at once,
+    /// to the next address.
+    fn connect_from(&mut self, addrs: Vec<SocketAddr>, mut at: usize, mut errors: Vec<String>) -> Result<(), End> {
+        while at < addrs.len() {
+            match net::start_connect(&addrs[at], self.options.send_buffer_size) {
+                Ok(tcp) => {
+                    self.socket_serial = self.socket_serial.wrapping_add(1);
+                    self.phase = Phase::Connecting(Box::new(Connecting { addrs, at, tcp, errors }));
+                    return Ok(());
+                }
+                Err(e) => errors.push(describe_attempt(&addrs, at, &e)),
+            }
+            at += 1;
+        }
+        Err(self.connect_failed(&errors))
+    }
+
+    fn connect_failed(&self, errors: &[String]) -> End {
+        End::Failed(format!(
+            "connect to {} port {} failed: {}",
+            self.target.host_name(),
+            self.target.port,
+            errors.join("; ")
+        ))
+    }
+
+    fn connect_done(&mut self) -> Result<(), End> {
+        let Phase::Connecting(c) = std::mem::replace(&mut self.phase, Phase::New) else { return Ok(()) };
+        let Connecting { addrs, at, tcp, mut errors } = *c;
+        match net::finish_connect(&tcp) {
+            Ok(()) => match self.connector.take() {
+                Some(connector) => {
+                    let step = tls::start(&connector, &self.target.host_name(), tcp).map_err(End::Failed)?;
+                    self.tls_step(Some(step))
+                }
+                None => self.start_upgrade(Stream::Plain(tcp)),
+            },
+            // Not connected yet (poll woke for another reason): wait on.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                self.phase = Phase::Connecting(Box::new(Connecting { addrs, at, tcp, errors }));
+                Ok(())
+            }
+            Err(e) => {
+                errors.push(describe_attempt(&addrs, at, &e));
+                drop(tcp);
+                self.connect_from(addrs, at + 1, errors)
+            }
+        }
+    }
+
+    fn tls_step(&mut self, first: Option<tls::Step>) -> Result<(), End> {
+        let step = match first {
+            Some(step) => step,
+            None => {
+                let Phase::Tls(mid) = std::mem::replace(&mut self.phase, Phase::New) else { return Ok(()) };
+                tls::resume(*mid).map_err(End::Failed)?
+            }
+        };
+        match step {
+            tls::Step::Done(stream) => self.start_upgrade(Stream::tls(stream)),
+            // Usually the server's records; but a client certificate chain
+            // can be larger than the free send buffer (see `interest`).
+            tls::Step::Again(mid) => {
+                self.phase = Phase::Tls(Box::new(mid));
+                Ok(())
+            }
+        }
+    }
+
+    fn start_upgrade(&mut self, stream: Stream) -> Result<(), End> {
+        let (request, key) = handshake::request(&self.target, &self.options);
+        self.phase = Phase::Upgrading(Box::new(Upgrading {
+            stream,
+            request,
+            written: 0,
+            key,
+            response: InputBuffer::default(),
+        }));
+        self.upgrade_step()
+    }
+
+    fn upgrade_step(&mut self) -> Result<(), End> {
+        let Phase::Upgrading(u) = &mut self.phase else { return Ok(()) };
+        let lost =
+            |e: io::Error| End::Failed(format!("connection lost during the handshake: {}", crate::error::os_text(&e)));
+        while u.written < u.request.len() {
+            match u.stream.write(&u.request[u.written..]) {
+                Ok(0) => return Err(End::Failed("connection lost during the handshake".into())),
+                Ok(n) => u.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(lost(e)),
+            }
+        }
+        loop {
+            let spare = u.response.spare(4096);
+            match u.stream.read(spare) {
+                Ok(0) => return Err(End::Failed("server closed the connection during the handshake".into())),
+                Ok(n) => {
+                    u.response.commit(n);
+                    let head = u.response.pending();
+                    match handshake::parse_response(head, &u.key, &self.target.protocols) {
+                        Ok(Some(agreed)) => {
+                            let tail = head[agreed.head_len..].to_vec();
+                            let Phase::Upgrading(u) = std::mem::replace(&mut self.phase, Phase::New) else {
+                                unreachable!("matched above");
+                            };
+                            return self.open(u.stream, tail, agreed);
+                        }
+                        Ok(None) => {}
+                        Err(message) => return Err(End::Failed(message)),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    u.response.commit(0);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => u.response.commit(0),
+                Err(e) => return Err(lost(e)),
+            }
+        }
+    }
+
+    /// What the connect timeout interrupted, for its message.
+    fn connecting_step(&self) -> String {
+        match &self.phase {
+            Phase::Resolving => format!("resolving {}", self.target.host_name()),
+            Phase::Connecting(c) => format!("TCP connect to {}", c.addrs[c.at]),
+            Phase::Tls(_) => "the TLS handshake".into(),
+            _ => "the WebSocket handshake".into(),
+        }
+    }
+
+    // ----- OPEN and CLOSING -----
+
+    fn open(&mut self, stream: Stream, tail: Vec<u8>, agreed: Agreed) -> Result<(), End> {
+        let _ = self.shared.protocol.set(c_string(agreed.protocol));
+        let _ = self.shared.extensions.set(c_string(agreed.extensions));
+        let handler = &mut self.handler;
+        if !self.shared.open(|| handler.on_open()) {
+            // ws_close() won the race against the last handshake bytes.
+            return Err(End::Failed(closed_before_open()));
+        }
+        let mut open = Box::new(Open {
+            stream,
+            input: InputBuffer::from_tail(tail),
+            reader: Reader::new(self.options.max_message_size),
+            writer: Writer::default(),
+            closing: Closing::default(),
+            // The upgrade read the 101 out of a TLS record that may hold
+            // frames too, now inside OpenSSL where epoll cannot see them.
+            more_input: true,
+            write_wants: libc::POLLOUT,
+            sends_taken: 0,
+            failing: None,
+            linger: FAIL_LINGER.min(self.options.close_timeout),
+        });
+        // Frames that arrived in the same packets as the 101 response.
+        let r = process_input(&self.shared, &mut *self.handler, &mut open);
+        self.phase = Phase::Open(open);
+        r
+    }
+
+    fn open_ready(&mut self, events: u32, cx: &mut Cx) -> Result<(), End> {
+        let Phase::Open(o) = &mut self.phase else { return Ok(()) };
+        if o.failing.is_some() {
+            if events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                return Err(self.give_up_failing());
+            }
+            return self.write_and_check();
+        }
+        if o.more_input || events & READABLE != 0 {
+            o.more_input = !read_socket(&self.shared, &mut *self.handler, o, cx.buffers)?;
+        }
+        self.write_and_check()
+    }
+
+    /// Writes what the socket takes; a failing connection ends once its
+    /// close frame is out.
+    fn write_and_check(&mut self) -> Result<(), End> {
+        let Phase::Open(o) = &mut self.phase else { return Ok(()) };
+        if let Err(e) = write_out(&self.shared, o) {
+            if o.failing.is_some() {
+                return Err(self.give_up_failing());
+            }
+            // The peer is gone; what it sent before may still say how.
+            let _ = e;
+            let mut scratch = Vec::new();
+            read_socket(&self.shared, &mut *self.handler, o, &mut scratch)?;
+            return Err(o.closing.ended());
+        }
+        if o.failing.is_some() && o.writer.is_empty() && o.closing.queued {
+            return Err(self.give_up_failing());
+        }
+        // A failing TLS connection whose write needs a read cannot progress
+        // (it reads nothing more): stop rather than wait for the linger.
+        if o.failing.is_some() && !o.writer.is_empty() && o.write_wants != libc::POLLOUT {
+            return Err(self.give_up_failing());
+        }
+        Ok(())
+    }
+
+    /// Ends a failing connection: FIN after what was written, a last read
+    /// so that unread input does not turn close(2) into a reset that could
+    /// destroy the close frame in flight.
+    fn give_up_failing(&mut self) -> End {
+        let Phase::Open(o) = &mut self.phase else { return End::Abnormal };
+        o.stream.shutdown_write();
+        let mut scratch = [0u8; 4096];
+        for _ in 0..256 {
+            match o.stream.read(&mut scratch) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        match o.failing.take() {
+            Some((message, _)) => End::Failed(message),
+            None => End::Abnormal,
+        }
+    }
+
+    fn finish(&mut self, end: End) {
+        self.shared.transition(None, CLOSED);
+        // The socket closes before on_close runs.
+        self.phase = Phase::Done;
+        self.connector = None;
+        let handler = &mut self.handler;
+        let shared = &self.shared;
+        let mut emit = |f: &mut dyn FnMut(&mut dyn Handler)| shared.run_callback(|_| true, || f(&mut **handler));
+        match end {
+            End::Clean { code, reason } => {
+                let reason = c_string(reason);
+                emit(&mut |h| h.on_close(code, &reason, true));
+            }
+            End::Abnormal => emit(&mut |h| h.on_close(CLOSE_ABNORMAL, c"", false)),
+            End::Failed(message) => {
+                let message = c_string(message);
+                emit(&mut |h| h.on_error(&message));
+                emit(&mut |h| h.on_close(CLOSE_ABNORMAL, c"", false));
+            }
+        }
+    }
+}
+
+impl Open {
+    /// Asks for our close frame; it is queued once the sends accepted
+    /// before it (`due` send commands) have been taken.
+    fn request_close(&mut self, code: u16, reason: String, due: u64) {
+        if self.closing.pending.is_none() && !self.closing.queued {
+            self.closing.pending = Some((code, reason, due));
+            self.queue_close_when_due();
+        }
+    }
+
+    fn queue_close_when_due(&mut self) {
+        if let Some((code, reason, due)) = self.closing.pending.take() {
+            if self.sends_taken >= due {
+                self.writer.push_close(code, &reason);
+                self.closing.queued = true;
+            } else {
+                self.closing.pending = Some((code, reason, due));
+            }
+        }
+    }
+
+    /// Fails the connection (RFC 6455 7.1.7): our close frame with `code`
+    /// if none was sent yet, after the messages accepted while OPEN (an
+    /// echo sent from on_message, say); then TCP is closed.
+    fn fail(&mut self, shared: &Shared, code: u16, message: String) {
+        let accepted = shared.transition_counting(None, CLOSING).unwrap_or(self.sends_taken);
+        self.request_close(code, String::new(), accepted);
+        self.failing = Some((message, Instant::now() + self.linger));
+    }
+}
+
+/// Writes what the socket takes now; bufferedAmount drops by each data
+/// frame's size once its last byte is written, and the closing handshake's
+/// timers start once our close frame is.
+fn write_out(shared: &Shared, o: &mut Open) -> io::Result<()> {
+    let r = o.writer.write_to(&mut o.stream, |n, buf| {
+        shared.buffered.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+        shared.recycle(buf);
+    });
+    if !o.writer.is_empty() {
+        // Plain TCP waits for room to write; TLS for what OpenSSL's last
+        // write lacked (a read, during renegotiation).
+        o.write_wants = o.stream.write_wants();
+    }
+    if o.closing.written_at.is_none() && o.writer.close_written() {
+        o.closing.written_at = Some(Instant::now());
+    }
+    r.map(|_| ())
+}
+
+/// Reads until the socket would block (true) or READS_PER_TURN reads were
+/// made (false), handling frames as they arrive. The read buffer comes
+/// from the loop's pool and goes back once it holds nothing.
+fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &mut Vec<Vec<u8>>) -> Result<bool, End> {
+    if o.input.is_empty() {
+        o.input.provide(take_buffer(pool));
+    }
+    let mut result = Ok(false);
+    for _ in 0..READS_PER_TURN {
+        let spare = o.input.spare(READ_CHUNK);
+        match o.stream.read(spare) {
+            Ok(0) => {
+                result = Err(o.closing.ended());
+                break;
+            }
+            Ok(n) => {
+                o.input.commit(n);
+                if let Err(end) = process_input(shared, handler, o) {
+                    result = Err(end);
+                    break;
+                }
+                if o.failing.is_some() {
+                    result = Ok(true);
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                result = Ok(true);
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A reset without a close frame: 1006, no on_error (as browsers).
+            Err(_) => {
+                result = Err(o.closing.ended());
+                break;
+            }
+        }
+    }
+    if let Some(buf) = o.input.release() {
+        give_buffer(pool, buf);
+    }
+    result
+}
+
+fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Result<(), End> {
+    loop {
+        if o.failing.is_some() {
+            return Ok(());
+        }
+        let incoming = match o.reader.next(&mut o.input) {
+            Ok(Some(incoming)) => incoming,
+            Ok(None) => return Ok(()),
+            Err(v) => {
+                // Our close frame may be queued already (an echo): then it
+                // is the one that goes out before TCP is closed.
+                o.fail(shared, v.code, v.message);
+                return Ok(());
+            }
+        };
+        match incoming {
+            Incoming::Message { text } => {
+                // WHATWG: a message received while not OPEN is dropped; the
+                // check and the callback are one step against a ws_close
+                // from another thread.
+                let data = o.reader.message();
+                shared.run_callback(|state| state == OPEN, || handler.on_message(data, text));
+            }
+            Incoming::Ping(payload) => {
+                // RFC 6455 5.5.3: only the most recent ping needs an answer,
+                // so a ping flood queues one pong, not one each.
+                if !o.closing.queued && o.closing.pending.is_none() {
+                    o.writer.push_pong(&payload);
+                }
+            }
+            Incoming::Pong => {}
+            // A second close frame: the handshake is already done.
+            Incoming::Close { .. } if o.closing.received.is_some() => {}
+            Incoming::Close { code, reason } => {
+                o.closing.received = Some((code, reason.clone()));
+                // Echo the code (RFC 6455 5.5.1), after the sends accepted
+                // while OPEN; a close() racing this one goes out instead.
+                if let Some(accepted) = shared.transition_counting(Some(OPEN), CLOSING) {
+                    let echo = if code == CLOSE_NO_STATUS { 0 } else { code };
+                    o.request_close(echo, reason, accepted);
+                }
+            }
+        }
+    }
+}
+
+fn describe_attempt(addrs: &[SocketAddr], at: usize, e: &io::Error) -> String {
+    let text = crate::error::os_text(e);
+    if addrs.len() == 1 {
+        text
+    } else {
+        format!("{}: {text}", addrs[at].ip())
+    }
+}
+
+fn closed_before_open() -> String {
+    "WebSocket is closed before the connection is established".into()
+}
+
+/// Text for C: cut at the first NUL, which a C string cannot hold.
+fn c_string(s: String) -> CString {
+    CString::new(s).unwrap_or_else(|e| {
+        let end = e.nul_position();
+        let mut bytes = e.into_vec();
+        bytes.truncate(end);
+        CString::new(bytes).unwrap_or_default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_string_cuts_at_nul() {
+        assert_eq!(c_string("ab\0cd".into()).as_bytes(), b"ab");
+        assert_eq!(c_string("abc".into()).as_bytes(), b"abc");
+    }
+
+    #[test]
+    fn closing_deadlines_start_on_the_wire() {
+        let t = Instant::now();
+        let timeout = Duration::from_secs(5);
+        let mut c = Closing { queued: true, ..Closing::default() };
+        assert_eq!(c.deadline(timeout), None, "queued is not written");
+        c.received = Some((1000, String::new()));
+        assert_eq!(c.deadline(timeout), None, "not crossed until ours is written");
+        c.written_at = Some(t);
+        assert_eq!(c.deadline(timeout), Some(t + TCP_CLOSE_WAIT));
+        assert!(matches!(c.ended(), End::Clean { code: 1000, .. }));
+        let freed = Closing { bounded_from: Some(t), ..Closing::default() };
+        assert_eq!(freed.deadline(timeout), Some(t + timeout), "a freed handle's close is bounded from the request");
+        assert!(matches!(freed.ended(), End::Abnormal));
+    }
+}

@@ -1,0 +1,570 @@
+//! The event loop: one epoll instance, one wake-up, one timer heap, and the
+//! connections it drives. A connection lives on exactly one loop; a loop is
+//! run by one thread at a time: a library thread (the private loop of a
+//! handle created without one, or `ws_loop_start`), or the application,
+//! turn by turn (`ws_loop_run`).
+//!
+//! Other threads reach a loop through its command queue and its wake-up
+//! (an eventfd registered in the epoll set, written only when the loop may
+//! be asleep). Commands and timers name a connection by slot and
+//! generation, so a late one for a connection that has gone never reaches
+//! the connection that reuses its slot.
+
+use crate::connection::{Connection, Cx};
+use crate::shared::{current_thread_tag, spawn_quiet, Command, Waker};
+use crossbeam_channel::{Receiver, Sender};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A connection's name on its loop: slot index and generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnId {
+    index: u32,
+    generation: u32,
+}
+
+impl ConnId {
+    fn token(self) -> u64 {
+        (u64::from(self.index) << 32) | u64::from(self.generation)
+    }
+
+    fn from_token(token: u64) -> ConnId {
+        ConnId { index: (token >> 32) as u32, generation: token as u32 }
+    }
+}
+
+/// The epoll token of the wake-up fd (no connection has it: slot indexes
+/// stay far below u32::MAX).
+const WAKE_TOKEN: u64 = u64::MAX;
+/// Commands taken before the loop turns to I/O, so that a thread sending
+/// faster than the socket drains cannot starve reads, timers and closes.
+const COMMANDS_PER_TURN: usize = 4096;
+/// epoll events taken per wait.
+const EVENTS_PER_WAIT: usize = 256;
+/// Read buffers kept for reuse; an idle connection holds none.
+const POOLED_BUFFERS: usize = 8;
+
+/// Work for a loop from other threads (and from its own callbacks).
+pub enum LoopCommand {
+    /// A new connection: the loop starts it (resolve or connect) at once.
+    Register(ConnId, Box<Connection>),
+    /// An API call on a connection.
+    Conn(ConnId, Command),
+    /// A name lookup finished.
+    Resolved(ConnId, io::Result<Vec<SocketAddr>>),
+}
+
+/// Slot indexes and generations, handed out by any thread (`ws_new`) and
+/// returned by the loop when a connection is gone.
+#[derive(Default)]
+struct Ids {
+    generations: Vec<u32>,
+    free: Vec<u32>,
+}
+
+/// The part of a loop that any thread may use.
+pub struct Loop {
+    epoll: OwnedFd,
+    waker: Waker,
+    queue: (Sender<LoopCommand>, Receiver<LoopCommand>),
+    ids: Mutex<Ids>,
+    /// Held by whoever runs the loop; `ws_loop_run` only tries it.
+    core: Mutex<Core>,
+    /// The tag of the thread that runs the loop (or ran it last): commands
+    /// from it need no wake-up.
+    runner: AtomicU64,
+    /// A library thread runs the loop or is about to.
+    thread_active: AtomicBool,
+    /// The loop belongs to the library: a handle's private loop, or one the
+    /// application started or freed. A library thread runs it while it has
+    /// work, and ends when no connection is left.
+    library_driven: AtomicBool,
+    /// `ws_loop_start` was called (a second call is refused).
+    started: AtomicBool,
+    /// Only a private loop's thread ends with its last connection; a
+    /// started loop's thread waits for more until the loop is freed.
+    private: bool,
+    released: AtomicBool,
+}
+
+/// The part of a loop that only its runner touches.
+pub struct Core {
+    slots: Vec<Slot>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Connections that need a turn without waiting for epoll (input left
+    /// in OpenSSL's buffer, or a read budget used up).
+    ready: Vec<u64>,
+    /// Connections whose output grew while commands were taken.
+    dirty: Vec<u64>,
+    events: Vec<libc::epoll_event>,
+    buffers: Vec<Vec<u8>>,
+    live: usize,
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: u32,
+    conn: Option<Box<Connection>>,
+    /// What epoll watches for this slot: (socket serial, events).
+    registered: Option<(u32, u32)>,
+    /// The deadline last pushed on the timer heap.
+    armed: Option<Instant>,
+}
+
+impl Loop {
+    pub fn new(private: bool) -> io::Result<Arc<Loop>> {
+        // SAFETY: epoll_create1 takes no pointers; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let waker = Waker::new()?;
+        epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, waker.fd(), libc::EPOLLIN as u32, WAKE_TOKEN)?;
+        Ok(Arc::new(Loop {
+            epoll,
+            waker,
+            queue: crossbeam_channel::unbounded(),
+            ids: Mutex::new(Ids::default()),
+            core: Mutex::new(Core {
+                slots: Vec::new(),
+                timers: BinaryHeap::new(),
+                ready: Vec::new(),
+                dirty: Vec::new(),
+                events: Vec::new(),
+                buffers: Vec::new(),
+                live: 0,
+            }),
+            runner: AtomicU64::new(0),
+            thread_active: AtomicBool::new(false),
+            library_driven: AtomicBool::new(private),
+            started: AtomicBool::new(false),
+            private,
+            released: AtomicBool::new(private),
+        }))
+    }
+
+    /// The fd an application polls: readable when `run` has I/O to do.
+    pub fn fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    fn on_loop_thread(&self) -> bool {
+        self.runner.load(Ordering::SeqCst) == current_thread_tag()
+    }
+
+    /// Queues a command; wakes the loop unless this thread runs it.
+    pub fn post(&self, cmd: LoopCommand) {
+        // The receiver lives in `self`: sending cannot fail.
+        let _ = self.queue.0.send(cmd);
+        if !self.on_loop_thread() {
+            self.waker.wake();
+        }
+    }
+
+    /// From a thread that is not the loop's (the resolver): always wakes.
+    pub fn post_from_outside(&self, cmd: LoopCommand) {
+        let _ = self.queue.0.send(cmd);
+        self.waker.wake();
+    }
+
+    /// A slot for a new connection; `register` it next.
+    pub fn allocate(&self) -> ConnId {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        match ids.free.pop() {
+            Some(index) => ConnId { index, generation: ids.generations[index as usize] },
+            None => {
+                ids.generations.push(0);
+                ConnId { index: (ids.generations.len() - 1) as u32, generation: 0 }
+            }
+        }
+    }
+
+    fn release_id(&self, id: ConnId) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = &mut ids.generations[id.index as usize];
+        *generation = generation.wrapping_add(1);
+        ids.free.push(id.index);
+    }
+
+    /// Hands a new connection to the loop and makes sure something runs it.
+    pub fn register(self: &Arc<Self>, id: ConnId, conn: Box<Connection>) -> io::Result<()> {
+        self.post(LoopCommand::Register(id, conn));
+        self.ensure_thread()
+    }
+
+    /// `ws_loop_start`: a library thread runs the loop from now on. False
+    /// when it was started before.
+    pub fn start(self: &Arc<Self>) -> io::Result<bool> {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return Ok(false);
+        }
+        self.library_driven.store(true, Ordering::SeqCst);
+        self.ensure_thread()?;
+        Ok(true)
+    }
+
+    /// `ws_loop_free`: the application lets go. The loop lives on while
+    /// connections use it, run by a library thread, which ends with the
+    /// last of them.
+    pub fn release(self: &Arc<Self>) {
+        self.released.store(true, Ordering::SeqCst);
+        self.library_driven.store(true, Ordering::SeqCst);
+        // Wake a thread that waits for work, so that it can end; or start
+        // one for connections an application loop left behind.
+        self.waker.wake();
+        let _ = self.ensure_thread();
+    }
+
+    pub fn is_library_driven(&self) -> bool {
+        self.library_driven.load(Ordering::SeqCst)
+    }
+
+    fn ensure_thread(self: &Arc<Self>) -> io::Result<()> {
+        if !self.is_library_driven() || self.thread_active.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let lp = self.clone();
+        spawn_quiet("libws-io", move || lp.thread_main()).inspect_err(|_| {
+            self.thread_active.store(false, Ordering::SeqCst);
+        })
+    }
+
+    fn thread_main(self: Arc<Self>) {
+        loop {
+            {
+                // Blocks while an application's ws_loop_run still runs a
+                // loop that was freed meanwhile.
+                let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+                self.runner.store(current_thread_tag(), Ordering::SeqCst);
+                while !self.may_end(&core) {
+                    let _ = core.turn(&self, None);
+                }
+                self.runner.store(0, Ordering::SeqCst);
+            }
+            self.thread_active.store(false, Ordering::SeqCst);
+            // A connection registered after the last check: run on, unless
+            // another thread took over meanwhile.
+            if self.queue.1.is_empty() || self.thread_active.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+
+    /// A library thread ends when no connection is left on a private loop,
+    /// or on a loop the application has freed.
+    fn may_end(&self, core: &Core) -> bool {
+        let idle = core.live == 0 && self.queue.1.is_empty();
+        idle && (self.private || self.released.load(Ordering::SeqCst))
+    }
+
+    /// `ws_loop_run`: one turn on the calling thread, waiting up to
+    /// `timeout` for work (None: until there is some). Err(()) when another
+    /// thread runs the loop, or when called from inside one of its
+    /// callbacks. Ok: the connections left on the loop.
+    pub fn run_once(self: &Arc<Self>, timeout: Option<Duration>) -> Result<usize, RunError> {
+        if self.is_library_driven() {
+            return Err(RunError::LibraryDriven);
+        }
+        let mut core = self.try_core().ok_or(RunError::Busy)?;
+        self.runner.store(current_thread_tag(), Ordering::SeqCst);
+        core.turn(self, timeout).map_err(RunError::Os)?;
+        Ok(core.live)
+    }
+
+    fn try_core(&self) -> Option<MutexGuard<'_, Core>> {
+        match self.core.try_lock() {
+            Ok(core) => Some(core),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// How long an application may wait before the next `run`: 0 when
+    /// work is queued, the next timer, or None (no timer: wait for the fd).
+    pub fn timeout(&self) -> Option<Duration> {
+        if !self.queue.1.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut core = self.try_core()?;
+        if !core.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        core.next_deadline().map(|d| d.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// Why `run_once` refused.
+#[derive(Debug)]
+pub enum RunError {
+    /// Another thread runs the loop now, or this thread is inside one of
+    /// its callbacks.
+    Busy,
+    /// A library thread runs the loop (`ws_loop_start` or `ws_loop_free`).
+    LibraryDriven,
+    Os(io::Error),
+}
+
+impl Core {
+    /// One turn: commands, then waiting for I/O or the next timer, then
+    /// the ready sockets, timers, and connections with work left.
+    fn turn(&mut self, lp: &Arc<Loop>, timeout: Option<Duration>) -> io::Result<()> {
+        let more_commands = !self.take_commands(lp);
+        if lp.may_end(self) {
+            // A library thread's last turn: nothing is left to wait for.
+            return Ok(());
+        }
+        let now = Instant::now();
+        let wait = if more_commands || !self.ready.is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            let timer = self.next_deadline().map(|d| d.saturating_duration_since(now));
+            match (timer, timeout) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        let n = self.wait(lp, wait)?;
+        for i in 0..n {
+            let event = self.events[i];
+            let (token, bits) = (event.u64, event.events);
+            if token == WAKE_TOKEN {
+                lp.waker.reset();
+                continue;
+            }
+            self.with_conn(lp, token, |conn, cx| conn.ready(bits, cx));
+            // Sends made from the callbacks go out in this turn.
+            self.take_commands(lp);
+        }
+        self.fire_timers(lp);
+        for token in std::mem::take(&mut self.ready) {
+            self.with_conn(lp, token, |conn, cx| conn.ready(0, cx));
+            self.take_commands(lp);
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, lp: &Loop, wait: Option<Duration>) -> io::Result<usize> {
+        let timeout = match wait {
+            None => -1,
+            // Round up, so that a wake-up just before a deadline does not spin.
+            Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
+        };
+        self.events.resize(EVENTS_PER_WAIT, libc::epoll_event { events: 0, u64: 0 });
+        // SAFETY: `events` holds EVENTS_PER_WAIT initialised entries.
+        let n = unsafe { libc::epoll_wait(lp.fd(), self.events.as_mut_ptr(), EVENTS_PER_WAIT as libc::c_int, timeout) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return if err.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(err) };
+        }
+        Ok(n as usize)
+    }
+
+    /// The nearest live timer. Timers are deleted lazily: entries that were
+    /// re-armed, or whose connection has gone, are dropped here as they
+    /// surface, so that they never cut a wait short.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, token))) = self.timers.peek().copied() {
+            let id = ConnId::from_token(token);
+            let live = self
+                .slots
+                .get(id.index as usize)
+                .is_some_and(|slot| slot.generation == id.generation && slot.armed == Some(at));
+            if live {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Takes queued commands (at most COMMANDS_PER_TURN), then writes what
+    /// they queued. True when the queue was emptied.
+    fn take_commands(&mut self, lp: &Arc<Loop>) -> bool {
+        for _ in 0..COMMANDS_PER_TURN {
+            let Ok(cmd) = lp.queue.1.try_recv() else { break };
+            match cmd {
+                LoopCommand::Register(id, conn) => {
+                    let index = id.index as usize;
+                    if self.slots.len() <= index {
+                        self.slots.resize_with(index + 1, Slot::default);
+                    }
+                    self.slots[index] =
+                        Slot { generation: id.generation, conn: Some(conn), registered: None, armed: None };
+                    self.live += 1;
+                    self.with_conn(lp, id.token(), |conn, cx| conn.start(cx));
+                }
+                // A command for a connection that has gone is dropped (with
+                // a freed handle's memory: no callback of it can run now).
+                LoopCommand::Conn(id, cmd) => {
+                    if let Some(conn) = self.conn_mut(id) {
+                        conn.command(cmd);
+                        if !self.dirty.contains(&id.token()) {
+                            self.dirty.push(id.token());
+                        }
+                    }
+                }
+                LoopCommand::Resolved(id, result) => {
+                    self.with_conn(lp, id.token(), |conn, cx| conn.resolved(result, cx));
+                }
+            }
+        }
+        for token in std::mem::take(&mut self.dirty) {
+            self.with_conn(lp, token, |conn, cx| conn.flush(cx));
+        }
+        lp.queue.1.is_empty()
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        let slot = self.slots.get_mut(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        slot.conn.as_deref_mut()
+    }
+
+    fn fire_timers(&mut self, lp: &Arc<Loop>) {
+        let now = Instant::now();
+        while let Some(Reverse((at, token))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let id = ConnId::from_token(token);
+            // Lazy deletion: a timer that was re-armed or whose connection
+            // has gone is skipped.
+            let Some(slot) = self.slots.get_mut(id.index as usize) else { continue };
+            if slot.generation != id.generation || slot.armed != Some(at) {
+                continue;
+            }
+            slot.armed = None;
+            self.with_conn(lp, token, |conn, cx| conn.timer(now, cx));
+        }
+    }
+
+    /// Runs `f` on a live connection, then brings epoll, the timer heap
+    /// and the ready list up to date with it, and removes it once done.
+    fn with_conn(&mut self, lp: &Arc<Loop>, token: u64, f: impl FnOnce(&mut Connection, &mut Cx)) {
+        let id = ConnId::from_token(token);
+        let Some(slot) = self.slots.get_mut(id.index as usize) else { return };
+        if slot.generation != id.generation {
+            return;
+        }
+        let Some(conn) = slot.conn.as_deref_mut() else { return };
+        let mut cx = Cx { lp, id, buffers: &mut self.buffers };
+        f(conn, &mut cx);
+        if conn.is_done() {
+            // Dropping the connection closes its socket, which leaves the
+            // epoll set with it.
+            slot.conn = None;
+            slot.registered = None;
+            slot.armed = None;
+            self.live -= 1;
+            lp.release_id(id);
+            return;
+        }
+        if let Some((fd, serial, events)) = conn.interest() {
+            if slot.registered != Some((serial, events)) {
+                let fresh = slot.registered.is_none_or(|(s, _)| s != serial);
+                let op = if fresh { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_MOD };
+                let done = epoll_ctl(lp.fd(), op, fd, events, token).or_else(|e| {
+                    // A reused fd number, or one epoll dropped on close.
+                    let retry =
+                        if e.raw_os_error() == Some(libc::EEXIST) { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
+                    epoll_ctl(lp.fd(), retry, fd, events, token)
+                });
+                slot.registered = done.ok().map(|_| (serial, events));
+            }
+        }
+        let deadline = conn.deadline();
+        if deadline != slot.armed {
+            slot.armed = deadline;
+            if let Some(at) = deadline {
+                self.timers.push(Reverse((at, token)));
+            }
+        }
+        if conn.wants_turn() && !self.ready.contains(&token) {
+            self.ready.push(token);
+        }
+    }
+}
+
+fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: token };
+    // SAFETY: `event` is a live epoll_event for the duration of the call.
+    if unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A read buffer from the loop's pool (or a new one).
+pub fn take_buffer(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    pool.pop().unwrap_or_default()
+}
+
+/// Gives a read buffer back to the pool when it is empty.
+pub fn give_buffer(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if pool.len() < POOLED_BUFFERS && buf.capacity() <= 256 * 1024 {
+        pool.push(buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_reused_with_a_new_generation() {
+        let lp = Loop::new(false).unwrap();
+        let a = lp.allocate();
+        let b = lp.allocate();
+        assert_ne!(a.index, b.index);
+        lp.release_id(a);
+        let c = lp.allocate();
+        assert_eq!(c.index, a.index);
+        assert_ne!(c.generation, a.generation, "a late command for the old one must not reach the new one");
+        assert_eq!(ConnId::from_token(c.token()), c);
+        assert_ne!(c.token(), WAKE_TOKEN);
+    }
+
+    #[test]
+    fn run_is_refused_while_another_thread_runs_the_loop_and_once_started() {
+        let lp = Loop::new(false).unwrap();
+        assert_eq!(lp.run_once(Some(Duration::ZERO)).unwrap(), 0);
+        let held = lp.core.lock().unwrap();
+        assert!(matches!(lp.run_once(Some(Duration::ZERO)), Err(RunError::Busy)));
+        drop(held);
+        assert!(lp.start().unwrap());
+        assert!(!lp.start().unwrap(), "a second start is refused");
+        assert!(matches!(lp.run_once(Some(Duration::ZERO)), Err(RunError::LibraryDriven)));
+        lp.release();
+    }
+
+    #[test]
+    fn a_wake_up_ends_a_wait_for_work_and_commands_shorten_the_timeout() {
+        let lp = Loop::new(false).unwrap();
+        assert_eq!(lp.timeout(), None, "no timer, nothing queued");
+        let lp2 = lp.clone();
+        let t = Instant::now();
+        let waker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            lp2.waker.wake();
+        });
+        // Waits for work (no timeout) until the wake-up.
+        assert_eq!(lp.run_once(None).unwrap(), 0);
+        assert!(t.elapsed() >= Duration::from_millis(40));
+        waker.join().unwrap();
+        let _ = lp.queue.0.send(LoopCommand::Resolved(ConnId { index: 7, generation: 3 }, Ok(Vec::new())));
+        assert_eq!(lp.timeout(), Some(Duration::ZERO), "queued work: do not wait");
+        assert_eq!(lp.run_once(Some(Duration::ZERO)).unwrap(), 0);
+        assert_eq!(lp.timeout(), None, "a command for a missing connection is dropped");
+    }
+}

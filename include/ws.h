@@ -230,7 +230,9 @@ int ws_send_bytes(struct ws_socket *ws, const uint8_t *data, size_t len);
  `code` 0 means "no code"; `reason` NULL means "no reason". A code other
  than 0, 1000 or 3000..4999 gives `WS_ERR_INVALID_ACCESS`; a reason over
  123 UTF-8 bytes `WS_ERR_SYNTAX`; a reason that is not UTF-8
- `WS_ERR_INVALID_ARGUMENT`. A reason without a code is sent with 1000.
+ `WS_ERR_INVALID_ARGUMENT`. A reason without a code, even an empty one
+ (""), is sent with 1000; only code 0 with a NULL reason sends a close
+ frame without a code.
 
  While `WS_CONNECTING` the connection fails: readyState is `WS_CLOSING` at
  once, then `on_error` and `on_close` (1006) follow promptly. While

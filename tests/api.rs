@@ -56,10 +56,12 @@ fn client_close_variants_reach_the_server() {
     let (server, rx) = recording_server();
     // (code, reason) given -> (code, reason) the server reads
     type Case<'a> = (u16, Option<&'a str>, Option<(u16, &'a str)>);
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         (4001, Some("bye now"), Some((4001, "bye now"))),
         (0, None, None),
         (0, Some("only a reason"), Some((1000, "only a reason"))),
+        // A reason that is present, even empty, means 1000, as in browsers.
+        (0, Some(""), Some((1000, ""))),
         (1000, None, Some((1000, ""))),
     ];
     for (code, reason, expect) in cases {

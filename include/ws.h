@@ -309,15 +309,21 @@ void ws_free(struct ws_socket *ws);
 /*
  The result code of the last `ws_new*` that returned NULL on this thread;
  `WS_OK` if none has. A `ws_options_*` setter that refuses a value sets it
- too.
+ too. While the calling thread exits (in a pthread key destructor, after
+ its thread-local storage is gone) no error can be kept: then
+ `WS_ERR_INTERNAL`.
  */
 int ws_last_error_code(void);
 
 /*
  The message of the last `ws_new*` that returned NULL on this thread (or
  `ws_options_*` setter that refused a value, e.g. "cannot read CA file
- /x.pem: No such file or directory"); "" if none has. Owned by libws:
- valid until the next such failure on this thread.
+ /x.pem: No such file or directory"); "" if none has. Never NULL. Owned
+ by libws: valid until the next such failure on this thread, or the
+ thread's exit. While the calling thread exits (in a pthread key
+ destructor, after its thread-local storage is gone) no error can be kept:
+ then the static text "the last error is not available while this thread
+ exits".
  */
 const char *ws_last_error(void);
 

@@ -200,3 +200,15 @@ fn contract_program_under_valgrind_has_no_memory_errors_or_leaks() {
     assert!(out.contains("contract: all checks passed"), "{out}");
     assert!(out.contains("ERROR SUMMARY: 0 errors"), "{out}");
 }
+
+#[test]
+fn a_failing_ws_new_during_thread_exit_does_not_abort() {
+    let scratch = scratch_dir("teardown");
+    let binary = scratch.join("teardown");
+    compile(&repo_dir().join("tests/c/teardown.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
+    // Its own process: an abort (a panic across extern "C") kills it alone.
+    let out = Command::new(&binary).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "exited with {}:\n{text}", out.status);
+    assert!(text.contains("teardown: all checks passed"), "{text}");
+}

@@ -84,3 +84,51 @@ pub fn strerror(code: i32) -> &'static [u8] {
         _ => b"unknown result code\0",
     }
 }
+
+/// An I/O error as a C library words it: the system's text for an OS error
+/// ("Connection refused", as strerror(3) gives it), without Rust's
+/// "(os error 111)"; any other error as it displays, without the standard
+/// library's "failed to lookup address information: " in front of the
+/// resolver's own text.
+pub fn io_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => os_text(code),
+        None => {
+            let text = e.to_string();
+            match text.strip_prefix("failed to lookup address information: ") {
+                Some(rest) => rest.to_string(),
+                None => text,
+            }
+        }
+    }
+}
+
+/// strerror(3) for `code`, e.g. "Too many open files" for EMFILE.
+fn os_text(code: i32) -> String {
+    let mut buf = [0 as std::ffi::c_char; 256];
+    // SAFETY: the XSI strerror_r writes at most `buf.len()` bytes, NUL
+    // included, into `buf`, which lives across the call.
+    let rc = unsafe { libc::strerror_r(code, buf.as_mut_ptr(), buf.len()) };
+    // SAFETY: on success `buf` holds a NUL-terminated string.
+    match rc {
+        0 => unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned(),
+        _ => format!("error {code}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn io_errors_read_as_c_libraries_say_them() {
+        let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert!(refused.to_string().contains("(os error"), "{refused}");
+        assert_eq!(io_text(&refused), "Connection refused");
+        assert_eq!(io_text(&io::Error::from_raw_os_error(libc::EMFILE)), "Too many open files");
+        assert_eq!(io_text(&io::Error::other("plain text")), "plain text");
+        let lookup = io::Error::other("failed to lookup address information: Name or service not known");
+        assert_eq!(io_text(&lookup), "Name or service not known");
+    }
+}

@@ -202,7 +202,7 @@ impl Io {
     /// deadline, ws_close() or ws_free().
     fn wait_connecting(&mut self, socket: Option<(i32, i16)>, deadline: Instant, what: &str) -> Result<i16, End> {
         let ready = net::poll(self.shared.waker.fd(), socket, Some(deadline))
-            .map_err(|e| End::Failed(format!("internal error: poll failed: {e}")))?;
+            .map_err(|e| End::Failed(format!("internal error: poll failed: {}", crate::error::io_text(&e))))?;
         if ready.woken {
             self.shared.waker.reset();
             while let Ok(cmd) = self.commands.try_recv() {
@@ -241,13 +241,13 @@ impl Io {
             let _ = tx.send(result);
             waker.wake();
         })
-        .map_err(|e| End::Failed(format!("cannot start resolver thread: {e}")))?;
+        .map_err(|e| End::Failed(format!("cannot start resolver thread: {}", crate::error::io_text(&e))))?;
         loop {
             if let Ok(result) = rx.try_recv() {
                 return match result {
                     Ok(addrs) if !addrs.is_empty() => Ok(addrs),
                     Ok(_) => Err(End::Failed(format!("cannot resolve host {name}: no addresses"))),
-                    Err(e) => Err(End::Failed(format!("cannot resolve host {name}: {e}"))),
+                    Err(e) => Err(End::Failed(format!("cannot resolve host {name}: {}", crate::error::io_text(&e)))),
                 };
             }
             self.wait_connecting(None, deadline, &format!("resolving {name}"))?;
@@ -265,7 +265,7 @@ impl Io {
             let tcp = match net::start_connect(addr) {
                 Ok(tcp) => tcp,
                 Err(e) => {
-                    errors.push(format!("{addr}: {e}"));
+                    errors.push((*addr, e));
                     continue;
                 }
             };
@@ -273,15 +273,10 @@ impl Io {
             while self.wait_connecting(Some((fd, libc::POLLOUT)), deadline, &format!("TCP connect to {addr}"))? == 0 {}
             match net::finish_connect(&tcp) {
                 Ok(()) => return Ok(tcp),
-                Err(e) => errors.push(format!("{addr}: {e}")),
+                Err(e) => errors.push((*addr, e)),
             }
         }
-        Err(End::Failed(format!(
-            "cannot connect to {}:{}: {}",
-            target.host_header.trim_end_matches(&format!(":{}", target.port)),
-            target.port,
-            errors.join("; ")
-        )))
+        Err(End::Failed(target.connect_failed(&errors)))
     }
 
     fn tls_handshake(
@@ -321,7 +316,12 @@ impl Io {
                     self.wait_connecting(Some((fd, libc::POLLOUT)), deadline, "the WebSocket handshake")?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(End::Failed(format!("connection lost during the handshake: {e}"))),
+                Err(e) => {
+                    return Err(End::Failed(format!(
+                        "connection lost during the handshake: {}",
+                        crate::error::io_text(&e)
+                    )))
+                }
             }
         }
         let mut response = InputBuffer::default();
@@ -346,7 +346,12 @@ impl Io {
                     self.wait_connecting(Some((fd, libc::POLLIN)), deadline, "the WebSocket handshake")?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => response.commit(0),
-                Err(e) => return Err(End::Failed(format!("connection lost during the handshake: {e}"))),
+                Err(e) => {
+                    return Err(End::Failed(format!(
+                        "connection lost during the handshake: {}",
+                        crate::error::io_text(&e)
+                    )))
+                }
             }
         }
     }
@@ -379,7 +384,7 @@ impl Io {
             }
             let wait_until = if more_input || more_commands { Some(Instant::now()) } else { deadline };
             let ready = net::poll(self.shared.waker.fd(), Some((conn.stream.fd(), events)), wait_until)
-                .map_err(|e| End::Failed(format!("internal error: poll failed: {e}")))?;
+                .map_err(|e| End::Failed(format!("internal error: poll failed: {}", crate::error::io_text(&e))))?;
             writable = ready.socket & libc::POLLOUT != 0;
             if ready.woken {
                 self.shared.waker.reset();

@@ -44,6 +44,13 @@
 #define WS_ERR_INTERNAL -6
 
 /*
+ Out of a system resource: file descriptors, threads or memory (a limit
+ such as `ulimit -n`, not a bug). `ws_last_error()` names the resource and
+ the system's reason, e.g. "cannot create eventfd: Too many open files".
+ */
+#define WS_ERR_RESOURCE -7
+
+/*
  readyState: the connection is not yet open.
  */
 #define WS_CONNECTING 0
@@ -173,7 +180,10 @@ extern "C" {
  must stay valid until `on_close` has run or `ws_free` has returned.
 
  Returns a handle the caller owns and must release with `ws_free`, or NULL;
- then `ws_last_error_code()` and `ws_last_error()` say why. The strings
+ then `ws_last_error_code()` and `ws_last_error()` say why: the codes
+ above for bad arguments, `WS_ERR_RESOURCE` when the process is out of
+ file descriptors or threads (e.g. "cannot create eventfd: Too many open
+ files"). The strings
  passed in are copied and may be freed when this returns.
 
  # Safety

@@ -33,7 +33,7 @@ impl Client {
         let url = CString::new(target.url.clone()).map_err(|_| Error::syntax("URL contains a NUL byte"))?;
         let waker = Waker::new()
             .map(Arc::new)
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot create eventfd: {}", io_text(&e))))?;
+            .map_err(|e| Error::new(ErrorKind::Resource, format!("cannot create eventfd: {}", io_text(&e))))?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared::new(url, options.max_buffered_amount, waker, tx));
         Ok(Client { shared, pending: Some((target, options.clone(), rx)) })
@@ -45,7 +45,7 @@ impl Client {
             return Err(Error::new(ErrorKind::Internal, "connection already started"));
         };
         crate::io::spawn(self.shared.clone(), rx, target, options, handler)
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start I/O thread: {}", io_text(&e))))
+            .map_err(|e| Error::new(ErrorKind::Resource, format!("cannot start I/O thread: {}", io_text(&e))))
     }
 
     /// One copy of the caller's bytes, with room in front for the frame header.

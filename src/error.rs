@@ -16,6 +16,10 @@ pub const WS_ERR_INVALID_ARGUMENT: i32 = -4;
 pub const WS_ERR_BUFFER_FULL: i32 = -5;
 /// A bug: reported, never a crash.
 pub const WS_ERR_INTERNAL: i32 = -6;
+/// Out of a system resource: file descriptors, threads or memory (a limit
+/// such as `ulimit -n`, not a bug). `ws_last_error()` names the resource and
+/// the system's reason, e.g. "cannot create eventfd: Too many open files".
+pub const WS_ERR_RESOURCE: i32 = -7;
 
 /// The ways an API call can be refused, one per `WS_ERR_*` code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +30,7 @@ pub enum ErrorKind {
     InvalidArgument,
     BufferFull,
     Internal,
+    Resource,
 }
 
 impl ErrorKind {
@@ -37,6 +42,7 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => WS_ERR_INVALID_ARGUMENT,
             ErrorKind::BufferFull => WS_ERR_BUFFER_FULL,
             ErrorKind::Internal => WS_ERR_INTERNAL,
+            ErrorKind::Resource => WS_ERR_RESOURCE,
         }
     }
 }
@@ -81,6 +87,7 @@ pub fn strerror(code: i32) -> &'static [u8] {
         WS_ERR_INVALID_ARGUMENT => b"invalid argument\0",
         WS_ERR_BUFFER_FULL => b"buffer full: max buffered amount would be exceeded\0",
         WS_ERR_INTERNAL => b"internal error\0",
+        WS_ERR_RESOURCE => b"out of a system resource: file descriptors, threads or memory\0",
         _ => b"unknown result code\0",
     }
 }

@@ -9,7 +9,7 @@ use crate::client::{Client, Handler};
 use crate::error::{self, Error};
 pub use crate::error::{
     WS_ERR_BUFFER_FULL, WS_ERR_INTERNAL, WS_ERR_INVALID_ACCESS, WS_ERR_INVALID_ARGUMENT, WS_ERR_INVALID_STATE,
-    WS_ERR_SYNTAX, WS_OK,
+    WS_ERR_RESOURCE, WS_ERR_SYNTAX, WS_OK,
 };
 use crate::options::Options;
 use std::cell::RefCell;
@@ -264,7 +264,10 @@ fn new_or_null(body: impl FnOnce() -> Result<*mut ws_socket, Error>) -> *mut ws_
 /// must stay valid until `on_close` has run or `ws_free` has returned.
 ///
 /// Returns a handle the caller owns and must release with `ws_free`, or NULL;
-/// then `ws_last_error_code()` and `ws_last_error()` say why. The strings
+/// then `ws_last_error_code()` and `ws_last_error()` say why: the codes
+/// above for bad arguments, `WS_ERR_RESOURCE` when the process is out of
+/// file descriptors or threads (e.g. "cannot create eventfd: Too many open
+/// files"). The strings
 /// passed in are copied and may be freed when this returns.
 ///
 /// # Safety
@@ -661,7 +664,7 @@ mod tests {
 
     #[test]
     fn strerror_covers_every_code() {
-        for code in [WS_OK, -1, -2, -3, WS_ERR_INVALID_ARGUMENT, -5, WS_ERR_INTERNAL, 42] {
+        for code in [WS_OK, -1, -2, -3, WS_ERR_INVALID_ARGUMENT, -5, WS_ERR_INTERNAL, WS_ERR_RESOURCE, 42] {
             let s = unsafe { CStr::from_ptr(ws_strerror(code)) };
             assert!(!s.to_bytes().is_empty());
         }

@@ -49,3 +49,63 @@ fn running_out_of_fds_is_ws_err_resource_naming_the_resource() {
     let out = run_child("running_out_of_fds_is_ws_err_resource_naming_the_resource");
     assert!(out.contains("child: code"), "the child did not run the check:\n{out}");
 }
+
+/// Only in a child: stands for a test whose peer is missing.
+#[test]
+fn fake_skip() {
+    if in_child("fake_skip") {
+        let _ = peer_missing::<()>("a fake peer is not installed");
+    }
+}
+
+/// Runs the `fake_skip` child as scripts/test.sh runs the suite, then its
+/// summary script over the child's output.
+fn summary_of_fake_skip(ci: bool) -> (bool, String) {
+    let dir = scratch_dir(if ci { "skips-ci" } else { "skips" });
+    let skips = dir.join("skipped");
+    std::fs::create_dir_all(&skips).unwrap();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["fake_skip", "--exact", "--test-threads=1"])
+        .env("LIBWS_CHILD", "fake_skip")
+        .env("LIBWS_SKIP_DIR", &skips);
+    if ci {
+        cmd.env("CI", "true");
+    } else {
+        cmd.env_remove("CI");
+    }
+    let out = cmd.output().unwrap();
+    let log = dir.join("log");
+    std::fs::write(&log, [out.stdout, out.stderr].concat()).unwrap();
+    let summary = run(Command::new("bash").arg(repo_dir().join("scripts/summary.sh")).arg(&log).arg(&skips));
+    (out.status.success(), summary)
+}
+
+/// The closing line: `N passed, N failed, N skipped`, after one word and a colon.
+fn closing_line(summary: &str) -> &str {
+    let last = summary.lines().last().unwrap_or("");
+    let counts = last.split_once(": ").map_or(last, |(_, c)| c);
+    let words: Vec<&str> = counts.split(", ").collect();
+    let shape = ["passed", "failed", "skipped"];
+    assert_eq!(words.len(), 3, "{summary}");
+    for (w, name) in words.iter().zip(shape) {
+        let (n, what) = w.split_once(' ').unwrap_or(("", ""));
+        assert!(n.parse::<u32>().is_ok() && what == name, "not a closing line: {last:?}");
+    }
+    counts
+}
+
+#[test]
+fn a_test_that_cannot_run_is_counted_as_skipped_not_passed() {
+    let (ok, summary) = summary_of_fake_skip(false);
+    assert!(ok, "{summary}");
+    assert_eq!(closing_line(&summary), "0 passed, 0 failed, 1 skipped", "{summary}");
+    // The reason is shown, not left in captured output.
+    assert!(summary.contains("SKIPPED: ") && summary.contains("a fake peer is not installed"), "{summary}");
+}
+
+#[test]
+fn under_ci_a_missing_peer_fails() {
+    let (ok, summary) = summary_of_fake_skip(true);
+    assert!(!ok, "{summary}");
+    assert_eq!(closing_line(&summary), "0 passed, 1 failed, 0 skipped", "{summary}");
+}

@@ -24,6 +24,8 @@ else
 fi
 
 cargo build --all-targets
+# The README's build (tests/c_programs.rs follows its route without installing).
+make build
 # The summary line adds up every test binary's counts; a test that could not
 # run (a missing peer, outside CI) leaves a note in $LIBWS_SKIP_DIR and is
 # counted as skipped, not passed.

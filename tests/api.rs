@@ -1,4 +1,5 @@
-//! The C API against real servers on 127.0.0.1: SPEC.md sections 3 and 4.
+//! The C API against real servers on 127.0.0.1: the functions and the
+//! behaviour that include/ws.h documents.
 
 mod common;
 

@@ -110,6 +110,12 @@ pub fn io_text(e: &std::io::Error) -> String {
     }
 }
 
+/// "`what`: `io_text(e)`", e.g. "connection lost during the handshake:
+/// Connection reset by peer".
+pub fn io_failed(what: &str, e: &std::io::Error) -> String {
+    format!("{what}: {}", io_text(e))
+}
+
 /// strerror(3) for `code`, e.g. "Too many open files" for EMFILE.
 fn os_text(code: i32) -> String {
     let mut buf = [0 as std::ffi::c_char; 256];

@@ -316,12 +316,7 @@ impl Io {
                     self.wait_connecting(Some((fd, libc::POLLOUT)), deadline, "the WebSocket handshake")?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(End::Failed(format!(
-                        "connection lost during the handshake: {}",
-                        crate::error::io_text(&e)
-                    )))
-                }
+                Err(e) => return Err(End::Failed(crate::error::io_failed("connection lost during the handshake", &e))),
             }
         }
         let mut response = InputBuffer::default();
@@ -346,12 +341,7 @@ impl Io {
                     self.wait_connecting(Some((fd, libc::POLLIN)), deadline, "the WebSocket handshake")?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => response.commit(0),
-                Err(e) => {
-                    return Err(End::Failed(format!(
-                        "connection lost during the handshake: {}",
-                        crate::error::io_text(&e)
-                    )))
-                }
+                Err(e) => return Err(End::Failed(crate::error::io_failed("connection lost during the handshake", &e))),
             }
         }
     }

@@ -50,6 +50,36 @@ fn running_out_of_fds_is_ws_err_resource_naming_the_resource() {
     assert!(out.contains("child: code"), "the child did not run the check:\n{out}");
 }
 
+/// Leaves the process too little address space for another thread's stack
+/// (root ignores RLIMIT_NPROC, so that is the way to refuse a thread).
+fn exhaust_address_space() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let bytes = (kib + 512) * 1024;
+    let limit = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: a plain syscall on this (child) process.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+}
+
+#[test]
+fn no_thread_for_the_connection_is_ws_err_resource() {
+    if in_child("no_thread_for_the_connection_is_ws_err_resource") {
+        exhaust_address_space();
+        let ws = unsafe { ws_new(c"ws://127.0.0.1:1/".as_ptr(), std::ptr::null(), 0, std::ptr::null()) };
+        assert!(ws.is_null());
+        let code = ws_last_error_code();
+        let message = unsafe { CStr::from_ptr(ws_last_error()) }.to_str().unwrap().to_string();
+        println!("child: code {code}, message {message:?}");
+        assert_eq!(code, WS_ERR_RESOURCE);
+        assert!(message.starts_with("cannot start I/O thread: "), "{message}");
+        assert!(!message.contains("os error"), "{message}");
+        return;
+    }
+    let out = run_child("no_thread_for_the_connection_is_ws_err_resource");
+    assert!(out.contains("child: code"), "the child did not run the check:\n{out}");
+}
+
 /// Only in a child: stands for a test whose peer is missing.
 #[test]
 fn fake_skip() {

@@ -4,8 +4,11 @@ DESTDIR ?=
 
 .PHONY: build demo test bench header install
 
+# Also leaves the soname link libws.so.0 beside libws.so, so that programs
+# linked with -L target/release run from there (LD_LIBRARY_PATH or rpath).
 build:
 	cargo build --release
+	ln -sfn libws.so target/release/libws.so.0
 
 demo:
 	scripts/demo.sh

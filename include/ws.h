@@ -44,6 +44,13 @@
 #define WS_ERR_INTERNAL -6
 
 /*
+ Out of a system resource: file descriptors, threads or memory (a limit
+ such as `ulimit -n`, not a bug). `ws_last_error()` names the resource and
+ the system's reason, e.g. "cannot create eventfd: Too many open files".
+ */
+#define WS_ERR_RESOURCE -7
+
+/*
  readyState: the connection is not yet open.
  */
 #define WS_CONNECTING 0
@@ -194,7 +201,10 @@ extern "C" {
  must stay valid until `on_close` has run or `ws_free` has returned.
 
  Returns a handle the caller owns and must release with `ws_free`, or NULL;
- then `ws_last_error_code()` and `ws_last_error()` say why. The strings
+ then `ws_last_error_code()` and `ws_last_error()` say why: the codes
+ above for bad arguments, `WS_ERR_RESOURCE` when the process is out of
+ file descriptors or threads (e.g. "cannot create eventfd: Too many open
+ files"). The strings
  passed in are copied and may be freed when this returns.
 
  # Safety
@@ -251,7 +261,9 @@ int ws_send_bytes(struct ws_socket *ws, const uint8_t *data, size_t len);
  `code` 0 means "no code"; `reason` NULL means "no reason". A code other
  than 0, 1000 or 3000..4999 gives `WS_ERR_INVALID_ACCESS`; a reason over
  123 UTF-8 bytes `WS_ERR_SYNTAX`; a reason that is not UTF-8
- `WS_ERR_INVALID_ARGUMENT`. A reason without a code is sent with 1000.
+ `WS_ERR_INVALID_ARGUMENT`. A reason without a code, even an empty one
+ (""), is sent with 1000; only code 0 with a NULL reason sends a close
+ frame without a code.
 
  While `WS_CONNECTING` the connection fails: readyState is `WS_CLOSING` at
  once, then `on_error` and `on_close` (1006) follow promptly. While
@@ -347,15 +359,21 @@ void ws_free(struct ws_socket *ws);
 /*
  The result code of the last `ws_new*` that returned NULL on this thread;
  `WS_OK` if none has. A `ws_options_*` setter that refuses a value sets it
- too.
+ too. While the calling thread exits (in a pthread key destructor, after
+ its thread-local storage is gone) no error can be kept: then
+ `WS_ERR_INTERNAL`.
  */
 int ws_last_error_code(void);
 
 /*
  The message of the last `ws_new*` that returned NULL on this thread (or
  `ws_options_*` setter that refused a value, e.g. "cannot read CA file
- /x.pem: No such file or directory"); "" if none has. Owned by libws:
- valid until the next such failure on this thread.
+ /x.pem: No such file or directory"); "" if none has. Never NULL. Owned
+ by libws: valid until the next such failure on this thread, or the
+ thread's exit. While the calling thread exits (in a pthread key
+ destructor, after its thread-local storage is gone) no error can be kept:
+ then the static text "the last error is not available while this thread
+ exits".
  */
 const char *ws_last_error(void);
 

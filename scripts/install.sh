@@ -15,7 +15,7 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n 1)
 major=${version%%.*}
 
 for f in libws.so libws.a; do
-  [ -f "$build/$f" ] || { echo "install.sh: $build/$f is missing: run 'cargo build --release' first" >&2; exit 1; }
+  [ -f "$build/$f" ] || { echo "install.sh: $build/$f is missing: run 'make build' first" >&2; exit 1; }
 done
 install -d "$destdir$libdir/pkgconfig" "$destdir$includedir"
 install -m 0755 "$build/libws.so" "$destdir$libdir/libws.so.$version"

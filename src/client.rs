@@ -76,6 +76,8 @@ impl Client {
     }
 
     /// `code` 0 is "no code"; `reason` None is "no reason" (WHATWG close()).
+    /// A reason that is present, even empty, without a code means 1000, as
+    /// the browser's `close(undefined, "")` sends it.
     pub fn close(&self, code: u16, reason: Option<&str>) -> Result<(), Error> {
         if code != 0 && code != 1000 && !(3000..=4999).contains(&code) {
             return Err(Error::new(
@@ -83,6 +85,7 @@ impl Client {
                 format!("close code {code} is neither 1000 nor in 3000..4999"),
             ));
         }
+        let code = if code == 0 && reason.is_some() { 1000 } else { code };
         let reason = reason.unwrap_or("");
         if reason.len() > MAX_CLOSE_REASON {
             return Err(Error::syntax(format!(
@@ -90,7 +93,6 @@ impl Client {
                 reason.len()
             )));
         }
-        let code = if code == 0 && !reason.is_empty() { 1000 } else { code };
         self.shared.close(code, reason.to_string());
         Ok(())
     }

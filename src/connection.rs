@@ -79,7 +79,7 @@ struct Connecting {
     /// The address `tcp` connects to.
     at: usize,
     tcp: TcpStream,
-    errors: Vec<String>,
+    errors: Vec<(SocketAddr, io::Error)>,
 }
 
 struct Upgrading {
@@ -241,7 +241,7 @@ impl Connection {
         let r = match result {
             Ok(addrs) if !addrs.is_empty() => self.connect_from(addrs, 0, Vec::new()),
             Ok(_) => Err(End::Failed(format!("cannot resolve host {host}: no addresses"))),
-            Err(e) => Err(End::Failed(format!("cannot resolve host {host}: {}", crate::error::os_text(&e)))),
+            Err(e) => Err(End::Failed(format!("cannot resolve host {host}: {}", crate::error::io_text(&e)))),
         };
         self.settle(r, cx);
     }
@@ -354,7 +354,7 @@ impl Connection {
                 // getaddrinfo cannot be interrupted: a resolver thread runs
                 // it, so that close() and free during DNS stay prompt.
                 crate::resolver::lookup(name.clone(), self.target.port, cx.lp.clone(), cx.id).map_err(|e| {
-                    End::Failed(format!("cannot start a resolver thread: {}", crate::error::os_text(&e)))
+                    End::Failed(format!("cannot start a resolver thread: {}", crate::error::io_text(&e)))
                 })?;
                 self.phase = Phase::Resolving;
                 Ok(())
@@ -364,7 +364,12 @@ impl Connection {
 
     /// Starts a non-blocking connect to `addrs[at]` or, failing at once,
     /// to the next address.
-    fn connect_from(&mut self, addrs: Vec<SocketAddr>, mut at: usize, mut errors: Vec<String>) -> Result<(), End> {
+    fn connect_from(
+        &mut self,
+        addrs: Vec<SocketAddr>,
+        mut at: usize,
+        mut errors: Vec<(SocketAddr, io::Error)>,
+    ) -> Result<(), End> {
         while at < addrs.len() {
             match net::start_connect(&addrs[at], self.options.send_buffer_size) {
                 Ok(tcp) => {
@@ -372,20 +377,11 @@ impl Connection {
                     self.phase = Phase::Connecting(Box::new(Connecting { addrs, at, tcp, errors }));
                     return Ok(());
                 }
-                Err(e) => errors.push(describe_attempt(&addrs, at, &e)),
+                Err(e) => errors.push((addrs[at], e)),
             }
             at += 1;
         }
-        Err(self.connect_failed(&errors))
-    }
-
-    fn connect_failed(&self, errors: &[String]) -> End {
-        End::Failed(format!(
-            "connect to {} port {} failed: {}",
-            self.target.host_name(),
-            self.target.port,
-            errors.join("; ")
-        ))
+        Err(End::Failed(self.target.connect_failed(&errors)))
     }
 
     fn connect_done(&mut self) -> Result<(), End> {
@@ -405,7 +401,7 @@ impl Connection {
                 Ok(())
             }
             Err(e) => {
-                errors.push(describe_attempt(&addrs, at, &e));
+                errors.push((addrs[at], e));
                 drop(tcp);
                 self.connect_from(addrs, at + 1, errors)
             }
@@ -446,7 +442,7 @@ impl Connection {
     fn upgrade_step(&mut self) -> Result<(), End> {
         let Phase::Upgrading(u) = &mut self.phase else { return Ok(()) };
         let lost =
-            |e: io::Error| End::Failed(format!("connection lost during the handshake: {}", crate::error::os_text(&e)));
+            |e: io::Error| End::Failed(format!("connection lost during the handshake: {}", crate::error::io_text(&e)));
         while u.written < u.request.len() {
             match u.stream.write(&u.request[u.written..]) {
                 Ok(0) => return Err(End::Failed("connection lost during the handshake".into())),
@@ -743,15 +739,6 @@ fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Re
                 }
             }
         }
-    }
-}
-
-fn describe_attempt(addrs: &[SocketAddr], at: usize, e: &io::Error) -> String {
-    let text = crate::error::os_text(e);
-    if addrs.len() == 1 {
-        text
-    } else {
-        format!("{}: {text}", addrs[at].ip())
     }
 }
 

@@ -16,6 +16,10 @@ pub const WS_ERR_INVALID_ARGUMENT: i32 = -4;
 pub const WS_ERR_BUFFER_FULL: i32 = -5;
 /// A bug: reported, never a crash.
 pub const WS_ERR_INTERNAL: i32 = -6;
+/// Out of a system resource: file descriptors, threads or memory (a limit
+/// such as `ulimit -n`, not a bug). `ws_last_error()` names the resource and
+/// the system's reason, e.g. "cannot create eventfd: Too many open files".
+pub const WS_ERR_RESOURCE: i32 = -7;
 
 /// The ways an API call can be refused, one per `WS_ERR_*` code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +30,7 @@ pub enum ErrorKind {
     InvalidArgument,
     BufferFull,
     Internal,
+    Resource,
 }
 
 impl ErrorKind {
@@ -37,6 +42,7 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => WS_ERR_INVALID_ARGUMENT,
             ErrorKind::BufferFull => WS_ERR_BUFFER_FULL,
             ErrorKind::Internal => WS_ERR_INTERNAL,
+            ErrorKind::Resource => WS_ERR_RESOURCE,
         }
     }
 }
@@ -65,7 +71,7 @@ impl Error {
     /// A system resource ran out (descriptors, threads, memory): `what`
     /// failed, and the OS says why.
     pub fn os(what: &str, e: &std::io::Error) -> Self {
-        Error::new(ErrorKind::Internal, format!("{what}: {}", os_text(e)))
+        Error::new(ErrorKind::Resource, io_failed(what, e))
     }
 }
 
@@ -77,16 +83,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// An OS error as a C library words it: "Connection refused", without
-/// Rust's " (os error 111)".
-pub fn os_text(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => text[..at].to_string(),
-        _ => text,
-    }
-}
-
 /// Static text for a result code, NUL-terminated for C.
 pub fn strerror(code: i32) -> &'static [u8] {
     match code {
@@ -97,6 +93,61 @@ pub fn strerror(code: i32) -> &'static [u8] {
         WS_ERR_INVALID_ARGUMENT => b"invalid argument\0",
         WS_ERR_BUFFER_FULL => b"buffer full: max buffered amount would be exceeded\0",
         WS_ERR_INTERNAL => b"internal error\0",
+        WS_ERR_RESOURCE => b"out of a system resource: file descriptors, threads or memory\0",
         _ => b"unknown result code\0",
+    }
+}
+
+/// An I/O error as a C library words it: the system's text for an OS error
+/// ("Connection refused", as strerror(3) gives it), without Rust's
+/// "(os error 111)"; any other error as it displays, without the standard
+/// library's "failed to lookup address information: " in front of the
+/// resolver's own text.
+pub fn io_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => os_text(code),
+        None => {
+            let text = e.to_string();
+            match text.strip_prefix("failed to lookup address information: ") {
+                Some(rest) => rest.to_string(),
+                None => text,
+            }
+        }
+    }
+}
+
+/// "`what`: `io_text(e)`", e.g. "connection lost during the handshake:
+/// Connection reset by peer".
+pub fn io_failed(what: &str, e: &std::io::Error) -> String {
+    format!("{what}: {}", io_text(e))
+}
+
+/// strerror(3) for `code`, e.g. "Too many open files" for EMFILE.
+fn os_text(code: i32) -> String {
+    let mut buf = [0 as std::ffi::c_char; 256];
+    // SAFETY: the XSI strerror_r writes at most `buf.len()` bytes, NUL
+    // included, into `buf`, which lives across the call.
+    let rc = unsafe { libc::strerror_r(code, buf.as_mut_ptr(), buf.len()) };
+    // SAFETY: on success `buf` holds a NUL-terminated string.
+    match rc {
+        0 => unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned(),
+        _ => format!("error {code}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn io_errors_read_as_c_libraries_say_them() {
+        let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert!(refused.to_string().contains("(os error"), "{refused}");
+        assert_eq!(io_text(&refused), "Connection refused");
+        assert_eq!(io_text(&io::Error::from_raw_os_error(libc::EMFILE)), "Too many open files");
+        assert_eq!(io_text(&io::Error::other("plain text")), "plain text");
+        let lookup = io::Error::other("failed to lookup address information: Name or service not known");
+        assert_eq!(io_text(&lookup), "Name or service not known");
     }
 }

@@ -197,7 +197,13 @@ impl Loop {
     /// Hands a new connection to the loop and makes sure something runs it.
     pub fn register(self: &Arc<Self>, id: ConnId, conn: Box<Connection>) -> io::Result<()> {
         self.post(LoopCommand::Register(id, conn));
-        self.ensure_thread()
+        self.ensure_thread().inspect_err(|_| {
+            // No thread will take it: take the connection back, or it would
+            // keep its handle's state, and that the loop, alive forever.
+            if self.private {
+                while self.queue.1.try_recv().is_ok() {}
+            }
+        })
     }
 
     /// `ws_loop_start`: a library thread runs the loop from now on. False

@@ -9,7 +9,7 @@ use crate::client::{Client, Handler};
 use crate::error::{self, Error};
 pub use crate::error::{
     WS_ERR_BUFFER_FULL, WS_ERR_INTERNAL, WS_ERR_INVALID_ACCESS, WS_ERR_INVALID_ARGUMENT, WS_ERR_INVALID_STATE,
-    WS_ERR_SYNTAX, WS_OK,
+    WS_ERR_RESOURCE, WS_ERR_SYNTAX, WS_OK,
 };
 use crate::event_loop::{Loop, RunError};
 use crate::options::Options;
@@ -156,9 +156,20 @@ thread_local! {
     static LAST_ERROR: RefCell<(c_int, CString)> = RefCell::new((WS_OK, CString::default()));
 }
 
+/// What `ws_last_error` says while this thread's last error cannot be kept
+/// or read: the thread is exiting and its thread-local storage is gone (a
+/// pthread key destructor, say). `ws_last_error_code` is `WS_ERR_INTERNAL`.
+const LAST_ERROR_GONE: &CStr = c"the last error is not available while this thread exits";
+
+/// Records `e` for this thread. While the thread exits and the store is
+/// gone, nothing is kept: the getters then say so.
 fn set_last_error(e: &Error) {
     let text = CString::new(e.message.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|l| *l.borrow_mut() = (e.code(), text));
+    let _ = LAST_ERROR.try_with(|l| {
+        if let Ok(mut l) = l.try_borrow_mut() {
+            *l = (e.code(), text);
+        }
+    });
 }
 
 /// Runs `body`; a panic becomes `default` instead of unwinding into C.
@@ -266,18 +277,20 @@ impl Drop for OwnedSocket {
     }
 }
 
-fn new_or_null(r: Result<*mut ws_socket, Error>) -> *mut ws_socket {
-    match r {
-        Ok(ws) => ws,
-        Err(e) => {
-            set_last_error(&e);
-            std::ptr::null_mut()
+/// Runs a constructor inside the guard: a handle, or NULL with this
+/// thread's last error set (also when it panicked).
+fn new_or_null(body: impl FnOnce() -> Result<*mut ws_socket, Error>) -> *mut ws_socket {
+    guard(std::ptr::null_mut(), || {
+        let r = catch_unwind(AssertUnwindSafe(body))
+            .unwrap_or_else(|_| Err(Error::new(crate::error::ErrorKind::Internal, "internal error (panic) in ws_new")));
+        match r {
+            Ok(ws) => ws,
+            Err(e) => {
+                set_last_error(&e);
+                std::ptr::null_mut()
+            }
         }
-    }
-}
-
-fn internal_panic() -> Result<*mut ws_socket, Error> {
-    Err(Error::new(crate::error::ErrorKind::Internal, "internal error (panic) in ws_new"))
+    })
 }
 
 /// Creates a connection and starts connecting at once on a background
@@ -296,7 +309,10 @@ fn internal_panic() -> Result<*mut ws_socket, Error> {
 /// must stay valid until `on_close` has run or `ws_free` has returned.
 ///
 /// Returns a handle the caller owns and must release with `ws_free`, or NULL;
-/// then `ws_last_error_code()` and `ws_last_error()` say why. The strings
+/// then `ws_last_error_code()` and `ws_last_error()` say why: the codes
+/// above for bad arguments, `WS_ERR_RESOURCE` when the process is out of
+/// file descriptors or threads (e.g. "cannot create eventfd: Too many open
+/// files"). The strings
 /// passed in are copied and may be freed when this returns.
 ///
 /// # Safety
@@ -309,7 +325,7 @@ pub unsafe extern "C" fn ws_new(
     num_protocols: usize,
     callbacks: *const ws_callbacks,
 ) -> *mut ws_socket {
-    new_or_null(guard(internal_panic(), || new_socket(url, protocols, num_protocols, callbacks, None)))
+    new_or_null(|| new_socket(url, protocols, num_protocols, callbacks, None))
 }
 
 /// As `ws_new`, with settings. `options` may be NULL (all defaults); it is
@@ -325,8 +341,7 @@ pub unsafe extern "C" fn ws_new_with_options(
     callbacks: *const ws_callbacks,
     options: *const ws_options,
 ) -> *mut ws_socket {
-    let options = options.as_ref().map(|o| &o.options);
-    new_or_null(guard(internal_panic(), || new_socket(url, protocols, num_protocols, callbacks, options)))
+    new_or_null(|| new_socket(url, protocols, num_protocols, callbacks, options.as_ref().map(|o| &o.options)))
 }
 
 /// Queues one text message: copies `len` bytes of `utf8`, which must be valid
@@ -372,7 +387,9 @@ pub unsafe extern "C" fn ws_send_bytes(ws: *mut ws_socket, data: *const u8, len:
 /// `code` 0 means "no code"; `reason` NULL means "no reason". A code other
 /// than 0, 1000 or 3000..4999 gives `WS_ERR_INVALID_ACCESS`; a reason over
 /// 123 UTF-8 bytes `WS_ERR_SYNTAX`; a reason that is not UTF-8
-/// `WS_ERR_INVALID_ARGUMENT`. A reason without a code is sent with 1000.
+/// `WS_ERR_INVALID_ARGUMENT`. A reason without a code, even an empty one
+/// (""), is sent with 1000; only code 0 with a NULL reason sends a close
+/// frame without a code.
 ///
 /// While `WS_CONNECTING` the connection fails: readyState is `WS_CLOSING` at
 /// once, then `on_error` and `on_close` (1006) follow promptly. While
@@ -495,31 +512,43 @@ pub unsafe extern "C" fn ws_free(ws: *mut ws_socket) {
 
 /// The result code of the last `ws_new*` that returned NULL on this thread;
 /// `WS_OK` if none has. A `ws_options_*` setter that refuses a value sets it
-/// too.
+/// too. While the calling thread exits (in a pthread key destructor, after
+/// its thread-local storage is gone) no error can be kept: then
+/// `WS_ERR_INTERNAL`.
 #[no_mangle]
 pub extern "C" fn ws_last_error_code() -> c_int {
-    guard(WS_ERR_INTERNAL, || LAST_ERROR.with(|l| l.borrow().0))
+    guard(WS_ERR_INTERNAL, || {
+        LAST_ERROR.try_with(|l| l.try_borrow().map_or(WS_ERR_INTERNAL, |l| l.0)).unwrap_or(WS_ERR_INTERNAL)
+    })
 }
 
 /// The message of the last `ws_new*` that returned NULL on this thread (or
 /// `ws_options_*` setter that refused a value, e.g. "cannot read CA file
-/// /x.pem: No such file or directory"); "" if none has. Owned by libws:
-/// valid until the next such failure on this thread.
+/// /x.pem: No such file or directory"); "" if none has. Never NULL. Owned
+/// by libws: valid until the next such failure on this thread, or the
+/// thread's exit. While the calling thread exits (in a pthread key
+/// destructor, after its thread-local storage is gone) no error can be kept:
+/// then the static text "the last error is not available while this thread
+/// exits".
 #[no_mangle]
 pub extern "C" fn ws_last_error() -> *const c_char {
-    guard(c"".as_ptr(), || LAST_ERROR.with(|l| l.borrow().1.as_ptr()))
+    guard(LAST_ERROR_GONE.as_ptr(), || {
+        LAST_ERROR
+            .try_with(|l| l.try_borrow().map_or(LAST_ERROR_GONE.as_ptr(), |l| l.1.as_ptr()))
+            .unwrap_or(LAST_ERROR_GONE.as_ptr())
+    })
 }
 
 /// Static text for a `WS_*` result code; never NULL, never to be freed.
 #[no_mangle]
 pub extern "C" fn ws_strerror(code: c_int) -> *const c_char {
-    error::strerror(code).as_ptr().cast()
+    guard(c"unknown result code".as_ptr(), || error::strerror(code).as_ptr().cast())
 }
 
 /// The library version, "MAJOR.MINOR.PATCH". Static.
 #[no_mangle]
 pub extern "C" fn ws_version() -> *const c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    guard(c"".as_ptr(), || concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast())
 }
 
 /// New settings, all at their defaults (connect timeout 30000 ms, close
@@ -884,7 +913,7 @@ mod tests {
 
     #[test]
     fn strerror_covers_every_code() {
-        for code in [WS_OK, -1, -2, -3, WS_ERR_INVALID_ARGUMENT, -5, WS_ERR_INTERNAL, 42] {
+        for code in [WS_OK, -1, -2, -3, WS_ERR_INVALID_ARGUMENT, -5, WS_ERR_INTERNAL, WS_ERR_RESOURCE, 42] {
             let s = unsafe { CStr::from_ptr(ws_strerror(code)) };
             assert!(!s.to_bytes().is_empty());
         }

@@ -133,7 +133,8 @@ impl Options {
 }
 
 fn read_file(path: &str, what: &str) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| Error::invalid_argument(format!("cannot read {what} {path}: {e}")))
+    std::fs::read(path)
+        .map_err(|e| Error::invalid_argument(format!("cannot read {what} {path}: {}", crate::error::io_text(&e))))
 }
 
 fn nonzero_ms(ms: u32, what: &str) -> Result<Duration, Error> {

@@ -2,7 +2,7 @@
 //! network (WHATWG WebSockets Standard, "the WebSocket(url, protocols)
 //! constructor", steps 1-10).
 
-use crate::error::Error;
+use crate::error::{io_text, Error};
 use crate::options::is_http_token;
 use url::{Host, Url};
 
@@ -85,6 +85,28 @@ impl Target {
     }
 }
 
+impl Target {
+    /// Why no address took the TCP connection, said once: "connect to
+    /// 127.0.0.1 port 1 failed: Connection refused", or for a name with
+    /// several addresses "connect to localhost port 1 failed: 127.0.0.1:
+    /// Connection refused; [::1]: Connection refused".
+    pub fn connect_failed(&self, errors: &[(std::net::SocketAddr, std::io::Error)]) -> String {
+        let host = self.host_header.strip_suffix(&format!(":{}", self.port)).unwrap_or(&self.host_header);
+        let why: Vec<String> = match self.host {
+            // An address literal has one address: the host says it already.
+            TargetHost::Ip(_) => errors.iter().map(|(_, e)| io_text(e)).collect(),
+            TargetHost::Domain(_) => errors
+                .iter()
+                .map(|(addr, e)| match addr {
+                    std::net::SocketAddr::V4(a) => format!("{}: {}", a.ip(), io_text(e)),
+                    std::net::SocketAddr::V6(a) => format!("[{}]: {}", a.ip(), io_text(e)),
+                })
+                .collect(),
+        };
+        format!("connect to {host} port {} failed: {}", self.port, why.join("; "))
+    }
+}
+
 /// Step 8: each protocol is a non-empty token, with no duplicates. Browsers
 /// compare them case-sensitively, and so does this.
 fn check_protocols(protocols: &[&str]) -> Result<Vec<String>, Error> {
@@ -107,6 +129,28 @@ mod tests {
 
     fn ok(url: &str) -> Target {
         Target::parse(url, &[]).unwrap()
+    }
+
+    #[test]
+    fn connect_failures_name_each_address_once() {
+        use std::io::Error as IoError;
+        let refused = || IoError::from_raw_os_error(libc::ECONNREFUSED);
+        let t = ok("ws://127.0.0.1:1/");
+        assert_eq!(
+            t.connect_failed(&[("127.0.0.1:1".parse().unwrap(), refused())]),
+            "connect to 127.0.0.1 port 1 failed: Connection refused"
+        );
+        let t = ok("ws://localhost:1/");
+        let errors = [("127.0.0.1:1".parse().unwrap(), refused()), ("[::1]:1".parse().unwrap(), refused())];
+        assert_eq!(
+            t.connect_failed(&errors),
+            "connect to localhost port 1 failed: 127.0.0.1: Connection refused; [::1]: Connection refused"
+        );
+        let t = ok("ws://[::1]/");
+        assert_eq!(
+            t.connect_failed(&[("[::1]:80".parse().unwrap(), refused())]),
+            "connect to [::1] port 80 failed: Connection refused"
+        );
     }
 
     #[test]

@@ -200,3 +200,59 @@ fn contract_program_under_valgrind_has_no_memory_errors_or_leaks() {
     assert!(out.contains("contract: all checks passed"), "{out}");
     assert!(out.contains("ERROR SUMMARY: 0 errors"), "{out}");
 }
+
+#[test]
+fn a_failing_ws_new_during_thread_exit_does_not_abort() {
+    let scratch = scratch_dir("teardown");
+    let binary = scratch.join("teardown");
+    compile(&repo_dir().join("tests/c/teardown.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
+    // Its own process: an abort (a panic across extern "C") kills it alone.
+    let out = Command::new(&binary).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "exited with {}:\n{text}", out.status);
+    assert!(text.contains("teardown: all checks passed"), "{text}");
+}
+
+/// The README's route without installing, command for command: `make
+/// build`, then `cc -I include app.c -L target/release -lws -lpthread`, run
+/// with `LD_LIBRARY_PATH=target/release` or linked with an rpath.
+#[test]
+fn readme_route_without_installing_works() {
+    let readme = std::fs::read_to_string(repo_dir().join("README.md")).unwrap();
+    let link = "cc -I include app.c -L target/release -lws -lpthread";
+    for said in ["make build", link, "LD_LIBRARY_PATH=target/release", "-Wl,-rpath"] {
+        assert!(readme.contains(said), "the README no longer says {said:?}");
+    }
+    let scratch = scratch_dir("readme-route");
+    std::fs::write(
+        scratch.join("app.c"),
+        "#include <stdio.h>\n#include <ws.h>\n\
+         int main(void) {\n\
+             ws_socket *ws = ws_new(\"not a url\", NULL, 0, NULL);\n\
+             printf(\"libws %s: %s\\n\", ws_version(), ws == NULL ? ws_strerror(ws_last_error_code()) : \"?\");\n\
+             return ws == NULL && ws_last_error_code() == WS_ERR_SYNTAX ? 0 : 1;\n\
+         }\n",
+    )
+    .unwrap();
+    let release = repo_dir().join("target/release");
+    // The link comes from `make build`, not from an earlier run.
+    let _ = std::fs::remove_file(release.join("libws.so.0"));
+    run(Command::new("make").arg("build").current_dir(repo_dir()));
+    let in_repo = |line: &str| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(line).current_dir(repo_dir()).env_remove("LD_LIBRARY_PATH");
+        run(&mut cmd)
+    };
+    let (app, app_rpath) = (scratch.join("app"), scratch.join("app-rpath"));
+    let src = scratch.join("app.c");
+    in_repo(&format!("{} -o {}", link.replace("app.c", &src.display().to_string()), app.display()));
+    let out = in_repo(&format!("LD_LIBRARY_PATH=target/release {}", app.display()));
+    assert!(out.contains("libws 0.") && out.contains("syntax error"), "{out}");
+    in_repo(&format!(
+        "{} -Wl,-rpath,\"$PWD/target/release\" -o {}",
+        link.replace("app.c", &src.display().to_string()),
+        app_rpath.display()
+    ));
+    let out = in_repo(&app_rpath.display().to_string());
+    assert!(out.contains("syntax error"), "{out}");
+}

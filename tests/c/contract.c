@@ -1,6 +1,7 @@
-/* A full conversation through the public C API only (SPEC.md), compiled as
- * C99 and as C++ by tests/c_programs.rs and linked against libws.so and
- * libws.a. Usage: contract URL EXPECTED_PROTOCOL [CA_FILE]
+/* A full conversation through the public C API only, as include/ws.h
+ * documents it, compiled as C99 and as C++ by tests/c_programs.rs and
+ * linked against libws.so and libws.a.
+ * Usage: contract URL EXPECTED_PROTOCOL [CA_FILE]
  * With CA_FILE (for wss://) the certificates in it are trusted through
  * ws_options_set_ca_file.
  * The server echoes messages; the text "close CODE REASON" makes it close

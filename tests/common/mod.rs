@@ -748,14 +748,40 @@ pub fn start_peer(name: &str, program: &str, args: &[&str], path_var: &str, defa
     Some(Peer { port, _child: child })
 }
 
-/// A real peer is missing: a failure under CI=true, a loud skip elsewhere.
+/// A real peer is missing: a failure under CI=true, a counted skip
+/// elsewhere. The calling test returns early, which libtest counts as
+/// passed; scripts/test.sh counts it as skipped instead (see `record_skip`).
 pub fn peer_missing<T>(msg: &str) -> Option<T> {
     let msg = format!("{msg} (scripts/test.sh and .ci/run install the peers)");
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{msg}");
     }
     eprintln!("SKIPPED: {msg}");
+    record_skip(&msg);
     None
+}
+
+/// Leaves one file per skipped test in `$LIBWS_SKIP_DIR` (scripts/test.sh
+/// sets it and scripts/summary.sh counts the files), named after the test,
+/// so that a test that skips twice counts once.
+pub fn record_skip(msg: &str) {
+    let Some(dir) = std::env::var_os("LIBWS_SKIP_DIR") else { return };
+    let exe = std::env::current_exe().ok();
+    let binary = exe.as_ref().and_then(|e| e.file_name()).map_or("tests".into(), |n| n.to_string_lossy());
+    // libtest runs each test on a thread named after it.
+    let thread = std::thread::current();
+    let test = match thread.name() {
+        Some(name) => name.to_string(),
+        None => format!("{}-{:?}", std::process::id(), thread.id()),
+    };
+    let file: String = format!("{binary}--{test}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    let note = format!("{test} ({binary}): {msg}\n");
+    if let Err(e) = std::fs::write(std::path::Path::new(&dir).join(file), note) {
+        panic!("cannot record the skip in {}: {e}", std::path::Path::new(&dir).display());
+    }
 }
 
 // ----- compiling C programs against the library -----

@@ -12,7 +12,6 @@ use tungstenite::protocol::frame::{coding::CloseCode, CloseFrame};
 use tungstenite::Message;
 use ws::ffi::*;
 
-#[test]
 fn echoes_text_binary_empty_and_16_mib() {
     let server = echo_server();
     let c = Client::open(&server.url("/"));
@@ -39,7 +38,6 @@ fn echoes_text_binary_empty_and_16_mib() {
     assert_eq!(close_event(&c), (1000, String::new(), true));
 }
 
-#[test]
 fn null_data_with_zero_length_is_an_empty_message() {
     let server = echo_server();
     let c = Client::open(&server.url("/"));
@@ -52,7 +50,6 @@ fn null_data_with_zero_length_is_an_empty_message() {
     assert_eq!(wait_messages(&c, 2), vec![(vec![], true), (vec![], false)]);
 }
 
-#[test]
 fn client_close_variants_reach_the_server() {
     let (server, rx) = recording_server();
     // (code, reason) given -> (code, reason) the server reads
@@ -82,7 +79,6 @@ fn client_close_variants_reach_the_server() {
     }
 }
 
-#[test]
 fn server_close_variants_reach_on_close() {
     for (frame, expect) in [
         (Some((1000u16, "")), (1000u16, "")),
@@ -110,7 +106,6 @@ fn server_close_variants_reach_on_close() {
     }
 }
 
-#[test]
 fn ready_state_through_every_transition() {
     let (server, _held) = silent_server();
     let c = Client::new(&server.url("/"));
@@ -137,7 +132,6 @@ fn ready_state_through_every_transition() {
     assert_eq!(evs.len(), 3, "open, message, close: {evs:?}");
 }
 
-#[test]
 fn url_forms() {
     let server = echo_server();
     let c = Client::new(&format!("http://127.0.0.1:{}/a/b?x=1", server.port));
@@ -155,7 +149,6 @@ fn url_forms() {
     }
 }
 
-#[test]
 fn protocol_argument_errors() {
     for bad in [&[""][..], &["a b"], &["a,b"], &["x", "x"], &["ü"], &["(", "b"]] {
         let e = Client::try_with("ws://127.0.0.1:1/", bad, None, Recorder::new()).err().unwrap();
@@ -180,7 +173,6 @@ fn protocol_argument_errors() {
     }
 }
 
-#[test]
 fn close_argument_errors() {
     let server = echo_server();
     for code in [999u16, 1001, 1005, 2999, 5000, 65535] {
@@ -204,7 +196,6 @@ fn close_argument_errors() {
     }
 }
 
-#[test]
 fn null_handles_and_pointers() {
     unsafe {
         let null = std::ptr::null_mut();
@@ -237,7 +228,6 @@ fn null_handles_and_pointers() {
     }
 }
 
-#[test]
 fn text_that_is_not_utf8_is_refused() {
     let (server, rx) = recording_server();
     let c = Client::open(&server.url("/"));
@@ -250,7 +240,6 @@ fn text_that_is_not_utf8_is_refused() {
     assert_eq!(t.messages, vec![Message::text("ab")]);
 }
 
-#[test]
 fn send_while_connecting_is_invalid_state() {
     let (server, _held) = silent_server();
     let c = Client::new(&server.url("/"));
@@ -259,7 +248,6 @@ fn send_while_connecting_is_invalid_state() {
     assert_eq!(c.buffered(), 0);
 }
 
-#[test]
 fn send_after_close_counts_and_discards() {
     let (server, rx) = recording_server();
     let c = Client::open(&server.url("/"));
@@ -273,7 +261,6 @@ fn send_after_close_counts_and_discards() {
     assert!(t.messages.is_empty(), "{:?}", t.messages);
 }
 
-#[test]
 fn buffered_amount_rises_then_drains_and_limit_applies() {
     // The server reads nothing until told to, so the socket buffers fill.
     let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
@@ -311,7 +298,6 @@ fn buffered_amount_rises_then_drains_and_limit_applies() {
     assert_eq!(rx.recv_timeout(WAIT).unwrap(), 33);
 }
 
-#[test]
 fn close_while_connecting_fails_promptly() {
     let (server, held) = silent_server();
     let c = Client::new(&server.url("/"));
@@ -328,7 +314,6 @@ fn close_while_connecting_fails_promptly() {
     assert_eq!(c.close(1000, None), WS_OK);
 }
 
-#[test]
 fn connect_timeout_against_silent_server() {
     let (server, _held) = silent_server();
     let t = Instant::now();
@@ -339,7 +324,6 @@ fn connect_timeout_against_silent_server() {
     assert!(msg.contains("timeout"), "{msg}");
 }
 
-#[test]
 fn refused_connection_fails() {
     let port = closed_port();
     let c = Client::new(&format!("ws://127.0.0.1:{port}/"));
@@ -349,7 +333,6 @@ fn refused_connection_fails() {
     assert_eq!(c.rec.events().len(), 2);
 }
 
-#[test]
 fn server_dropping_tcp_is_1006_without_error() {
     let server = ws_server(
         |_| None,
@@ -364,7 +347,6 @@ fn server_dropping_tcp_is_1006_without_error() {
     assert!(errors(&c).is_empty(), "{:?}", c.rec.events());
 }
 
-#[test]
 fn bad_handshakes_fail_the_connection() {
     let ok = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
     let cases: Vec<(String, &[&str], &str)> = vec![
@@ -390,7 +372,6 @@ fn bad_handshakes_fail_the_connection() {
     }
 }
 
-#[test]
 fn subprotocol_negotiation() {
     let server = ws_server(|offered| offered.get(1).cloned(), |ws, _| echo(ws));
     let c = Client::try_with(&server.url("/"), &["v1.chat", "v2.chat"], None, Recorder::new()).unwrap();
@@ -400,7 +381,6 @@ fn subprotocol_negotiation() {
     assert_eq!(unsafe { std::ffi::CStr::from_ptr(ws_extensions(c.ws)) }.to_bytes(), b"");
 }
 
-#[test]
 fn extra_headers_reach_the_server() {
     let (server, rx) = recording_server();
     let opts = Opts {
@@ -417,7 +397,6 @@ fn extra_headers_reach_the_server() {
     assert_eq!(seen.path, "/path?q=1");
 }
 
-#[test]
 fn message_over_the_limit_sends_1009() {
     let (tx, rx) = crossbeam_channel::unbounded();
     let tx = Mutex::new(tx);
@@ -433,7 +412,6 @@ fn message_over_the_limit_sends_1009() {
     assert!(c.rec.messages().is_empty());
 }
 
-#[test]
 fn ten_thousand_messages_in_order() {
     let server = echo_server();
     let c = Client::open(&server.url("/"));
@@ -447,7 +425,6 @@ fn ten_thousand_messages_in_order() {
     }
 }
 
-#[test]
 fn eight_threads_keep_their_order() {
     let (server, rx) = recording_server();
     let c = Arc::new(Client::open(&server.url("/")));
@@ -478,7 +455,6 @@ fn eight_threads_keep_their_order() {
     assert_eq!(next, [1000; 8]);
 }
 
-#[test]
 fn send_from_inside_on_message() {
     let server = echo_server();
     let c = Client::new(&server.url("/"));
@@ -497,7 +473,6 @@ fn send_from_inside_on_message() {
     assert_eq!(msgs.last().unwrap().0, b"xxxxx");
 }
 
-#[test]
 fn free_inside_each_callback() {
     let server = echo_server();
     for which in ["open", "message", "close", "error"] {
@@ -536,7 +511,6 @@ fn free_inside_each_callback() {
     }
 }
 
-#[test]
 fn free_while_connecting_and_while_server_is_silent_is_prompt() {
     let (server, _held) = silent_server();
     let mut c = Client::new(&server.url("/"));
@@ -553,7 +527,6 @@ fn free_while_connecting_and_while_server_is_silent_is_prompt() {
     assert!(c.free() < Duration::from_millis(100));
 }
 
-#[test]
 fn free_from_another_thread_waits_for_a_running_callback() {
     let server = echo_server();
     let c = Client::open(&server.url("/"));
@@ -574,7 +547,6 @@ fn free_from_another_thread_waits_for_a_running_callback() {
     assert!(*done.lock().unwrap(), "ws_free returned while the callback ran");
 }
 
-#[test]
 fn frames_in_the_same_packet_as_the_101() {
     let server = raw_server(|mut s| {
         let request = read_request(&mut s);
@@ -592,7 +564,6 @@ fn frames_in_the_same_packet_as_the_101() {
     assert_eq!(wait_messages(&c, 2), vec![(b"first".to_vec(), true), (b"second".to_vec(), false)]);
 }
 
-#[test]
 fn close_timeout_when_server_never_answers_close() {
     let server = raw_server(|mut s| {
         raw_handshake(&mut s, "");
@@ -609,7 +580,6 @@ fn close_timeout_when_server_never_answers_close() {
     assert!(errors(&c).is_empty());
 }
 
-#[test]
 fn server_close_without_tcp_close_is_clean_after_2s() {
     let (tx, rx) = crossbeam_channel::unbounded();
     let tx = Mutex::new(tx);
@@ -654,7 +624,6 @@ fn library_threads_block_the_host_programs_signals() {
     drop(c);
 }
 
-#[test]
 fn a_flooding_server_does_not_starve_close() {
     // The server writes small frames as fast as it can (for at most 10 s)
     // and, on another thread, waits for the client's close frame.
@@ -693,7 +662,6 @@ fn a_flooding_server_does_not_starve_close() {
 /// The close timeout (300 ms) runs from when the close frame is written,
 /// so a backlog that takes longer to drain does not turn the close into
 /// a 1006.
-#[test]
 fn close_timeout_starts_when_the_close_frame_is_written() {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let server = raw_server(move |mut s| {
@@ -724,7 +692,6 @@ fn close_timeout_starts_when_the_close_frame_is_written() {
 /// close frames have not crossed until the client's is written, so the
 /// 2-second wait for TCP close must not start (and end the connection as
 /// clean) before the server has even seen the client's close frame.
-#[test]
 fn close_frames_cross_only_once_ours_is_written() {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let server = raw_server(move |mut s| {
@@ -749,3 +716,39 @@ fn close_frames_cross_only_once_ours_is_written() {
         "on_close reported a clean close before the server had the client's close frame"
     );
 }
+
+every_mode!(
+    echoes_text_binary_empty_and_16_mib,
+    null_data_with_zero_length_is_an_empty_message,
+    client_close_variants_reach_the_server,
+    server_close_variants_reach_on_close,
+    ready_state_through_every_transition,
+    url_forms,
+    protocol_argument_errors,
+    close_argument_errors,
+    null_handles_and_pointers,
+    text_that_is_not_utf8_is_refused,
+    send_while_connecting_is_invalid_state,
+    send_after_close_counts_and_discards,
+    buffered_amount_rises_then_drains_and_limit_applies,
+    close_while_connecting_fails_promptly,
+    connect_timeout_against_silent_server,
+    refused_connection_fails,
+    server_dropping_tcp_is_1006_without_error,
+    bad_handshakes_fail_the_connection,
+    subprotocol_negotiation,
+    extra_headers_reach_the_server,
+    message_over_the_limit_sends_1009,
+    ten_thousand_messages_in_order,
+    eight_threads_keep_their_order,
+    send_from_inside_on_message,
+    free_inside_each_callback,
+    free_while_connecting_and_while_server_is_silent_is_prompt,
+    free_from_another_thread_waits_for_a_running_callback,
+    frames_in_the_same_packet_as_the_101,
+    close_timeout_when_server_never_answers_close,
+    server_close_without_tcp_close_is_clean_after_2s,
+    a_flooding_server_does_not_starve_close,
+    close_timeout_starts_when_the_close_frame_is_written,
+    close_frames_cross_only_once_ours_is_written,
+);

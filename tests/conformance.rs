@@ -61,7 +61,6 @@ fn expect_failure(bytes: Vec<u8>, code: u16) -> String {
     message
 }
 
-#[test]
 fn invalid_utf8_text_in_one_frame() {
     expect_failure(frame(0x81, b"ok \xc3\x28 bad"), 1007);
     expect_failure(frame(0x81, b"\xed\xa0\x80"), 1007); // a UTF-16 surrogate
@@ -69,7 +68,6 @@ fn invalid_utf8_text_in_one_frame() {
     expect_failure(frame(0x81, b"abc\xe2\x82"), 1007); // cut short at the end
 }
 
-#[test]
 fn invalid_utf8_fails_at_the_first_fragment() {
     // The message never ends: a client that checks only complete messages
     // would wait forever instead of answering 1007.
@@ -80,7 +78,6 @@ fn invalid_utf8_fails_at_the_first_fragment() {
     expect_failure(partial, 1007);
 }
 
-#[test]
 fn code_points_split_across_fragments_are_accepted() {
     let text = "€ and 𝄞 and ü";
     let b = text.as_bytes();
@@ -93,26 +90,22 @@ fn code_points_split_across_fragments_are_accepted() {
     assert_eq!(wait_messages(&c, 1), vec![(text.as_bytes().to_vec(), true)]);
 }
 
-#[test]
 fn rsv_bits_without_extension() {
     for first in [0xC1u8, 0xA1, 0x91] {
         expect_failure(frame(first, b"x"), 1002);
     }
 }
 
-#[test]
 fn reserved_opcodes() {
     for op in [3u8, 4, 5, 6, 7, 11, 12, 13, 14, 15] {
         expect_failure(frame(0x80 | op, b""), 1002);
     }
 }
 
-#[test]
 fn masked_server_frame() {
     expect_failure(vec![0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2], 1002);
 }
 
-#[test]
 fn bad_control_frames() {
     expect_failure(frame(0x09, b"fragmented ping"), 1002);
     expect_failure(frame(0x89, &[7u8; 126]), 1002);
@@ -122,7 +115,6 @@ fn bad_control_frames() {
     expect_failure(frame(0x88, &close), 1002);
 }
 
-#[test]
 fn fragment_order_violations() {
     expect_failure(frame(0x80, b"continuation with nothing open"), 1002);
     expect_failure(frame(0x00, b"non-final continuation"), 1002);
@@ -130,7 +122,6 @@ fn fragment_order_violations() {
     expect_failure([frame(0x02, b"open"), frame(0x82, b"new binary")].concat(), 1002);
 }
 
-#[test]
 fn close_frame_bodies() {
     expect_failure(frame(0x88, &[0x03]), 1002);
     for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
@@ -141,7 +132,6 @@ fn close_frame_bodies() {
     expect_failure(frame(0x88, &bad_reason), 1007);
 }
 
-#[test]
 fn valid_close_codes_are_echoed() {
     for code in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999] {
         let (server, rx) = scripted(move |s| s.write_all(&frame(0x88, &close_payload(code, "why"))).unwrap());
@@ -152,7 +142,6 @@ fn valid_close_codes_are_echoed() {
     }
 }
 
-#[test]
 fn payload_lengths_at_the_encoding_boundaries() {
     let sizes = [0usize, 1, 125, 126, 127, 65535, 65536, 65537, 1 << 20];
     let (server, _rx) = scripted(move |s| {
@@ -181,12 +170,10 @@ fn payload_lengths_at_the_encoding_boundaries() {
     assert_eq!(wait_messages(&c, 2), vec![(b"short".to_vec(), false), (b"long!".to_vec(), false)]);
 }
 
-#[test]
 fn length_with_top_bit_set() {
     expect_failure(vec![0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 1], 1002);
 }
 
-#[test]
 fn length_beyond_max_message_size_fails_before_the_payload() {
     // Only the header is sent: a client that waited for 1 TiB would hang.
     let (server, rx) = scripted(|s| s.write_all(&[0x82, 127, 0, 0, 1, 0, 0, 0, 0, 0]).unwrap());
@@ -203,7 +190,6 @@ fn length_beyond_max_message_size_fails_before_the_payload() {
     assert_eq!(rx.recv_timeout(WAIT).unwrap().close, Some(Some(1009)));
 }
 
-#[test]
 fn ping_inside_a_fragmented_message_is_answered_at_once() {
     let (tx, rx) = crossbeam_channel::unbounded();
     let tx = Mutex::new(tx);
@@ -222,7 +208,6 @@ fn ping_inside_a_fragmented_message_is_answered_at_once() {
     assert_eq!(wait_messages(&c, 1), vec![(b"Hello, world".to_vec(), true)]);
 }
 
-#[test]
 fn ping_with_125_bytes_gets_the_same_125_back() {
     let payload: Vec<u8> = (0..125u8).collect();
     let p = payload.clone();
@@ -235,7 +220,6 @@ fn ping_with_125_bytes_gets_the_same_125_back() {
     assert_eq!(seen.frames, vec![(0x8A, payload)]);
 }
 
-#[test]
 fn unsolicited_pong_is_ignored() {
     let (server, rx) = scripted(|s| s.write_all(&[frame(0x8A, b"unasked"), frame(0x81, b"after")].concat()).unwrap());
     let c = Client::open(&server.url("/"));
@@ -246,7 +230,6 @@ fn unsolicited_pong_is_ignored() {
     assert_eq!(seen.close, Some(Some(1000)));
 }
 
-#[test]
 fn data_after_the_servers_close_frame_fails_and_is_not_delivered() {
     let (server, rx) =
         scripted(|s| s.write_all(&[frame(0x88, &close_payload(1000, "")), frame(0x81, b"too late")].concat()).unwrap());
@@ -258,7 +241,6 @@ fn data_after_the_servers_close_frame_fails_and_is_not_delivered() {
     assert_eq!(rx.recv_timeout(WAIT).unwrap().close, Some(Some(1000)));
 }
 
-#[test]
 fn ping_after_the_servers_close_frame_gets_no_pong() {
     let (server, rx) = scripted(|s| {
         s.write_all(&[frame(0x88, &close_payload(1000, "")), frame(0x89, b"late ping")].concat()).unwrap()
@@ -270,7 +252,6 @@ fn ping_after_the_servers_close_frame_gets_no_pong() {
     assert!(seen.frames.is_empty());
 }
 
-#[test]
 fn tcp_close_without_close_frame_is_1006_without_error() {
     let server = raw_server(|mut s| {
         raw_handshake(&mut s, "");
@@ -283,7 +264,6 @@ fn tcp_close_without_close_frame_is_1006_without_error() {
     assert_eq!(c.rec.messages(), vec![(b"last words".to_vec(), true)]);
 }
 
-#[test]
 fn message_echoed_from_on_message_goes_out_before_the_failure_close() {
     // Autobahn 4.1.3: a message, then a reserved opcode. The echo sent from
     // inside on_message must still reach the server before close 1002.
@@ -303,7 +283,6 @@ fn message_echoed_from_on_message_goes_out_before_the_failure_close() {
 
 // ----- the opening handshake, checked strictly -----
 
-#[test]
 fn response_header_names_and_tokens_are_case_insensitive() {
     let server = answer(
         "HTTP/1.1 101 Switching Protocols\r\nUPGRADE: WebSocket\r\nconnection: keep-alive, UPGRADE\r\n\
@@ -315,7 +294,6 @@ fn response_header_names_and_tokens_are_case_insensitive() {
     assert_eq!(c.protocol(), "chat");
 }
 
-#[test]
 fn response_head_over_64_kib_fails() {
     let filler: String = (0..80).map(|i| format!("X-Filler-{i}: {}\r\n", "a".repeat(900))).collect();
     let server = answer(format!(
@@ -326,7 +304,6 @@ fn response_head_over_64_kib_fails() {
     assert!(msg.contains("64") || msg.contains("larger"), "{msg}");
 }
 
-#[test]
 fn response_slower_than_the_connect_timeout_fails() {
     let server = raw_server(|mut s| {
         read_request(&mut s);
@@ -338,7 +315,6 @@ fn response_slower_than_the_connect_timeout_fails() {
     assert!(msg.contains("timeout"), "{msg}");
 }
 
-#[test]
 fn redirects_are_not_followed() {
     for status in [
         "300 Multiple Choices",
@@ -354,3 +330,30 @@ fn redirects_are_not_followed() {
         assert!(msg.contains(&status[..3]), "{msg}");
     }
 }
+
+every_mode!(
+    invalid_utf8_text_in_one_frame,
+    invalid_utf8_fails_at_the_first_fragment,
+    code_points_split_across_fragments_are_accepted,
+    rsv_bits_without_extension,
+    reserved_opcodes,
+    masked_server_frame,
+    bad_control_frames,
+    fragment_order_violations,
+    close_frame_bodies,
+    valid_close_codes_are_echoed,
+    payload_lengths_at_the_encoding_boundaries,
+    length_with_top_bit_set,
+    length_beyond_max_message_size_fails_before_the_payload,
+    ping_inside_a_fragmented_message_is_answered_at_once,
+    ping_with_125_bytes_gets_the_same_125_back,
+    unsolicited_pong_is_ignored,
+    data_after_the_servers_close_frame_fails_and_is_not_delivered,
+    ping_after_the_servers_close_frame_gets_no_pong,
+    tcp_close_without_close_frame_is_1006_without_error,
+    message_echoed_from_on_message_goes_out_before_the_failure_close,
+    response_header_names_and_tokens_are_case_insensitive,
+    response_head_over_64_kib_fails,
+    response_slower_than_the_connect_timeout_fails,
+    redirects_are_not_followed,
+);

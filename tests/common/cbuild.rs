@@ -1,0 +1,48 @@
+//! Compiling C and C++ programs against the library.
+
+use super::paths::{lib_dir, repo_dir, run};
+use std::process::Command;
+
+// ----- compiling C programs against the library -----
+
+use std::path::{Path, PathBuf};
+
+pub const C_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
+pub const CXX_FLAGS: &[&str] = &["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic"];
+/// What a Rust staticlib needs from the system (rustc --print native-static-libs).
+pub const STATIC_LIBS: &[&str] = &["-lssl", "-lcrypto", "-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
+
+/// A directory holding libws.so under its soname, as an install would.
+pub fn shared_lib_dir(scratch: &Path) -> PathBuf {
+    let d = scratch.join("lib");
+    std::fs::create_dir_all(&d).unwrap();
+    let so = lib_dir().join("libws.so");
+    for name in ["libws.so", "libws.so.0"] {
+        let _ = std::fs::remove_file(d.join(name));
+        std::os::unix::fs::symlink(&so, d.join(name)).unwrap();
+    }
+    d
+}
+
+pub enum Link {
+    Shared,
+    Static,
+}
+
+pub fn compile(source: &Path, out: &Path, compiler: &str, flags: &[&str], link: Link, scratch: &Path) {
+    let mut cmd = Command::new(compiler);
+    cmd.args(flags).arg("-I").arg(repo_dir().join("include")).arg(source).arg("-o").arg(out);
+    // -x c++ applies to later inputs too: switch back before the libraries.
+    cmd.args(["-x", "none"]);
+    match link {
+        Link::Shared => {
+            let d = shared_lib_dir(scratch);
+            cmd.arg(format!("-L{}", d.display())).arg(format!("-Wl,-rpath,{}", d.display()));
+            cmd.args(["-lws", "-lpthread"]);
+        }
+        Link::Static => {
+            cmd.arg(lib_dir().join("libws.a")).args(STATIC_LIBS);
+        }
+    }
+    run(&mut cmd);
+}

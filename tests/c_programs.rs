@@ -64,7 +64,7 @@ fn shared_object_exports_only_ws_symbols() {
 #[test]
 fn examples_compile_and_wscat_talks_to_the_server() {
     let scratch = scratch_dir("examples");
-    for name in ["echo", "wscat"] {
+    for name in ["echo", "wscat", "epoll_loop"] {
         let src = repo_dir().join(format!("examples/{name}.c"));
         compile(&src, &scratch.join(name), "cc", C_FLAGS, Link::Shared, &scratch);
     }
@@ -115,6 +115,14 @@ fn examples_compile_and_wscat_talks_to_the_server() {
     let out = run(Command::new(scratch.join("echo")).arg(server.url("/")));
     assert!(out.contains("message (text): Hello from libws"), "{out}");
     assert!(out.contains("close 1000"), "{out}");
+    // epoll_loop: five connections from the program's own epoll loop.
+    let out =
+        run(Command::new(scratch.join("epoll_loop")).arg(server.url("/")).arg("5").stdin(std::process::Stdio::null()));
+    for i in 1..=5 {
+        assert!(out.contains(&format!("[{i}] text: hello from {i}\n")), "{out}");
+        assert!(out.contains(&format!("[{i}] close 1000 \"done\" (clean)\n")), "{out}");
+    }
+    assert!(out.ends_with("all 5 connections closed\n"), "{out}");
 }
 
 #[test]

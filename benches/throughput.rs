@@ -1,176 +1,611 @@
-//! libws against plain tungstenite (the baseline) in the same run, same
-//! machine, same echo server on 127.0.0.1: `cargo bench --bench throughput`.
-//! Prints each workload's time for both and the ratio libws / tungstenite
-//! (below 1.0: libws is faster). Each figure is the best of 5 runs.
+//! libws against plain tungstenite (the baseline: a blocking client on the
+//! caller's thread) in the same run, against the same servers on 127.0.0.1:
+//! `cargo bench --bench throughput`. The servers run in a child process
+//! (this program, started again with LIBWS_BENCH_SERVER=1), so that their
+//! threads and memory are not counted here.
+//!
+//! Prints each figure for both and the ratio. For times, libws / tungstenite
+//! (below 1.0: libws is faster); for rates, libws / tungstenite (above 1.0:
+//! libws is faster). Each time is the best of 5 runs.
+//! BENCH_FILTER=text runs only the sections and workloads whose name
+//! contains it.
 
-use std::ffi::c_void;
+#![allow(clippy::result_large_err)] // tungstenite's handshake callback type
+
+use std::ffi::{c_void, CString};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
 use ws::ffi::*;
 
-fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let _ = stream.set_nodelay(true);
-                let config = tungstenite::protocol::WebSocketConfig::default()
-                    .max_message_size(Some(64 << 20))
-                    .max_frame_size(Some(64 << 20));
-                let Ok(mut ws) = tungstenite::accept_with_config(stream, Some(config)) else {
-                    return;
-                };
-                while let Ok(m) = ws.read() {
-                    if (m.is_text() || m.is_binary()) && ws.send(m).is_err() {
-                        return;
+// ----- the servers (child process) -----
+
+/// Serves each connection on a thread with a small stack, by path:
+/// /echo echoes; /push/N/SIZE waits for any message, then sends N binary
+/// messages of SIZE; /sink/N reads N messages, then sends "done".
+fn serve(listener: TcpListener, tls: Option<Arc<native_tls::TlsAcceptor>>) {
+    for stream in listener.incoming().flatten() {
+        let tls = tls.clone();
+        let spawned = std::thread::Builder::new().stack_size(128 << 10).spawn(move || {
+            let _ = stream.set_nodelay(true);
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(s) = acceptor.accept(stream) {
+                        converse(s);
                     }
                 }
-            });
+                None => converse(stream),
+            }
+        });
+        if spawned.is_err() {
+            eprintln!("bench server: cannot start a thread");
         }
-    });
-    port
+    }
 }
 
-/// A workload: `count` messages of `size` bytes, sent `window` at a time
-/// (1: strict request/response round trips).
-#[derive(Clone, Copy)]
-struct Load {
-    name: &'static str,
-    count: usize,
-    size: usize,
-    window: usize,
+fn converse<S: Read + Write>(stream: S) {
+    let mut path = String::new();
+    let callback = |req: &tungstenite::handshake::server::Request, resp| {
+        path = req.uri().path().to_string();
+        Ok(resp)
+    };
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let Ok(mut ws) = tungstenite::accept_hdr_with_config(stream, callback, Some(config)) else { return };
+    let parts: Vec<usize> = path.split('/').filter_map(|p| p.parse().ok()).collect();
+    if path.starts_with("/push") {
+        let (n, size) = (parts[0], parts[1]);
+        if ws.read().is_err() {
+            return;
+        }
+        let payload = tungstenite::Bytes::from(vec![b'p'; size]);
+        for _ in 0..n {
+            if ws.write(Message::Binary(payload.clone())).is_err() {
+                return;
+            }
+        }
+        let _ = ws.flush();
+    } else if path.starts_with("/sink") {
+        let mut got = 0;
+        while got < parts[0] {
+            match ws.read() {
+                Ok(m) if m.is_binary() || m.is_text() => got += 1,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+        let _ = ws.send(Message::text("done"));
+    }
+    while let Ok(m) = ws.read() {
+        if (m.is_text() || m.is_binary()) && ws.send(m).is_err() {
+            return;
+        }
+    }
 }
 
-/// Counts echoes; wakes the sender only when a whole window is back, so
-/// that the harness adds one wake-up per window, as the baseline has none.
+fn server_main() {
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let secure = TcpListener::bind("127.0.0.1:0").unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
+    let identity = native_tls::Identity::from_pkcs8(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+    let acceptor = Arc::new(native_tls::TlsAcceptor::new(identity).unwrap());
+    println!("PORTS {} {}", plain.local_addr().unwrap().port(), secure.local_addr().unwrap().port());
+    std::thread::spawn(move || serve(secure, Some(acceptor)));
+    std::thread::spawn(move || serve(plain, None));
+    // The parent holds our stdin: its end is ours.
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+struct Servers {
+    _child: Child,
+    port: u16,
+    tls_port: u16,
+}
+
+fn start_servers() -> Servers {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("LIBWS_BENCH_SERVER", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let ports: Vec<u16> = line.split_whitespace().skip(1).map(|p| p.parse().unwrap()).collect();
+    Servers { _child: child, port: ports[0], tls_port: ports[1] }
+}
+
+// ----- libws side -----
+
+/// Counts messages; wakes the waiter when `target` is reached.
 struct Counter {
     received: AtomicUsize,
     target: AtomicUsize,
+    opened: AtomicUsize,
+    closed: AtomicUsize,
+    /// Echo each message back from inside on_message, up to this count.
+    reply_until: AtomicUsize,
+    payload: Vec<u8>,
     lock: Mutex<()>,
     cv: Condvar,
 }
 
-unsafe extern "C" fn on_message(ud: *mut c_void, _: *mut ws_socket, _: *const u8, _: usize, _: bool) {
-    let c = &*(ud as *const Counter);
-    if c.received.fetch_add(1, Ordering::SeqCst) + 1 >= c.target.load(Ordering::SeqCst) {
-        let _g = c.lock.lock().unwrap();
-        c.cv.notify_one();
+impl Counter {
+    fn new(payload: Vec<u8>) -> Arc<Counter> {
+        Arc::new(Counter {
+            received: AtomicUsize::new(0),
+            target: AtomicUsize::new(usize::MAX),
+            opened: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
+            reply_until: AtomicUsize::new(0),
+            payload,
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn notify(&self) {
+        let _g = self.lock.lock().unwrap();
+        self.cv.notify_all();
+    }
+
+    fn wait(&self, what: &str, count: &AtomicUsize, n: usize) {
+        let mut g = self.lock.lock().unwrap();
+        while count.load(Ordering::SeqCst) < n {
+            let (next, t) = self.cv.wait_timeout(g, Duration::from_secs(60)).unwrap();
+            g = next;
+            assert!(!t.timed_out(), "stuck waiting for {what}: {} of {n}", count.load(Ordering::SeqCst));
+        }
+    }
+
+    fn callbacks(self: &Arc<Self>) -> ws_callbacks {
+        ws_callbacks {
+            user_data: Arc::as_ptr(self) as *mut c_void,
+            on_open: Some(on_open),
+            on_message: Some(on_message),
+            on_error: None,
+            on_close: Some(on_close),
+        }
     }
 }
 
 unsafe extern "C" fn on_open(ud: *mut c_void, _: *mut ws_socket) {
     let c = &*(ud as *const Counter);
-    let _g = c.lock.lock().unwrap();
-    c.cv.notify_one();
+    c.opened.fetch_add(1, Ordering::SeqCst);
+    c.notify();
 }
 
-fn wait(c: &Counter, n: usize, ws: *mut ws_socket) {
-    let mut g = c.lock.lock().unwrap();
-    while c.received.load(Ordering::SeqCst) < n {
-        let (next, t) = c.cv.wait_timeout(g, Duration::from_secs(30)).unwrap();
-        g = next;
-        let got = c.received.load(Ordering::SeqCst);
-        assert!(!t.timed_out(), "stuck: {got} of {n} echoes, bufferedAmount {}", unsafe { ws_buffered_amount(ws) });
+unsafe extern "C" fn on_message(ud: *mut c_void, ws: *mut ws_socket, _: *const u8, _: usize, _: bool) {
+    let c = &*(ud as *const Counter);
+    let n = c.received.fetch_add(1, Ordering::SeqCst) + 1;
+    if n < c.reply_until.load(Ordering::SeqCst) {
+        ws_send_bytes(ws, c.payload.as_ptr(), c.payload.len());
+    }
+    if n >= c.target.load(Ordering::SeqCst) {
+        c.notify();
     }
 }
 
-fn run_libws(port: u16, load: Load) -> Duration {
-    let counter = Box::new(Counter {
-        received: AtomicUsize::new(0),
-        target: AtomicUsize::new(0),
-        lock: Mutex::new(()),
-        cv: Condvar::new(),
-    });
-    let cb = ws_callbacks {
-        user_data: &*counter as *const Counter as *mut c_void,
-        on_open: Some(on_open),
-        on_message: Some(on_message),
-        on_error: None,
-        on_close: None,
+unsafe extern "C" fn on_close(ud: *mut c_void, _: *mut ws_socket, _: u16, _: *const std::ffi::c_char, _: bool) {
+    let c = &*(ud as *const Counter);
+    c.closed.fetch_add(1, Ordering::SeqCst);
+    c.notify();
+}
+
+/// How libws runs the connection.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    OwnThread,
+    SharedLoop,
+}
+
+struct Libws {
+    shared: *mut ws_loop,
+}
+
+impl Libws {
+    fn new() -> Libws {
+        let lp = ws_loop_new();
+        assert_eq!(unsafe { ws_loop_start(lp) }, WS_OK);
+        Libws { shared: lp }
+    }
+
+    fn connect(&self, url: &str, mode: Mode, counter: &Arc<Counter>, tls: bool) -> *mut ws_socket {
+        let url = CString::new(url).unwrap();
+        unsafe {
+            let o = ws_options_new();
+            if mode == Mode::SharedLoop {
+                ws_options_set_loop(o, self.shared);
+            }
+            if tls {
+                ws_options_danger_accept_invalid_certs(o, true);
+            }
+            let ws = ws_new_with_options(url.as_ptr(), std::ptr::null(), 0, &counter.callbacks(), o);
+            ws_options_free(o);
+            assert!(!ws.is_null());
+            ws
+        }
+    }
+}
+
+/// A workload between one client and the server at `path`.
+#[derive(Clone, Copy)]
+struct Load {
+    name: &'static str,
+    path: &'static str,
+    kind: Kind,
+    count: usize,
+    size: usize,
+    /// Messages in flight (1: strict request/response).
+    window: usize,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// The caller's thread sends `window` messages and waits for their echoes.
+    Echo,
+    /// The first echo's callback sends the next message (no thread hand-off).
+    ReplyFromCallback,
+    /// The server pushes `count` messages; the client receives.
+    Receive,
+    /// The client sends `count` messages; the server answers "done" at the end.
+    Send,
+}
+
+fn run_libws(lib: &Libws, port: u16, load: Load, mode: Mode) -> Duration {
+    let counter = Counter::new(vec![b'x'; load.size]);
+    let path = match load.kind {
+        Kind::Receive => format!("/push/{}/{}", load.count, load.size),
+        Kind::Send => format!("/sink/{}", load.count),
+        _ => load.path.to_string(),
     };
-    let url = std::ffi::CString::new(format!("ws://127.0.0.1:{port}/")).unwrap();
-    let ws = unsafe { ws_new(url.as_ptr(), std::ptr::null(), 0, &cb) };
-    {
-        let mut g = counter.lock.lock().unwrap();
-        while unsafe { ws_ready_state(ws) } == WS_CONNECTING {
-            g = counter.cv.wait_timeout(g, Duration::from_millis(100)).unwrap().0;
-        }
-    }
-    let payload = vec![b'x'; load.size];
+    let ws = lib.connect(&format!("ws://127.0.0.1:{port}{path}"), mode, &counter, false);
+    counter.wait("on_open", &counter.opened, 1);
+    let payload = &counter.payload;
     let start = Instant::now();
-    let mut sent = 0;
-    while sent < load.count {
-        let batch = load.window.min(load.count - sent);
-        counter.target.store(sent + batch, Ordering::SeqCst);
-        for _ in 0..batch {
-            assert_eq!(unsafe { ws_send_bytes(ws, payload.as_ptr(), payload.len()) }, WS_OK);
+    match load.kind {
+        Kind::Echo => {
+            let mut sent = 0;
+            while sent < load.count {
+                let batch = load.window.min(load.count - sent);
+                counter.target.store(sent + batch, Ordering::SeqCst);
+                for _ in 0..batch {
+                    assert_eq!(unsafe { ws_send_bytes(ws, payload.as_ptr(), payload.len()) }, WS_OK);
+                }
+                sent += batch;
+                counter.wait("echoes", &counter.received, sent);
+            }
         }
-        sent += batch;
-        wait(&counter, sent, ws);
+        Kind::ReplyFromCallback => {
+            counter.reply_until.store(load.count, Ordering::SeqCst);
+            counter.target.store(load.count, Ordering::SeqCst);
+            assert_eq!(unsafe { ws_send_bytes(ws, payload.as_ptr(), payload.len()) }, WS_OK);
+            counter.wait("echoes", &counter.received, load.count);
+        }
+        Kind::Receive => {
+            counter.target.store(load.count, Ordering::SeqCst);
+            assert_eq!(unsafe { ws_send_string(ws, c"go".as_ptr(), 2) }, WS_OK);
+            counter.wait("pushed messages", &counter.received, load.count);
+        }
+        Kind::Send => {
+            counter.target.store(1, Ordering::SeqCst);
+            for _ in 0..load.count {
+                assert_eq!(unsafe { ws_send_bytes(ws, payload.as_ptr(), payload.len()) }, WS_OK);
+            }
+            counter.wait("done", &counter.received, 1);
+        }
     }
     let took = start.elapsed();
+    unsafe { ws_close(ws, 1000, std::ptr::null()) };
+    counter.wait("on_close", &counter.closed, 1);
     unsafe { ws_free(ws) };
     took
 }
 
-fn run_tungstenite(port: u16, load: Load) -> Duration {
+// ----- tungstenite side -----
+
+type Tws = tungstenite::WebSocket<TcpStream>;
+
+fn tungstenite_connect(port: u16, path: &str) -> Tws {
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_nodelay(true).unwrap();
     let config = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20));
-    let (mut ws, _) =
-        tungstenite::client::client_with_config(format!("ws://127.0.0.1:{port}/"), tcp, Some(config)).unwrap();
+    tungstenite::client::client_with_config(format!("ws://127.0.0.1:{port}{path}"), tcp, Some(config)).unwrap().0
+}
+
+fn read_data(ws: &mut Tws) {
+    loop {
+        match ws.read().unwrap() {
+            Message::Binary(_) | Message::Text(_) => return,
+            _ => {}
+        }
+    }
+}
+
+fn tungstenite_close(mut ws: Tws) {
+    let _ = ws.close(None);
+    while ws.read().is_ok() {}
+}
+
+fn run_tungstenite(port: u16, load: Load) -> Duration {
+    let path = match load.kind {
+        Kind::Receive => format!("/push/{}/{}", load.count, load.size),
+        Kind::Send => format!("/sink/{}", load.count),
+        _ => load.path.to_string(),
+    };
+    let mut ws = tungstenite_connect(port, &path);
     let payload = tungstenite::Bytes::from(vec![b'x'; load.size]);
     let start = Instant::now();
-    let mut sent = 0;
-    while sent < load.count {
-        let batch = load.window.min(load.count - sent);
-        for _ in 0..batch {
-            ws.write(Message::Binary(payload.clone())).unwrap();
-        }
-        ws.flush().unwrap();
-        sent += batch;
-        let mut got = 0;
-        while got < batch {
-            if let Message::Binary(_) = ws.read().unwrap() {
-                got += 1;
+    match load.kind {
+        Kind::Echo | Kind::ReplyFromCallback => {
+            let mut sent = 0;
+            while sent < load.count {
+                let batch = load.window.min(load.count - sent);
+                for _ in 0..batch {
+                    ws.write(Message::Binary(payload.clone())).unwrap();
+                }
+                ws.flush().unwrap();
+                sent += batch;
+                for _ in 0..batch {
+                    read_data(&mut ws);
+                }
             }
+        }
+        Kind::Receive => {
+            ws.send(Message::text("go")).unwrap();
+            for _ in 0..load.count {
+                read_data(&mut ws);
+            }
+        }
+        Kind::Send => {
+            for _ in 0..load.count {
+                ws.write(Message::Binary(payload.clone())).unwrap();
+            }
+            ws.flush().unwrap();
+            read_data(&mut ws);
         }
     }
     let took = start.elapsed();
-    let _ = ws.close(None);
+    tungstenite_close(ws);
     took
 }
 
-fn best_of(runs: usize, f: impl Fn() -> Duration) -> Duration {
+fn best_of(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
     (0..runs).map(|_| f()).min().unwrap()
 }
 
-fn main() {
-    let port = echo_server();
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+// ----- sections -----
+
+fn throughput(servers: &Servers, lib: &Libws, filter: &str) {
     let loads = [
-        Load { name: "round trips, 32 B", count: 20_000, size: 32, window: 1 },
-        Load { name: "pipelined, 64 B x 100k", count: 100_000, size: 64, window: 1000 },
-        Load { name: "pipelined, 16 KiB x 10k", count: 10_000, size: 16 << 10, window: 100 },
-        Load { name: "large, 16 MiB x 16", count: 16, size: 16 << 20, window: 1 },
+        Load {
+            name: "round trips 32 B (app thread)",
+            path: "/echo",
+            kind: Kind::Echo,
+            count: 20_000,
+            size: 32,
+            window: 1,
+        },
+        Load {
+            name: "round trips 32 B (in on_message)",
+            path: "/echo",
+            kind: Kind::ReplyFromCallback,
+            count: 20_000,
+            size: 32,
+            window: 1,
+        },
+        Load { name: "pipelined 64 B x 100k", path: "/echo", kind: Kind::Echo, count: 100_000, size: 64, window: 1000 },
+        Load {
+            name: "pipelined 16 KiB x 10k",
+            path: "/echo",
+            kind: Kind::Echo,
+            count: 10_000,
+            size: 16 << 10,
+            window: 100,
+        },
+        Load { name: "large 16 MiB x 16", path: "/echo", kind: Kind::Echo, count: 16, size: 16 << 20, window: 1 },
+        Load { name: "receive 64 B x 200k", path: "", kind: Kind::Receive, count: 200_000, size: 64, window: 0 },
+        Load { name: "receive 1 MiB x 200", path: "", kind: Kind::Receive, count: 200, size: 1 << 20, window: 0 },
+        Load { name: "send 64 B x 200k", path: "", kind: Kind::Send, count: 200_000, size: 64, window: 0 },
+        Load { name: "send 64 KiB x 5k", path: "", kind: Kind::Send, count: 5_000, size: 64 << 10, window: 0 },
     ];
-    println!("{:<26} {:>12} {:>12} {:>8}", "workload", "libws", "tungstenite", "ratio");
-    // BENCH_FILTER=text runs only the workloads whose name contains it.
-    let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
-    for load in loads.into_iter().filter(|l| l.name.contains(filter.as_str())) {
-        let base = best_of(5, || run_tungstenite(port, load));
-        let ours = best_of(5, || run_libws(port, load));
+    println!(
+        "\n{:<34} {:>11} {:>11} {:>11} {:>7} {:>7}",
+        "workload (best of 5)", "own thread", "shared", "tungstenite", "own", "shared"
+    );
+    for load in loads.into_iter().filter(|l| l.name.contains(filter) || "throughput".contains(filter)) {
+        let base = best_of(5, || run_tungstenite(servers.port, load));
+        let own = best_of(5, || run_libws(lib, servers.port, load, Mode::OwnThread));
+        let shared = best_of(5, || run_libws(lib, servers.port, load, Mode::SharedLoop));
         println!(
-            "{:<26} {:>10.1}ms {:>10.1}ms {:>8.2}",
+            "{:<34} {:>9.1}ms {:>9.1}ms {:>9.1}ms {:>7.2} {:>7.2}",
             load.name,
-            ours.as_secs_f64() * 1e3,
-            base.as_secs_f64() * 1e3,
-            ours.as_secs_f64() / base.as_secs_f64()
+            ms(own),
+            ms(shared),
+            ms(base),
+            own.as_secs_f64() / base.as_secs_f64(),
+            shared.as_secs_f64() / base.as_secs_f64()
         );
     }
+}
+
+/// Sequential connections: open, closing handshake, gone.
+fn connects(servers: &Servers, lib: &Libws) {
+    const N: usize = 500;
+    let url = format!("ws://127.0.0.1:{}/echo", servers.port);
+    let libws = |mode: Mode| {
+        best_of(5, || {
+            let counter = Counter::new(Vec::new());
+            let t = Instant::now();
+            for i in 0..N {
+                let ws = lib.connect(&url, mode, &counter, false);
+                counter.wait("on_open", &counter.opened, i + 1);
+                unsafe { ws_close(ws, 1000, std::ptr::null()) };
+                counter.wait("on_close", &counter.closed, i + 1);
+                unsafe { ws_free(ws) };
+            }
+            t.elapsed()
+        })
+    };
+    let own = libws(Mode::OwnThread);
+    let shared = libws(Mode::SharedLoop);
+    let base = best_of(5, || {
+        let t = Instant::now();
+        for _ in 0..N {
+            tungstenite_close(tungstenite_connect(servers.port, "/echo"));
+        }
+        t.elapsed()
+    });
+    let rate = |d: Duration| N as f64 / d.as_secs_f64();
+    println!(
+        "\nsequential connects (open + close), per second: own thread {:.0}, shared loop {:.0}, tungstenite {:.0}; rate ratio own {:.2}, shared {:.2}",
+        rate(own),
+        rate(shared),
+        rate(base),
+        rate(own) / rate(base),
+        rate(shared) / rate(base)
+    );
+}
+
+/// 1,000 connections each receiving 1,000 messages of 64 B as fast as the
+/// server sends them: libws on one shared loop against 1,000 tungstenite
+/// clients on 1,000 threads.
+fn fan_in(servers: &Servers, lib: &Libws) {
+    const CONNS: usize = 1000;
+    const EACH: usize = 1000;
+    let url = format!("ws://127.0.0.1:{}/push/{EACH}/64", servers.port);
+    let counter = Counter::new(Vec::new());
+    let handles: Vec<*mut ws_socket> =
+        (0..CONNS).map(|_| lib.connect(&url, Mode::SharedLoop, &counter, false)).collect();
+    counter.wait("on_open", &counter.opened, CONNS);
+    counter.target.store(CONNS * EACH, Ordering::SeqCst);
+    let t = Instant::now();
+    for ws in &handles {
+        unsafe { ws_send_string(*ws, c"go".as_ptr(), 2) };
+    }
+    counter.wait("messages", &counter.received, CONNS * EACH);
+    let ours = t.elapsed();
+    for ws in handles {
+        unsafe { ws_free(ws) };
+    }
+    let barrier = Arc::new(Barrier::new(CONNS + 1));
+    let done = Arc::new(Barrier::new(CONNS + 1));
+    let threads: Vec<_> = (0..CONNS)
+        .map(|_| {
+            let (barrier, done) = (barrier.clone(), done.clone());
+            let port = servers.port;
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || {
+                    let mut ws = tungstenite_connect(port, &format!("/push/{EACH}/64"));
+                    barrier.wait();
+                    ws.send(Message::text("go")).unwrap();
+                    for _ in 0..EACH {
+                        read_data(&mut ws);
+                    }
+                    done.wait();
+                    tungstenite_close(ws);
+                })
+                .unwrap()
+        })
+        .collect();
+    barrier.wait();
+    let t = Instant::now();
+    done.wait();
+    let base = t.elapsed();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let rate = |d: Duration| (CONNS * EACH) as f64 / d.as_secs_f64();
+    println!(
+        "\nfan-in, {CONNS} connections x {EACH} messages of 64 B: libws (one shared loop) {:.0} msg/s, tungstenite ({CONNS} threads) {:.0} msg/s, ratio {:.2}",
+        rate(ours),
+        rate(base),
+        rate(ours) / rate(base)
+    );
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Resident memory per idle open connection.
+fn idle_memory(servers: &Servers, lib: &Libws) {
+    let per = |before: u64, n: usize| (rss_kib().saturating_sub(before)) as f64 / n as f64;
+    let libws = |n: usize, mode: Mode, tls: bool| {
+        let url = match tls {
+            true => format!("wss://localhost:{}/echo", servers.tls_port),
+            false => format!("ws://127.0.0.1:{}/echo", servers.port),
+        };
+        let counter = Counter::new(Vec::new());
+        let before = rss_kib();
+        let mut handles = Vec::with_capacity(n);
+        while handles.len() < n {
+            let batch = 250.min(n - handles.len());
+            for _ in 0..batch {
+                handles.push(lib.connect(&url, mode, &counter, tls));
+            }
+            counter.wait("on_open", &counter.opened, handles.len());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let kib = per(before, n);
+        for ws in handles {
+            unsafe { ws_free(ws) };
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        kib
+    };
+    let shared = libws(10_000, Mode::SharedLoop, false);
+    let shared_tls = libws(2_000, Mode::SharedLoop, true);
+    let own = libws(2_000, Mode::OwnThread, false);
+    let before = rss_kib();
+    let held: Vec<Tws> = (0..2_000).map(|_| tungstenite_connect(servers.port, "/echo")).collect();
+    let base = per(before, held.len());
+    drop(held);
+    println!(
+        "\nresident memory per idle open connection: shared loop {shared:.1} KiB (10,000 ws://), {shared_tls:.1} KiB (2,000 wss://); own thread {own:.1} KiB (2,000); tungstenite {base:.1} KiB (2,000)"
+    );
+}
+
+fn main() {
+    if std::env::var_os("LIBWS_BENCH_SERVER").is_some() {
+        server_main();
+        return;
+    }
+    // Room for 10,000 connections on each side.
+    unsafe {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    let servers = start_servers();
+    let lib = Libws::new();
+    let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
+    let filter = filter.as_str();
+    throughput(&servers, &lib, filter);
+    if "connects".contains(filter) {
+        connects(&servers, &lib);
+    }
+    if "fan-in".contains(filter) {
+        fan_in(&servers, &lib);
+    }
+    if "idle memory".contains(filter) {
+        idle_memory(&servers, &lib);
+    }
+    unsafe { ws_loop_free(lib.shared) };
 }

@@ -10,7 +10,7 @@ use crate::event_loop::{give_buffer, take_buffer, ConnId, Loop};
 use crate::handshake::{self, Agreed};
 use crate::net::{self, Stream, Tcp};
 use crate::options::Options;
-use crate::protocol::{Incoming, InputBuffer, Reader, Writer, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
+use crate::protocol::{Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
 use crate::shared::{Command, Shared, CLOSED, CLOSING, OPEN};
 use crate::target::{Target, TargetHost};
 use crate::tls;
@@ -90,19 +90,19 @@ struct Upgrading {
     response: InputBuffer,
 }
 
+/// The open phase. What goes out waits in `Shared::output` (with the
+/// socket's fd, for sends that other threads write directly), so every
+/// use of the writer takes that lock.
 struct Open {
     stream: Stream,
     input: InputBuffer,
     reader: Reader,
-    writer: Writer,
     closing: Closing,
     /// Input may be left where epoll cannot see it: after a capped read,
     /// or decrypted inside OpenSSL.
     more_input: bool,
     /// What the last write that could not finish waits for.
     write_wants: i16,
-    /// Send commands taken so far (see `Closing::pending`).
-    sends_taken: u64,
     /// The connection fails once its close frame is out (or `linger`).
     failing: Option<(String, Instant)>,
     /// How long a failing connection tries to get its close frame out.
@@ -195,7 +195,8 @@ impl Connection {
             Phase::Upgrading(u) if u.written < u.request.len() => (u.stream.fd(), epoll_events(u.stream.write_wants())),
             Phase::Upgrading(u) => (u.stream.fd(), libc::EPOLLIN as u32),
             Phase::Open(o) => {
-                let write = if o.writer.is_empty() { 0 } else { epoll_events(o.write_wants) };
+                let pending = !self.shared.lock_output().writer.is_empty();
+                let write = if pending { epoll_events(o.write_wants) } else { 0 };
                 // A failing connection reads nothing more.
                 let read = if o.failing.is_some() { 0 } else { libc::EPOLLIN as u32 };
                 (o.stream.fd(), read | write)
@@ -287,37 +288,40 @@ impl Connection {
     pub fn command(&mut self, cmd: Command) {
         let r = match (&mut self.phase, cmd) {
             (Phase::Open(o), Command::Send { buf, text }) => {
-                o.sends_taken += 1;
+                let mut out = self.shared.lock_output();
+                self.shared.in_queue.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                out.sends_taken += 1;
                 // After our close frame no data frame may follow (RFC 6455
-                // 5.5.1); such a send returned while CLOSING and stays counted.
-                // Sends accepted before a failure still go out before its
-                // close frame (Autobahn 4.1.3: an echo sent from on_message).
+                // 5.5.1). Sends accepted before a failure still go out
+                // before its close frame (Autobahn 4.1.3: an echo sent from
+                // on_message); those accepted later were only counted.
                 if !o.closing.queued {
-                    o.writer.push_data(buf, text);
+                    out.writer.push_data(buf, text);
                 }
-                o.queue_close_when_due();
+                drop(out);
+                o.queue_close_when_due(&self.shared);
                 Ok(())
             }
             (Phase::Open(o), Command::Close { code, reason }) => {
                 // ws_close changed the state before queueing this, behind
                 // every send it accepted: the close frame goes next.
-                let taken = o.sends_taken;
-                o.request_close(code, reason, taken);
+                let taken = self.shared.lock_output().sends_taken;
+                o.request_close(&self.shared, code, reason, taken);
                 Ok(())
             }
             (Phase::Open(o), Command::Free { release }) => {
                 // No callback runs now: the handle's memory may go.
                 drop(release);
                 let accepted = self.shared.transition_counting(Some(OPEN), CLOSING);
-                let due = accepted.unwrap_or(o.sends_taken);
-                o.request_close(CLOSE_GOING_AWAY, String::new(), due);
+                let due = accepted.unwrap_or_else(|| self.shared.lock_output().sends_taken);
+                o.request_close(&self.shared, CLOSE_GOING_AWAY, String::new(), due);
                 o.closing.bounded_from.get_or_insert_with(Instant::now);
                 Ok(())
             }
+            (_, Command::Flush) => Ok(()),
             (Phase::Done, _) => Ok(()),
             // While connecting: close() and free fail the connection now
             // (a Free's `release` drops here: no callback runs now).
-            // send() refuses while CONNECTING, so none can be queued.
             (_, Command::Close { .. } | Command::Free { .. }) => Err(End::Failed(closed_before_open())),
             (_, Command::Send { .. }) => Ok(()),
         };
@@ -505,16 +509,16 @@ impl Connection {
             stream,
             input: InputBuffer::from_tail(tail),
             reader: Reader::new(self.options.max_message_size),
-            writer: Writer::default(),
             closing: Closing::default(),
             // The upgrade read the 101 out of a TLS record that may hold
             // frames too, now inside OpenSSL where epoll cannot see them.
             more_input: true,
             write_wants: libc::POLLOUT,
-            sends_taken: 0,
             failing: None,
             linger: FAIL_LINGER.min(self.options.close_timeout),
         });
+        // From now on other threads may write frames to a plain socket.
+        self.shared.lock_output().direct_fd = open.stream.direct_fd();
         // Frames that arrived in the same packets as the 101 response.
         let r = process_input(&self.shared, &mut *self.handler, &mut open);
         self.phase = Phase::Open(open);
@@ -549,13 +553,16 @@ impl Connection {
             read_socket(&self.shared, &mut *self.handler, o, &mut scratch)?;
             return Err(o.closing.ended());
         }
-        if o.failing.is_some() && o.writer.is_empty() && o.closing.queued {
-            return Err(self.give_up_failing());
-        }
-        // A failing TLS connection whose write needs a read cannot progress
-        // (it reads nothing more): stop rather than wait for the linger.
-        if o.failing.is_some() && !o.writer.is_empty() && o.write_wants != libc::POLLOUT {
-            return Err(self.give_up_failing());
+        if o.failing.is_some() {
+            let drained = self.shared.lock_output().writer.is_empty();
+            if drained && o.closing.queued {
+                return Err(self.give_up_failing());
+            }
+            // A failing TLS connection whose write needs a read cannot
+            // progress (it reads nothing more): stop rather than linger.
+            if !drained && o.write_wants != libc::POLLOUT {
+                return Err(self.give_up_failing());
+            }
         }
         Ok(())
     }
@@ -581,6 +588,13 @@ impl Connection {
 
     fn finish(&mut self, end: End) {
         self.shared.transition(None, CLOSED);
+        {
+            // No thread writes to the socket from now on: it is about to
+            // close, and its fd number may be reused at once.
+            let mut out = self.shared.lock_output();
+            out.direct_fd = None;
+            out.writer = Default::default();
+        }
         // The socket closes before on_close runs.
         self.phase = Phase::Done;
         self.connector = None;
@@ -605,17 +619,18 @@ impl Connection {
 impl Open {
     /// Asks for our close frame; it is queued once the sends accepted
     /// before it (`due` send commands) have been taken.
-    fn request_close(&mut self, code: u16, reason: String, due: u64) {
+    fn request_close(&mut self, shared: &Shared, code: u16, reason: String, due: u64) {
         if self.closing.pending.is_none() && !self.closing.queued {
             self.closing.pending = Some((code, reason, due));
-            self.queue_close_when_due();
+            self.queue_close_when_due(shared);
         }
     }
 
-    fn queue_close_when_due(&mut self) {
+    fn queue_close_when_due(&mut self, shared: &Shared) {
         if let Some((code, reason, due)) = self.closing.pending.take() {
-            if self.sends_taken >= due {
-                self.writer.push_close(code, &reason);
+            let mut out = shared.lock_output();
+            if out.sends_taken >= due {
+                out.writer.push_close(code, &reason);
                 self.closing.queued = true;
             } else {
                 self.closing.pending = Some((code, reason, due));
@@ -627,8 +642,8 @@ impl Open {
     /// if none was sent yet, after the messages accepted while OPEN (an
     /// echo sent from on_message, say); then TCP is closed.
     fn fail(&mut self, shared: &Shared, code: u16, message: String) {
-        let accepted = shared.transition_counting(None, CLOSING).unwrap_or(self.sends_taken);
-        self.request_close(code, String::new(), accepted);
+        let accepted = shared.transition_counting(None, CLOSING).unwrap_or_else(|| shared.lock_output().sends_taken);
+        self.request_close(shared, code, String::new(), accepted);
         self.failing = Some((message, Instant::now() + self.linger));
     }
 }
@@ -637,16 +652,17 @@ impl Open {
 /// frame's size once its last byte is written, and the closing handshake's
 /// timers start once our close frame is.
 fn write_out(shared: &Shared, o: &mut Open) -> io::Result<()> {
-    let r = o.writer.write_to(&mut o.stream, |n, buf| {
+    let mut out = shared.lock_output();
+    let r = out.writer.write_to(&mut o.stream, |n, buf| {
         shared.buffered.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
         shared.recycle(buf);
     });
-    if !o.writer.is_empty() {
+    if !out.writer.is_empty() {
         // Plain TCP waits for room to write; TLS for what OpenSSL's last
         // write lacked (a read, during renegotiation).
         o.write_wants = o.stream.write_wants();
     }
-    if o.closing.written_at.is_none() && o.writer.close_written() {
+    if o.closing.written_at.is_none() && out.writer.close_written() {
         o.closing.written_at = Some(Instant::now());
     }
     r.map(|_| ())
@@ -723,7 +739,7 @@ fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Re
                 // RFC 6455 5.5.3: only the most recent ping needs an answer,
                 // so a ping flood queues one pong, not one each.
                 if !o.closing.queued && o.closing.pending.is_none() {
-                    o.writer.push_pong(&payload);
+                    shared.lock_output().writer.push_pong(&payload);
                 }
             }
             Incoming::Pong => {}
@@ -735,7 +751,7 @@ fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Re
                 // while OPEN; a close() racing this one goes out instead.
                 if let Some(accepted) = shared.transition_counting(Some(OPEN), CLOSING) {
                     let echo = if code == CLOSE_NO_STATUS { 0 } else { code };
-                    o.request_close(echo, reason, accepted);
+                    o.request_close(shared, echo, reason, accepted);
                 }
             }
         }

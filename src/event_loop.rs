@@ -156,7 +156,7 @@ impl Loop {
         self.epoll.as_raw_fd()
     }
 
-    fn on_loop_thread(&self) -> bool {
+    pub fn on_loop_thread(&self) -> bool {
         self.runner.load(Ordering::SeqCst) == current_thread_tag()
     }
 

@@ -92,6 +92,15 @@ impl Stream {
         }
     }
 
+    /// The fd that other threads may write frames to directly: plain TCP
+    /// only (TLS state belongs to the loop).
+    pub fn direct_fd(&self) -> Option<RawFd> {
+        match self {
+            Stream::Plain(s) => Some(s.as_raw_fd()),
+            Stream::Tls { .. } => None,
+        }
+    }
+
     /// Stops sending: TLS close_notify where there is TLS, then FIN after
     /// what is queued. Best effort: errors are moot here.
     pub fn shutdown_write(&mut self) {
@@ -152,17 +161,40 @@ impl Write for Stream {
     }
 }
 
+/// A socket's fd borrowed for writing from another thread (the direct
+/// send path): the loop closes the socket only under the lock that the
+/// writer holds, so the fd is the connection's for the whole write.
+pub struct RawSocket(pub RawFd);
+
+impl Write for RawSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        send_vectored_fd(self.0, bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// writev(2) as sendmsg(2) with MSG_NOSIGNAL: a write to a socket the peer
 /// has closed returns EPIPE instead of raising SIGPIPE, whose default action
 /// would end the host program (std's `write_vectored` uses plain writev).
 fn send_vectored(s: &TcpStream, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    send_vectored_fd(s.as_raw_fd(), bufs)
+}
+
+fn send_vectored_fd(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: msghdr is plain data; IoSlice is ABI-compatible with iovec,
     // and the kernel only reads `bufs` during the call.
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
         msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
-        let n = libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+        let n = libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL);
         if n < 0 {
             return Err(io::Error::last_os_error());
         }

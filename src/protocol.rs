@@ -378,7 +378,7 @@ pub struct Writer {
 }
 
 /// How many frames one writev may carry.
-const MAX_IOVECS: usize = 64;
+const MAX_IOVECS: usize = 1024;
 
 impl Writer {
     pub fn is_empty(&self) -> bool {

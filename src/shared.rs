@@ -3,8 +3,11 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::event_loop::{ConnId, Loop, LoopCommand};
+use crate::net::RawSocket;
+use crate::protocol::Writer;
 use std::cell::Cell;
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
@@ -32,6 +35,9 @@ pub enum Command {
     Send { buf: Vec<u8>, text: bool },
     /// `code` 0 means a close frame with no body.
     Close { code: u16, reason: String },
+    /// A send from another thread wrote part of its frame directly: the
+    /// loop takes over the rest (and watches for room to write).
+    Flush,
     /// The handle was freed: close with 1001 if open, then end. `release`
     /// is the handle's memory when a callback of it was running as it was
     /// freed: the I/O thread drops it once that callback has returned.
@@ -40,6 +46,19 @@ pub enum Command {
 
 /// The longest frame header a client writes (2 + 8 length + 4 mask).
 pub(crate) const HEADROOM: usize = 14;
+
+/// What goes to the socket, shared by the loop and sending threads.
+#[derive(Default)]
+pub struct Output {
+    /// Frames waiting for the socket, in order.
+    pub writer: Writer,
+    /// The plain TCP socket while other threads may write to it directly;
+    /// None under TLS and once the loop closes the socket (under this
+    /// lock, so that no thread writes to an fd that was closed and reused).
+    pub direct_fd: Option<RawFd>,
+    /// Sends pushed into `writer` (or written) so far.
+    pub sends_taken: u64,
+}
 
 pub struct Shared {
     state: AtomicU8,
@@ -51,6 +70,14 @@ pub struct Shared {
     /// Sends accepted while OPEN: a close frame that the loop decides on
     /// (an echo, a failure, ws_free) goes out after this many sends.
     accepted: AtomicU64,
+    /// Send commands queued for the loop and not yet taken (changed under
+    /// the output lock): a thread writes directly only when none is, so
+    /// that no message overtakes one sent before it.
+    pub(crate) in_queue: AtomicU64,
+    output: Mutex<Output>,
+    /// When the last send was written directly (see `send_direct`), in ns
+    /// since `epoch()`.
+    last_direct: AtomicU64,
     pub max_buffered: u64,
     pub url: CString,
     pub protocol: OnceLock<CString>,
@@ -81,6 +108,9 @@ impl Shared {
             state_gate: RwLock::new(()),
             buffered: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
+            in_queue: AtomicU64::new(0),
+            output: Mutex::new(Output::default()),
+            last_direct: AtomicU64::new(0),
             max_buffered,
             url,
             protocol: OnceLock::new(),
@@ -114,6 +144,10 @@ impl Shared {
 
     pub fn state(&self) -> u8 {
         self.state.load(Ordering::SeqCst)
+    }
+
+    pub fn lock_output(&self) -> MutexGuard<'_, Output> {
+        self.output.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn is_freed(&self) -> bool {
@@ -214,7 +248,10 @@ impl Shared {
             OPEN => {
                 self.reserve_buffered(len)?;
                 self.accepted.fetch_add(1, Ordering::SeqCst);
-                self.enqueue(Command::Send { buf: payload, text });
+                if let Err(buf) = self.send_direct(payload, text) {
+                    self.in_queue.fetch_add(1, Ordering::SeqCst);
+                    self.enqueue(Command::Send { buf, text });
+                }
                 Ok(())
             }
             // CLOSING or CLOSED: count the bytes, drop the data (WHATWG send() step 3).
@@ -223,6 +260,45 @@ impl Shared {
                 Ok(())
             }
         }
+    }
+
+    /// From a thread other than the loop's, with nothing queued before it:
+    /// writes the frame to the socket here, saving the hand-off to the
+    /// loop and back. Whatever the socket does not take stays queued for
+    /// the loop. Err gives the buffer back when the loop must send it.
+    ///
+    /// Only an isolated send goes direct: one that follows the previous
+    /// direct send within BURST is part of a burst, which the loop writes
+    /// with one writev for many frames instead of a syscall each.
+    fn send_direct(&self, buf: Vec<u8>, text: bool) -> Result<(), Vec<u8>> {
+        const BURST: u64 = 10_000; // ns
+        if self.lp.on_loop_thread() {
+            // The loop flushes after the callback: many sends, one write.
+            return Err(buf);
+        }
+        let now = epoch().elapsed().as_nanos() as u64;
+        if now.saturating_sub(self.last_direct.swap(now, Ordering::Relaxed)) < BURST {
+            return Err(buf);
+        }
+        let mut out = self.lock_output();
+        let fd = match out.direct_fd {
+            Some(fd) if out.writer.is_empty() && self.in_queue.load(Ordering::SeqCst) == 0 => fd,
+            _ => return Err(buf),
+        };
+        out.writer.push_data(buf, text);
+        out.sends_taken += 1;
+        let written = out.writer.write_to(&mut RawSocket(fd), |n, buf| {
+            self.buffered.fetch_sub(n, Ordering::SeqCst);
+            self.recycle(buf);
+        });
+        let unfinished = written.is_err() || !out.writer.is_empty();
+        drop(out);
+        if unfinished {
+            // The loop writes the rest when there is room, or finds out
+            // what became of the socket.
+            self.enqueue(Command::Flush);
+        }
+        Ok(())
     }
 
     fn reserve_buffered(&self, len: u64) -> Result<(), Error> {
@@ -272,6 +348,12 @@ impl Shared {
         // `release`) when it takes it: no callback of it runs then.
         self.enqueue(Command::Free { release });
     }
+}
+
+/// The start of the clock `send_direct` measures with.
+fn epoch() -> std::time::Instant {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
 }
 
 #[cfg(test)]

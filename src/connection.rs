@@ -379,7 +379,9 @@ impl Connection {
                 Ok(tcp) => {
                     self.socket_serial = self.socket_serial.wrapping_add(1);
                     self.phase = Phase::Connecting(Box::new(Connecting { addrs, at, tcp, errors }));
-                    return Ok(());
+                    // A connect to this machine is often complete already:
+                    // go on without a round through epoll.
+                    return self.connect_done();
                 }
                 Err(e) => errors.push((addrs[at], e)),
             }

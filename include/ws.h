@@ -64,6 +64,12 @@
 #define WS_CLOSED 3
 
 /*
+ Messages shorter than this go out uncompressed by default: below it,
+ deflate saves a few bytes at best (see README.md, Compression).
+ */
+#define DEFAULT_COMPRESSION_THRESHOLD 32
+
+/*
  Settings for `ws_new_with_options`. Opaque.
 
  Created by `ws_options_new`, released by `ws_options_free`. A connection
@@ -332,7 +338,7 @@ const char *ws_version(void);
 /*
  New settings, all at their defaults (connect timeout 30000 ms, close
  timeout 5000 ms, max message size 64 MiB, no max buffered amount, no
- extra headers). The caller owns the result and releases it with
+ extra headers, compression offered). The caller owns the result and releases it with
  `ws_options_free`. NULL only if memory ran out.
  */
 struct ws_options *ws_options_new(void);
@@ -369,7 +375,8 @@ int ws_options_set_connect_timeout_ms(struct ws_options *o, uint32_t ms);
 
 /*
  Largest incoming message, in bytes; default 64 MiB. A larger message
- fails the connection (close code 1009). 0 gives `WS_ERR_INVALID_ARGUMENT`.
+ fails the connection (close code 1009); a compressed message counts by
+ its decompressed size, checked as it inflates. 0 gives `WS_ERR_INVALID_ARGUMENT`.
 
  # Safety
  `o` is NULL or a live `ws_options`.
@@ -447,6 +454,79 @@ int ws_options_danger_accept_invalid_certs(struct ws_options *o, bool yes);
  `o` is NULL or a live `ws_options`.
  */
 int ws_options_danger_accept_invalid_hostnames(struct ws_options *o, bool yes);
+
+/*
+ permessage-deflate (RFC 7692), on by default: the handshake offers
+ "permessage-deflate; client_max_window_bits", as browsers do, and when
+ the server accepts, messages are compressed and decompressed on the
+ connection's background thread. Off: no offer, and a server that
+ answers with an extension anyway fails the connection. `ws_extensions`
+ shows what the server answered. Always `WS_OK`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_compression(struct ws_options *o, bool on);
+
+/*
+ With `yes`, the offer says client_no_context_takeover: libws compresses
+ each message on its own, holding no compression context between
+ messages (less memory, larger messages). Also done when the server asks
+ for it. Off by default. Always `WS_OK`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_client_no_context_takeover(struct ws_options *o, bool yes);
+
+/*
+ With `yes`, the offer says server_no_context_takeover: the server is
+ asked to compress each message on its own, so that libws holds no
+ decompression context between messages; a server that accepts
+ compression without agreeing to this fails the connection. Off by
+ default. Always `WS_OK`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_server_no_context_takeover(struct ws_options *o, bool yes);
+
+/*
+ The largest LZ77 window libws compresses with, as a power of two: 8..15
+ (256 bytes to 32 KiB), offered as client_max_window_bits=N; smaller
+ windows use less memory and compress less. zlib cannot compress with an
+ 8-bit window, so 8 is offered as 9. 0 (the default) offers
+ client_max_window_bits without a value: the server may choose (15 if it
+ does not). Another value gives `WS_ERR_INVALID_ARGUMENT`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_client_max_window_bits(struct ws_options *o, int bits);
+
+/*
+ Asks the server to compress with an LZ77 window of at most 2^`bits`
+ bytes, 8..15, offered as server_max_window_bits=N (8 is offered as 9, as
+ zlib cannot compress with 8); libws then needs less memory to
+ decompress. A server that accepts compression without agreeing fails the
+ connection. 0 (the default) does not ask. Another value gives
+ `WS_ERR_INVALID_ARGUMENT`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_server_max_window_bits(struct ws_options *o, int bits);
+
+/*
+ When compression is agreed, messages shorter than `bytes` go out
+ uncompressed, as deflate saves little or nothing on them; default 32.
+ 0 compresses every message. Whatever the threshold, a message that does
+ not shrink goes out as it is. Always `WS_OK`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_compression_threshold(struct ws_options *o, uint64_t bytes);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -137,8 +137,8 @@ impl Io {
         let mut conn = Conn {
             stream,
             input: InputBuffer::from_tail(tail),
-            reader: Reader::new(self.options.max_message_size),
-            writer: Writer::default(),
+            reader: Reader::new(self.options.max_message_size, agreed.deflate.as_ref()),
+            writer: Writer::new(agreed.deflate.as_ref(), self.options.compression.threshold),
             close_sent_at: None,
             close_received: None,
             crossed_at: None,
@@ -332,7 +332,7 @@ impl Io {
                 Ok(n) => {
                     response.commit(n);
                     let head = response.pending();
-                    match handshake::parse_response(head, &key, &target.protocols) {
+                    match handshake::parse_response(head, &key, &target.protocols, &self.options.compression) {
                         Ok(Some(agreed)) => {
                             let tail = head[agreed.head_len..].to_vec();
                             return Ok((agreed, tail));

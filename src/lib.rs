@@ -4,7 +4,9 @@
 //! is the C boundary that `include/ws.h` describes.
 
 pub mod client;
+mod deflate;
 pub mod error;
+mod extensions;
 pub mod ffi;
 mod handshake;
 mod io;

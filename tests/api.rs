@@ -370,9 +370,9 @@ fn bad_handshakes_fail_the_connection() {
         (format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Protocol: chat\r\n\r\n"), &[], "chat"),
         (format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\n\r\n"), &["chat"], "none of the offered"),
         (
-            format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+            format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame\r\n\r\n"),
             &[],
-            "permessage-deflate",
+            "x-webkit-deflate-frame",
         ),
     ];
     for (response, protocols, needle) in cases {

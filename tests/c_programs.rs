@@ -200,3 +200,15 @@ fn contract_program_under_valgrind_has_no_memory_errors_or_leaks() {
     assert!(out.contains("contract: all checks passed"), "{out}");
     assert!(out.contains("ERROR SUMMARY: 0 errors"), "{out}");
 }
+
+#[test]
+fn c_program_sees_the_extension_against_a_compressing_server() {
+    let scratch = scratch_dir("extensions-c");
+    let binary = scratch.join("extensions");
+    compile(&repo_dir().join("tests/c/extensions.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
+    let server = pmd::pmd_echo_server("permessage-deflate; server_no_context_takeover");
+    let out = run(Command::new(&binary).arg(server.url("/")));
+    assert!(out.contains("extensions: permessage-deflate; server_no_context_takeover\n"), "{out}");
+    assert!(out.contains("messages intact\n"), "{out}");
+    assert!(out.contains("close 1000"), "{out}");
+}

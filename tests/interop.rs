@@ -155,6 +155,17 @@ fn c_contract_program(peer: &Peer) {
     assert!(out.contains("contract: all checks passed"), "{out}");
 }
 
+/// A C program (tests/c/extensions.c) against the peer serving
+/// compression: ws_extensions() shows the peer's answer, messages intact.
+fn c_extensions_program(peer: &Peer) {
+    let scratch = scratch_dir(&format!("extensions-peer-{}", peer.port));
+    let binary = scratch.join("extensions");
+    compile(&repo_dir().join("tests/c/extensions.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
+    let out = run(std::process::Command::new(&binary).arg(peer.url("/deflate/1/0/-/-")));
+    assert!(out.contains("extensions: permessage-deflate; server_no_context_takeover\n"), "{out}");
+    assert!(out.contains("messages intact\n"), "{out}");
+}
+
 // ----- permessage-deflate, served by the peer -----
 
 /// JSON-like text of `n` bytes.
@@ -283,6 +294,7 @@ against!(python:
     compression_in_every_server_setting,
     compression_in_every_client_setting,
     compressed_echo_all_kinds,
+    c_extensions_program,
 );
 
 against!(node:
@@ -298,4 +310,5 @@ against!(node:
     compression_in_every_server_setting,
     compression_in_every_client_setting,
     compressed_echo_all_kinds,
+    c_extensions_program,
 );

@@ -2,7 +2,7 @@
 //! stream, with flate2: a compressing echo server for the tests, the C
 //! programs and the benchmark, and helpers to build compressed frames.
 
-use super::{frame, raw_handshake, raw_server, read_frame, Server};
+use super::{accept_key, frame, raw_server, read_frame, read_request, Server};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use std::io::Write;
 use std::net::TcpStream;
@@ -105,16 +105,39 @@ pub struct PmdConn {
     inflate: Option<Decompress>,
     /// Bytes of client frames read so far (headers included).
     pub wire_in: u64,
+    /// Bytes of frames sent so far (headers included).
+    pub wire_out: u64,
+}
+
+/// The size of a client frame's header (masked) for a payload of `len`.
+fn client_header_len(len: usize) -> u64 {
+    6 + match len {
+        0..=125 => 0,
+        126..=65535 => 2,
+        _ => 8,
+    }
 }
 
 impl PmdConn {
     /// Reads the request and answers 101 with `answer` as
     /// Sec-WebSocket-Extensions ("" for none).
-    pub fn accept(mut stream: TcpStream, answer: &str) -> PmdConn {
+    pub fn accept(stream: TcpStream, answer: &str) -> PmdConn {
+        PmdConn::accept_with(stream, |_| answer.to_string())
+    }
+
+    /// As `accept`, with the answer chosen from the request.
+    pub fn accept_with(mut stream: TcpStream, choose: impl FnOnce(&str) -> String) -> PmdConn {
+        let request = read_request(&mut stream);
+        let answer = choose(&request);
         let extra = if answer.is_empty() { String::new() } else { format!("Sec-WebSocket-Extensions: {answer}\r\n") };
-        let request = raw_handshake(&mut stream, &extra);
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{extra}\r\n",
+            accept_key(&request)
+        );
+        let _ = stream.write_all(response.as_bytes());
         let _ = stream.set_nodelay(true);
-        PmdConn { stream, agreed: Agreed::from_answer(answer), request, deflate: None, inflate: None, wire_in: 0 }
+        let agreed = Agreed::from_answer(&answer);
+        PmdConn { stream, agreed, request, deflate: None, inflate: None, wire_in: 0, wire_out: 0 }
     }
 
     /// The next whole message; pings are answered; None on close or EOF
@@ -124,7 +147,7 @@ impl PmdConn {
         let mut first: Option<(bool, bool)> = None;
         loop {
             let f = read_frame(&mut self.stream)?;
-            self.wire_in += f.payload.len() as u64 + 6;
+            self.wire_in += client_header_len(f.payload.len()) + f.payload.len() as u64;
             match f.first & 0x0f {
                 0x8 => {
                     let _ = self.stream.write_all(&frame(0x88, &f.payload[..f.payload.len().min(2)]));
@@ -172,9 +195,15 @@ impl PmdConn {
                 }
                 let c = self.deflate.as_mut().expect("set above");
                 let payload = deflate_message(c, data);
-                self.stream.write_all(&frame(opcode | 0x40, &payload))
+                let bytes = frame(opcode | 0x40, &payload);
+                self.wire_out += bytes.len() as u64;
+                self.stream.write_all(&bytes)
             }
-            _ => self.stream.write_all(&frame(opcode, data)),
+            _ => {
+                let bytes = frame(opcode, data);
+                self.wire_out += bytes.len() as u64;
+                self.stream.write_all(&bytes)
+            }
         }
     }
 }

@@ -366,6 +366,26 @@ fn threshold_table() {
     }
 }
 
+/// zlib levels on a stream of 64 KiB JSON messages: speed and ratio.
+fn level_table() {
+    println!();
+    println!("{:<8} {:>12} {:>10}", "level", "MB/s", "ratio");
+    let msgs = json_messages(64, 64 << 10);
+    for level in [1u32, 2, 3, 4, 6, 9] {
+        let mut c = flate2::Compress::new_with_window_bits(flate2::Compression::new(level), false, 15);
+        let start = Instant::now();
+        let mut out = 0;
+        for _ in 0..4 {
+            for m in &msgs {
+                out += common::pmd::deflate_message(&mut c, m.as_bytes()).len();
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let input = 4 * msgs.len() * (64 << 10);
+        println!("{:<8} {:>12.0} {:>10.3}", level, input as f64 / secs / 1e6, out as f64 / input as f64);
+    }
+}
+
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -537,6 +557,9 @@ fn main() {
     json_benchmarks(&filter);
     if "threshold".contains(filter.as_str()) {
         threshold_table();
+    }
+    if "level".contains(filter.as_str()) {
+        level_table();
     }
     if "memory".contains(filter.as_str()) {
         memory_table();

@@ -144,7 +144,7 @@ fn thousand_messages_in_order(peer: &Peer) {
     }
 }
 
-/// The SPEC-only C program (tests/c/contract.c) has its whole conversation
+/// The C program that uses only the public API (tests/c/contract.c) has its whole conversation
 /// with the peer: subprotocol, text and 1 MiB echoes, close 1000 both ways,
 /// the server's close 4000 with a reason.
 fn c_contract_program(peer: &Peer) {

@@ -64,12 +64,6 @@
 #define WS_CLOSED 3
 
 /*
- Messages shorter than this go out uncompressed by default: below it,
- deflate saves a few bytes at best (see README.md, Compression).
- */
-#define DEFAULT_COMPRESSION_THRESHOLD 32
-
-/*
  Settings for `ws_new_with_options`. Opaque.
 
  Created by `ws_options_new`, released by `ws_options_free`. A connection
@@ -338,8 +332,9 @@ const char *ws_version(void);
 /*
  New settings, all at their defaults (connect timeout 30000 ms, close
  timeout 5000 ms, max message size 64 MiB, no max buffered amount, no
- extra headers, compression offered). The caller owns the result and releases it with
- `ws_options_free`. NULL only if memory ran out.
+ extra headers, compression offered with a 32-byte threshold). The caller
+ owns the result and releases it with `ws_options_free`. NULL only if
+ memory ran out.
  */
 struct ws_options *ws_options_new(void);
 
@@ -376,7 +371,8 @@ int ws_options_set_connect_timeout_ms(struct ws_options *o, uint32_t ms);
 /*
  Largest incoming message, in bytes; default 64 MiB. A larger message
  fails the connection (close code 1009); a compressed message counts by
- its decompressed size, checked as it inflates. 0 gives `WS_ERR_INVALID_ARGUMENT`.
+ its decompressed size, checked as it inflates. 0 gives
+ `WS_ERR_INVALID_ARGUMENT`.
 
  # Safety
  `o` is NULL or a live `ws_options`.

@@ -115,13 +115,21 @@ pub struct Inflater {
     no_context_takeover: bool,
     /// The sender ended the DEFLATE stream (a final block) in this message.
     ended: bool,
+    /// This message brought compressed bytes.
+    fed: bool,
 }
 
 impl Inflater {
     pub fn new(window_bits: u8, no_context_takeover: bool) -> Self {
         // Inflating with a larger window than the sender's always works, so
         // a peer's 8 bits is read with zlib's smallest, 9.
-        Inflater { ctx: None, window_bits: window_bits.max(MIN_DEFLATE_WINDOW_BITS), no_context_takeover, ended: false }
+        Inflater {
+            ctx: None,
+            window_bits: window_bits.max(MIN_DEFLATE_WINDOW_BITS),
+            no_context_takeover,
+            ended: false,
+            fed: false,
+        }
     }
 
     /// Whether a context is allocated now.
@@ -133,6 +141,10 @@ impl Inflater {
     /// Inflates a piece of a compressed message onto `out`, which never
     /// grows past `limit` + 1 bytes (past `limit`: `TooBig`).
     pub fn inflate(&mut self, mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        self.fed = true;
         let window_bits = self.window_bits;
         let ctx = self.ctx.get_or_insert_with(|| Decompress::new_with_window_bits(false, window_bits));
         while !self.ended {
@@ -168,8 +180,14 @@ impl Inflater {
 
     /// The message's last frame was inflated: puts the tail back, then
     /// drops the context when it is not taken over.
+    /// A message with no compressed byte at all (not even the 0x00 of an
+    /// empty one) is taken as empty, and the context left as it was.
     pub fn finish(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
+        if !std::mem::take(&mut self.fed) {
+            return Ok(());
+        }
         let result = self.inflate(&TAIL, out, limit);
+        self.fed = false;
         if self.no_context_takeover || self.ended || result.is_err() {
             self.ctx = None;
         }
@@ -280,6 +298,8 @@ mod tests {
         let mut inf = Inflater::new(15, false);
         assert_eq!(inflate_all(&mut inf, &[0x00], 10).unwrap(), b"");
         // And the RFC's "Hello" examples (7.2.3.1, 7.2.3.2).
+        // No byte at all: empty too, and the context is not disturbed.
+        assert_eq!(inflate_all(&mut inf, &[], 10).unwrap(), b"");
         let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
         assert_eq!(inflate_all(&mut inf, &hello, 10).unwrap(), b"Hello");
         assert_eq!(inflate_all(&mut inf, &[0xf2, 0x00, 0x11, 0x00, 0x00], 10).unwrap(), b"Hello");

@@ -457,8 +457,9 @@ pub extern "C" fn ws_version() -> *const c_char {
 
 /// New settings, all at their defaults (connect timeout 30000 ms, close
 /// timeout 5000 ms, max message size 64 MiB, no max buffered amount, no
-/// extra headers, compression offered). The caller owns the result and releases it with
-/// `ws_options_free`. NULL only if memory ran out.
+/// extra headers, compression offered with a 32-byte threshold). The caller
+/// owns the result and releases it with `ws_options_free`. NULL only if
+/// memory ran out.
 #[no_mangle]
 pub extern "C" fn ws_options_new() -> *mut ws_options {
     guard(std::ptr::null_mut(), || Box::into_raw(Box::new(ws_options { options: Options::default() })))
@@ -522,7 +523,8 @@ pub unsafe extern "C" fn ws_options_set_connect_timeout_ms(o: *mut ws_options, m
 
 /// Largest incoming message, in bytes; default 64 MiB. A larger message
 /// fails the connection (close code 1009); a compressed message counts by
-/// its decompressed size, checked as it inflates. 0 gives `WS_ERR_INVALID_ARGUMENT`.
+/// its decompressed size, checked as it inflates. 0 gives
+/// `WS_ERR_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `o` is NULL or a live `ws_options`.

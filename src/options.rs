@@ -62,7 +62,7 @@ pub struct CompressionOptions {
 
 /// Messages shorter than this go out uncompressed by default: below it,
 /// deflate saves a few bytes at best (see README.md, Compression).
-pub const DEFAULT_COMPRESSION_THRESHOLD: u64 = 32;
+pub(crate) const DEFAULT_COMPRESSION_THRESHOLD: u64 = 32;
 
 impl Default for CompressionOptions {
     fn default() -> Self {

@@ -365,12 +365,16 @@ fn empty_compressed_messages() {
     let (server, _rx) = scripted(PMD, |conn| {
         let mut c = compressor(15);
         let after = deflate_message(&mut c, b"after the empty ones");
-        // RFC 7692 7.2.3.6: an empty message compresses to one 0x00 byte.
-        let wire = [frame(0xC1, &[0x00]), frame(0xC2, &[0x00]), frame(0xC1, &after)].concat();
+        // RFC 7692 7.2.3.6: an empty message compresses to one 0x00 byte;
+        // one with no byte at all is taken as empty as well.
+        let wire = [frame(0xC1, &[0x00]), frame(0xC2, &[0x00]), frame(0xC1, b""), frame(0xC1, &after)].concat();
         conn.stream.write_all(&wire).unwrap();
     });
     let c = Client::open(&server.url("/"));
-    assert_eq!(wait_messages(&c, 3), vec![(vec![], true), (vec![], false), (b"after the empty ones".to_vec(), true)]);
+    assert_eq!(
+        wait_messages(&c, 4),
+        vec![(vec![], true), (vec![], false), (vec![], true), (b"after the empty ones".to_vec(), true)]
+    );
 }
 
 #[test]

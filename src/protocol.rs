@@ -312,6 +312,8 @@ impl Reader {
                 if text {
                     self.check_utf8(true)?;
                 }
+                // Exactly one byte more: a full buffer must not double here.
+                self.message.reserve_exact(1);
                 self.message.push(0);
                 Ok(Some(Incoming::Message { text }))
             }
@@ -711,6 +713,14 @@ mod tests {
         let mut input = InputBuffer::from_tail(frame(0xC2, &bomb));
         let v = r.next(&mut input).unwrap_err();
         assert_eq!(v.code, CLOSE_TOO_BIG);
+        assert!(r.message.capacity() as u64 <= limit + 1, "held {}", r.message.capacity());
+        // Exactly at the limit: delivered, in no more than limit + 1 bytes.
+        let mut c = server_deflater();
+        let full = deflated(&mut c, &vec![0u8; limit as usize]);
+        let mut r = Reader::new(limit, Some(&AGREED));
+        let mut input = InputBuffer::from_tail(frame(0xC2, &full));
+        assert_eq!(r.next(&mut input).unwrap(), Some(Incoming::Message { text: false }));
+        assert_eq!(r.message().len() as u64, limit);
         assert!(r.message.capacity() as u64 <= limit + 1, "held {}", r.message.capacity());
     }
 

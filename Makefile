@@ -18,6 +18,7 @@ test:
 
 bench:
 	cargo bench --bench throughput
+	cargo bench --bench compression
 
 # Regenerates include/ws.h from the Rust source (commit the result).
 header:

@@ -390,8 +390,9 @@ const char *ws_version(void);
 /*
  New settings, all at their defaults (connect timeout 30000 ms, close
  timeout 5000 ms, max message size 64 MiB, no max buffered amount, no
- extra headers). The caller owns the result and releases it with
- `ws_options_free`. NULL only if memory ran out.
+ extra headers, compression offered with a 32-byte threshold). The caller
+ owns the result and releases it with `ws_options_free`. NULL only if
+ memory ran out.
  */
 struct ws_options *ws_options_new(void);
 
@@ -427,7 +428,9 @@ int ws_options_set_connect_timeout_ms(struct ws_options *o, uint32_t ms);
 
 /*
  Largest incoming message, in bytes; default 64 MiB. A larger message
- fails the connection (close code 1009). 0 gives `WS_ERR_INVALID_ARGUMENT`.
+ fails the connection (close code 1009); a compressed message counts by
+ its decompressed size, checked as it inflates. 0 gives
+ `WS_ERR_INVALID_ARGUMENT`.
 
  # Safety
  `o` is NULL or a live `ws_options`.
@@ -539,10 +542,11 @@ int ws_loop_start(struct ws_loop *loop_);
    or when the loop was started (`ws_loop_start`) or freed;
  - `WS_ERR_INVALID_ARGUMENT` for NULL or a timeout below -1.
 
- Any thread may run the loop, one at a time; sends and closes made on the
- thread that ran it last (between calls, or inside callbacks) take effect
- at the next call without a wake-up, and `ws_loop_timeout_ms` returns 0
- while such work waits.
+ Any thread may run the loop, one at a time. Sends and closes made inside
+ its callbacks take effect when the callback returns, without a wake-up;
+ made anywhere else (another thread, or this one between calls) they wake
+ the loop: `ws_loop_fd` becomes readable and `ws_loop_timeout_ms` returns
+ 0 until `ws_loop_run` has taken them.
 
  # Safety
  `loop_` is NULL or a live `ws_loop`.
@@ -600,6 +604,79 @@ void ws_loop_free(struct ws_loop *loop_);
  `o` is NULL or a live `ws_options`; `loop_` is NULL or a live `ws_loop`.
  */
 int ws_options_set_loop(struct ws_options *o, struct ws_loop *loop_);
+
+/*
+ permessage-deflate (RFC 7692), on by default: the handshake offers
+ "permessage-deflate; client_max_window_bits", as browsers do, and when
+ the server accepts, messages are compressed and decompressed on the
+ connection's background thread. Off: no offer, and a server that
+ answers with an extension anyway fails the connection. `ws_extensions`
+ shows what the server answered. Always `WS_OK`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_compression(struct ws_options *o, bool on);
+
+/*
+ With `yes`, the offer says client_no_context_takeover: libws compresses
+ each message on its own, holding no compression context between
+ messages (less memory, larger messages). Also done when the server asks
+ for it. Off by default. Always `WS_OK`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_client_no_context_takeover(struct ws_options *o, bool yes);
+
+/*
+ With `yes`, the offer says server_no_context_takeover: the server is
+ asked to compress each message on its own, so that libws holds no
+ decompression context between messages; a server that accepts
+ compression without agreeing to this fails the connection. Off by
+ default. Always `WS_OK`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_server_no_context_takeover(struct ws_options *o, bool yes);
+
+/*
+ The largest LZ77 window libws compresses with, as a power of two: 8..15
+ (256 bytes to 32 KiB), offered as client_max_window_bits=N; smaller
+ windows use less memory and compress less. zlib cannot compress with an
+ 8-bit window, so 8 is offered as 9. 0 (the default) offers
+ client_max_window_bits without a value: the server may choose (15 if it
+ does not). Another value gives `WS_ERR_INVALID_ARGUMENT`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_client_max_window_bits(struct ws_options *o, int bits);
+
+/*
+ Asks the server to compress with an LZ77 window of at most 2^`bits`
+ bytes, 8..15, offered as server_max_window_bits=N (8 is offered as 9, as
+ zlib cannot compress with 8); libws then needs less memory to
+ decompress. A server that accepts compression without agreeing fails the
+ connection. 0 (the default) does not ask. Another value gives
+ `WS_ERR_INVALID_ARGUMENT`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_server_max_window_bits(struct ws_options *o, int bits);
+
+/*
+ When compression is agreed, messages shorter than `bytes` go out
+ uncompressed, as deflate saves little or nothing on them; default 32.
+ 0 compresses every message. Whatever the threshold, a message that does
+ not shrink goes out as it is. Always `WS_OK`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_compression_threshold(struct ws_options *o, uint64_t bytes);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -52,8 +52,10 @@ impl Client {
         };
         let lp = self.shared.event_loop().clone();
         let conn = Connection::new(self.shared.clone(), handler, target, options);
-        lp.register(self.shared.id(), Box::new(conn))
-            .map_err(|e| Error::os("cannot start the connection's I/O thread", &e))
+        lp.register(self.shared.id(), Box::new(conn)).map_err(|e| {
+            self.shared.abandon();
+            Error::os("cannot start the connection's I/O thread", &e)
+        })
     }
 
     /// One copy of the caller's bytes, with room in front for the frame header.

@@ -124,18 +124,27 @@ struct Closing {
     written_at: Option<Instant>,
     /// The server's close frame: code (1005 for none) and reason.
     received: Option<(u16, String)>,
+    received_at: Option<Instant>,
     /// Set by ws_free: the close timeout runs from the request, since no
     /// one waits for this connection and its end must be bounded.
     bounded_from: Option<Instant>,
+    /// When our close frame was asked for, and when the last byte before
+    /// it was written: while it waits behind a backlog, the close timeout
+    /// runs from the later of the two, so a server that stops reading
+    /// cannot hold the connection open forever.
+    requested_at: Option<Instant>,
+    progress_at: Option<Instant>,
 }
 
 impl Closing {
     /// The nearest of the close timeout and the wait for TCP close.
     fn deadline(&self, close_timeout: Duration) -> Option<Instant> {
-        let close = self.written_at.or(self.bounded_from).map(|t| t + close_timeout);
-        // Both frames crossed: the server has TCP_CLOSE_WAIT to close TCP.
-        let tcp = match (self.written_at, &self.received) {
-            (Some(t), Some(_)) => Some(t + TCP_CLOSE_WAIT),
+        let waiting = self.requested_at.map(|r| self.progress_at.map_or(r, |p| p.max(r)));
+        let close = self.written_at.or(self.bounded_from).or(waiting).map(|t| t + close_timeout);
+        // Both frames crossed (the later of the two): the server has
+        // TCP_CLOSE_WAIT to close TCP.
+        let tcp = match (self.written_at, self.received_at) {
+            (Some(w), Some(r)) => Some(w.max(r) + TCP_CLOSE_WAIT),
             _ => None,
         };
         match (close, tcp) {
@@ -230,6 +239,12 @@ impl Connection {
     // ----- events from the loop -----
 
     pub fn start(&mut self, cx: &mut Cx) {
+        if self.shared.is_abandoned() {
+            // ws_new failed after queueing this (no thread for the loop):
+            // it returned NULL, so nothing may connect or call back.
+            self.phase = Phase::Done;
+            return;
+        }
         let r = self.begin(cx);
         self.settle(r, cx);
     }
@@ -465,7 +480,7 @@ impl Connection {
                 Ok(n) => {
                     u.response.commit(n);
                     let head = u.response.pending();
-                    match handshake::parse_response(head, &u.key, &self.target.protocols) {
+                    match handshake::parse_response(head, &u.key, &self.target.protocols, &self.options.compression) {
                         Ok(Some(agreed)) => {
                             let tail = head[agreed.head_len..].to_vec();
                             let Phase::Upgrading(u) = std::mem::replace(&mut self.phase, Phase::New) else {
@@ -500,17 +515,16 @@ impl Connection {
     // ----- OPEN and CLOSING -----
 
     fn open(&mut self, stream: Stream, tail: Vec<u8>, agreed: Agreed) -> Result<(), End> {
-        let _ = self.shared.protocol.set(c_string(agreed.protocol));
-        let _ = self.shared.extensions.set(c_string(agreed.extensions));
         let handler = &mut self.handler;
-        if !self.shared.open(|| handler.on_open()) {
+        let (protocol, extensions) = (c_string(agreed.protocol.clone()), c_string(agreed.extensions.clone()));
+        if !self.shared.open(protocol, extensions, || handler.on_open()) {
             // ws_close() won the race against the last handshake bytes.
             return Err(End::Failed(closed_before_open()));
         }
         let mut open = Box::new(Open {
             stream,
             input: InputBuffer::from_tail(tail),
-            reader: Reader::new(self.options.max_message_size),
+            reader: Reader::new(self.options.max_message_size, agreed.deflate.as_ref()),
             closing: Closing::default(),
             // The upgrade read the 101 out of a TLS record that may hold
             // frames too, now inside OpenSSL where epoll cannot see them.
@@ -519,8 +533,17 @@ impl Connection {
             failing: None,
             linger: FAIL_LINGER.min(self.options.close_timeout),
         });
-        // From now on other threads may write frames to a plain socket.
-        self.shared.lock_output().direct_fd = open.stream.direct_fd();
+        {
+            let mut out = self.shared.lock_output();
+            out.writer.set_deflate(agreed.deflate.as_ref(), self.options.compression.threshold);
+            // From now on other threads may write frames to a plain socket
+            // themselves; not with compression, which runs on the loop's
+            // thread, never on a caller's under a lock other senders need.
+            if agreed.deflate.is_none() {
+                out.direct_fd = open.stream.direct_fd();
+                self.shared.allow_direct_sends();
+            }
+        }
         // Frames that arrived in the same packets as the 101 response.
         let r = process_input(&self.shared, &mut *self.handler, &mut open);
         self.phase = Phase::Open(open);
@@ -622,6 +645,7 @@ impl Open {
     /// Asks for our close frame; it is queued once the sends accepted
     /// before it (`due` send commands) have been taken.
     fn request_close(&mut self, shared: &Shared, code: u16, reason: String, due: u64) {
+        self.closing.requested_at.get_or_insert_with(Instant::now);
         if self.closing.pending.is_none() && !self.closing.queued {
             self.closing.pending = Some((code, reason, due));
             self.queue_close_when_due(shared);
@@ -663,6 +687,9 @@ fn write_out(shared: &Shared, o: &mut Open) -> io::Result<()> {
         // Plain TCP waits for room to write; TLS for what OpenSSL's last
         // write lacked (a read, during renegotiation).
         o.write_wants = o.stream.write_wants();
+    }
+    if matches!(r, Ok(n) if n > 0) {
+        o.closing.progress_at = Some(Instant::now());
     }
     if o.closing.written_at.is_none() && out.writer.close_written() {
         o.closing.written_at = Some(Instant::now());
@@ -749,6 +776,7 @@ fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Re
             Incoming::Close { .. } if o.closing.received.is_some() => {}
             Incoming::Close { code, reason } => {
                 o.closing.received = Some((code, reason.clone()));
+                o.closing.received_at = Some(Instant::now());
                 // Echo the code (RFC 6455 5.5.1), after the sends accepted
                 // while OPEN; a close() racing this one goes out instead.
                 if let Some(accepted) = shared.transition_counting(Some(OPEN), CLOSING) {
@@ -791,9 +819,14 @@ mod tests {
         let mut c = Closing { queued: true, ..Closing::default() };
         assert_eq!(c.deadline(timeout), None, "queued is not written");
         c.received = Some((1000, String::new()));
+        c.received_at = Some(t);
         assert_eq!(c.deadline(timeout), None, "not crossed until ours is written");
         c.written_at = Some(t);
         assert_eq!(c.deadline(timeout), Some(t + TCP_CLOSE_WAIT));
+        // Ours first, theirs 1.5 s later: the 2 s start at theirs.
+        let theirs = t + Duration::from_millis(1500);
+        c.received_at = Some(theirs);
+        assert_eq!(c.deadline(timeout), Some(theirs + TCP_CLOSE_WAIT));
         assert!(matches!(c.ended(), End::Clean { code: 1000, .. }));
         let freed = Closing { bounded_from: Some(t), ..Closing::default() };
         assert_eq!(freed.deadline(timeout), Some(t + timeout), "a freed handle's close is bounded from the request");

@@ -213,6 +213,9 @@ impl Loop {
             return Ok(false);
         }
         self.library_driven.store(true, Ordering::SeqCst);
+        // An application thread waiting in ws_loop_run returns, and the
+        // library thread takes over.
+        self.waker.wake();
         self.ensure_thread()?;
         Ok(true)
     }
@@ -280,8 +283,13 @@ impl Loop {
             return Err(RunError::LibraryDriven);
         }
         let mut core = self.try_core().ok_or(RunError::Busy)?;
+        // Commands from this thread need no wake-up while it runs the loop
+        // (inside callbacks); between runs they wake it like any other,
+        // since another thread may be the one that polls the loop's fd.
         self.runner.store(current_thread_tag(), Ordering::SeqCst);
-        core.turn(self, timeout).map_err(RunError::Os)?;
+        let r = core.turn(self, timeout);
+        self.runner.store(0, Ordering::SeqCst);
+        r.map_err(RunError::Os)?;
         Ok(core.live)
     }
 
@@ -338,6 +346,25 @@ impl Core {
             }
         };
         let n = self.wait(lp, wait)?;
+        self.handle_events(lp, n);
+        // A callback may have run long (they share this thread): I/O that
+        // arrived meanwhile comes before a deadline that passed meanwhile,
+        // or one slow handle would time out its neighbours.
+        if self.next_deadline().is_some_and(|d| d <= Instant::now()) {
+            let n = self.wait(lp, Some(Duration::ZERO))?;
+            self.handle_events(lp, n);
+        }
+        // Input left over (a capped read, or bytes inside OpenSSL) also
+        // comes before the timers.
+        for token in std::mem::take(&mut self.ready) {
+            self.with_conn(lp, token, |conn, cx| conn.ready(0, cx));
+            self.take_commands(lp);
+        }
+        self.fire_timers(lp);
+        Ok(())
+    }
+
+    fn handle_events(&mut self, lp: &Arc<Loop>, n: usize) {
         for i in 0..n {
             let event = self.events[i];
             let (token, bits) = (event.u64, event.events);
@@ -349,12 +376,6 @@ impl Core {
             // Sends made from the callbacks go out in this turn.
             self.take_commands(lp);
         }
-        self.fire_timers(lp);
-        for token in std::mem::take(&mut self.ready) {
-            self.with_conn(lp, token, |conn, cx| conn.ready(0, cx));
-            self.take_commands(lp);
-        }
-        Ok(())
     }
 
     fn wait(&mut self, lp: &Loop, wait: Option<Duration>) -> io::Result<usize> {

@@ -553,8 +553,9 @@ pub extern "C" fn ws_version() -> *const c_char {
 
 /// New settings, all at their defaults (connect timeout 30000 ms, close
 /// timeout 5000 ms, max message size 64 MiB, no max buffered amount, no
-/// extra headers). The caller owns the result and releases it with
-/// `ws_options_free`. NULL only if memory ran out.
+/// extra headers, compression offered with a 32-byte threshold). The caller
+/// owns the result and releases it with `ws_options_free`. NULL only if
+/// memory ran out.
 #[no_mangle]
 pub extern "C" fn ws_options_new() -> *mut ws_options {
     guard(std::ptr::null_mut(), || Box::into_raw(Box::new(ws_options { options: Options::default() })))
@@ -617,7 +618,9 @@ pub unsafe extern "C" fn ws_options_set_connect_timeout_ms(o: *mut ws_options, m
 }
 
 /// Largest incoming message, in bytes; default 64 MiB. A larger message
-/// fails the connection (close code 1009). 0 gives `WS_ERR_INVALID_ARGUMENT`.
+/// fails the connection (close code 1009); a compressed message counts by
+/// its decompressed size, checked as it inflates. 0 gives
+/// `WS_ERR_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `o` is NULL or a live `ws_options`.
@@ -776,10 +779,11 @@ pub unsafe extern "C" fn ws_loop_start(loop_: *mut ws_loop) -> c_int {
 ///   or when the loop was started (`ws_loop_start`) or freed;
 /// - `WS_ERR_INVALID_ARGUMENT` for NULL or a timeout below -1.
 ///
-/// Any thread may run the loop, one at a time; sends and closes made on the
-/// thread that ran it last (between calls, or inside callbacks) take effect
-/// at the next call without a wake-up, and `ws_loop_timeout_ms` returns 0
-/// while such work waits.
+/// Any thread may run the loop, one at a time. Sends and closes made inside
+/// its callbacks take effect when the callback returns, without a wake-up;
+/// made anywhere else (another thread, or this one between calls) they wake
+/// the loop: `ws_loop_fd` becomes readable and `ws_loop_timeout_ms` returns
+/// 0 until `ws_loop_run` has taken them.
 ///
 /// # Safety
 /// `loop_` is NULL or a live `ws_loop`.
@@ -792,7 +796,10 @@ pub unsafe extern "C" fn ws_loop_run(loop_: *mut ws_loop, timeout_ms: c_int) -> 
             ms if ms >= 0 => Some(std::time::Duration::from_millis(ms as u64)),
             _ => return WS_ERR_INVALID_ARGUMENT,
         };
-        match lp.inner.run_once(timeout) {
+        // Our own reference: ws_loop_free may release the caller's (from
+        // another thread, or from a callback) while this turn runs.
+        let inner = lp.inner.clone();
+        match inner.run_once(timeout) {
             Ok(live) => live.min(c_int::MAX as usize) as c_int,
             Err(RunError::Busy | RunError::LibraryDriven) => WS_ERR_INVALID_STATE,
             Err(RunError::Os(e)) => {
@@ -872,6 +879,23 @@ pub unsafe extern "C" fn ws_options_set_loop(o: *mut ws_options, loop_: *mut ws_
     })
 }
 
+/// permessage-deflate (RFC 7692), on by default: the handshake offers
+/// "permessage-deflate; client_max_window_bits", as browsers do, and when
+/// the server accepts, messages are compressed and decompressed on the
+/// connection's background thread. Off: no offer, and a server that
+/// answers with an extension anyway fails the connection. `ws_extensions`
+/// shows what the server answered. Always `WS_OK`.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_compression(o: *mut ws_options, on: bool) -> c_int {
+    with_options(o, |o| {
+        o.compression.enabled = on;
+        Ok(())
+    })
+}
+
 /// Hooks for libws's own tests; not part of the C API, not in `ws.h`.
 #[doc(hidden)]
 pub mod testing {
@@ -905,6 +929,80 @@ pub mod testing {
             o.options.send_buffer_size = Some(bytes);
         }
     }
+}
+
+/// With `yes`, the offer says client_no_context_takeover: libws compresses
+/// each message on its own, holding no compression context between
+/// messages (less memory, larger messages). Also done when the server asks
+/// for it. Off by default. Always `WS_OK`.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_client_no_context_takeover(o: *mut ws_options, yes: bool) -> c_int {
+    with_options(o, |o| {
+        o.compression.client_no_context_takeover = yes;
+        Ok(())
+    })
+}
+
+/// With `yes`, the offer says server_no_context_takeover: the server is
+/// asked to compress each message on its own, so that libws holds no
+/// decompression context between messages; a server that accepts
+/// compression without agreeing to this fails the connection. Off by
+/// default. Always `WS_OK`.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_server_no_context_takeover(o: *mut ws_options, yes: bool) -> c_int {
+    with_options(o, |o| {
+        o.compression.server_no_context_takeover = yes;
+        Ok(())
+    })
+}
+
+/// The largest LZ77 window libws compresses with, as a power of two: 8..15
+/// (256 bytes to 32 KiB), offered as client_max_window_bits=N; smaller
+/// windows use less memory and compress less. zlib cannot compress with an
+/// 8-bit window, so 8 is offered as 9. 0 (the default) offers
+/// client_max_window_bits without a value: the server may choose (15 if it
+/// does not). Another value gives `WS_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_client_max_window_bits(o: *mut ws_options, bits: c_int) -> c_int {
+    with_options(o, |o| o.set_client_max_window_bits(bits))
+}
+
+/// Asks the server to compress with an LZ77 window of at most 2^`bits`
+/// bytes, 8..15, offered as server_max_window_bits=N (8 is offered as 9, as
+/// zlib cannot compress with 8); libws then needs less memory to
+/// decompress. A server that accepts compression without agreeing fails the
+/// connection. 0 (the default) does not ask. Another value gives
+/// `WS_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_server_max_window_bits(o: *mut ws_options, bits: c_int) -> c_int {
+    with_options(o, |o| o.set_server_max_window_bits(bits))
+}
+
+/// When compression is agreed, messages shorter than `bytes` go out
+/// uncompressed, as deflate saves little or nothing on them; default 32.
+/// 0 compresses every message. Whatever the threshold, a message that does
+/// not shrink goes out as it is. Always `WS_OK`.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_compression_threshold(o: *mut ws_options, bytes: u64) -> c_int {
+    with_options(o, |o| {
+        o.compression.threshold = bytes;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

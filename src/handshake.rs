@@ -1,7 +1,8 @@
 //! The opening handshake (RFC 6455 section 4.1) with the WHATWG rules for
 //! subprotocols and extensions, which are stricter than tungstenite's.
 
-use crate::options::Options;
+use crate::extensions::{self, DeflateParams};
+use crate::options::{CompressionOptions, Options};
 use crate::target::Target;
 
 /// A response head larger than this fails the connection.
@@ -19,6 +20,9 @@ pub fn request(target: &Target, options: &Options) -> (Vec<u8>, String) {
     if !target.protocols.is_empty() {
         req.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", target.protocols.join(", ")));
     }
+    if let Some(offer) = extensions::offer(&options.compression) {
+        req.push_str(&format!("Sec-WebSocket-Extensions: {offer}\r\n"));
+    }
     for (name, value) in &options.headers {
         req.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -30,14 +34,22 @@ pub fn request(target: &Target, options: &Options) -> (Vec<u8>, String) {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Agreed {
     pub protocol: String,
+    /// The server's Sec-WebSocket-Extensions, as it wrote it.
     pub extensions: String,
+    /// permessage-deflate, when agreed.
+    pub deflate: Option<DeflateParams>,
     /// Bytes that followed the response head: the first frames.
     pub head_len: usize,
 }
 
 /// `Ok(None)`: the head is not complete yet. `Err`: the connection fails,
 /// with a message for `on_error`.
-pub fn parse_response(buf: &[u8], key: &str, offered: &[String]) -> Result<Option<Agreed>, String> {
+pub fn parse_response(
+    buf: &[u8],
+    key: &str,
+    offered: &[String],
+    compression: &CompressionOptions,
+) -> Result<Option<Agreed>, String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(buf) {
@@ -88,11 +100,10 @@ pub fn parse_response(buf: &[u8], key: &str, offered: &[String]) -> Result<Optio
         [] => return Err("handshake response has no Sec-WebSocket-Accept header".into()),
         _ => return Err("handshake response has more than one Sec-WebSocket-Accept header".into()),
     }
-    // RFC 6455 4.1 step 6: no extension was offered, so none may be used.
-    let extensions = values("sec-websocket-extensions");
-    if let Some(ext) = extensions.iter().find(|e| !e.is_empty()) {
-        return Err(format!("server chose extension {ext:?}, which was not offered"));
-    }
+    // RFC 6455 4.1 step 6: only what was offered may be used.
+    let extension_values: Vec<&str> =
+        values("sec-websocket-extensions").into_iter().filter(|v| !v.is_empty()).collect();
+    let deflate = extensions::accept(&extension_values, compression)?;
     let protocol = match values("sec-websocket-protocol").as_slice() {
         [] if offered.is_empty() => String::new(),
         [] => return Err("server chose none of the offered subprotocols".into()),
@@ -101,7 +112,7 @@ pub fn parse_response(buf: &[u8], key: &str, offered: &[String]) -> Result<Optio
         [p] => return Err(format!("server chose subprotocol {p:?}, which was not offered")),
         _ => return Err("handshake response has more than one Sec-WebSocket-Protocol header".into()),
     };
-    Ok(Some(Agreed { protocol, extensions: String::new(), head_len }))
+    Ok(Some(Agreed { protocol, extensions: extension_values.join(", "), deflate, head_len }))
 }
 
 /// What an error page says, for the error message: its HTML title, or
@@ -122,6 +133,14 @@ mod tests {
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
     const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
+    fn on() -> CompressionOptions {
+        CompressionOptions::default()
+    }
+
+    fn off() -> CompressionOptions {
+        CompressionOptions { enabled: false, ..CompressionOptions::default() }
+    }
+
     fn response(extra: &str) -> String {
         format!("HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\nCONNECTION: keep-alive, Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n{extra}\r\n")
     }
@@ -137,6 +156,23 @@ mod tests {
         assert!(req.contains(&format!("Sec-WebSocket-Key: {key}\r\n")));
         assert!(req.contains("Sec-WebSocket-Protocol: a, b\r\n"));
         assert!(req.ends_with("X-Y: z\r\n\r\n"));
+        assert!(req.contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"));
+        o.compression.enabled = false;
+        let (req, _) = request(&t, &o);
+        assert!(!String::from_utf8(req).unwrap().contains("Extensions"));
+    }
+
+    #[test]
+    fn extensions_as_the_server_wrote_them() {
+        let r = response("Sec-WebSocket-Extensions:  permessage-deflate;server_no_context_takeover \r\n");
+        let a = parse_response(r.as_bytes(), KEY, &[], &on()).unwrap().unwrap();
+        assert_eq!(a.extensions, "permessage-deflate;server_no_context_takeover");
+        assert!(a.deflate.unwrap().server_no_context_takeover);
+        let a = parse_response(response("").as_bytes(), KEY, &[], &on()).unwrap().unwrap();
+        assert_eq!((a.extensions.as_str(), a.deflate), ("", None));
+        let r = response("Sec-WebSocket-Extensions: permessage-deflate; bogus\r\n");
+        let e = parse_response(r.as_bytes(), KEY, &[], &on()).unwrap_err();
+        assert!(e.contains("unknown parameter bogus"), "{e}");
     }
 
     #[test]
@@ -144,21 +180,21 @@ mod tests {
         let mut r = response("").into_bytes();
         let head = r.len();
         r.extend_from_slice(&[0x81, 0]);
-        let a = parse_response(&r, KEY, &[]).unwrap().unwrap();
+        let a = parse_response(&r, KEY, &[], &on()).unwrap().unwrap();
         assert_eq!(a.head_len, head);
         assert_eq!(a.protocol, "");
-        assert_eq!(parse_response(&r[..head - 1], KEY, &[]), Ok(None));
+        assert_eq!(parse_response(&r[..head - 1], KEY, &[], &on()), Ok(None));
     }
 
     #[test]
     fn protocol_rules() {
         let offered = vec!["a".to_string(), "b".to_string()];
         let r = response("Sec-WebSocket-Protocol: b\r\n");
-        assert_eq!(parse_response(r.as_bytes(), KEY, &offered).unwrap().unwrap().protocol, "b");
-        assert!(parse_response(r.as_bytes(), KEY, &[]).is_err());
-        assert!(parse_response(response("").as_bytes(), KEY, &offered).is_err());
+        assert_eq!(parse_response(r.as_bytes(), KEY, &offered, &on()).unwrap().unwrap().protocol, "b");
+        assert!(parse_response(r.as_bytes(), KEY, &[], &on()).is_err());
+        assert!(parse_response(response("").as_bytes(), KEY, &offered, &on()).is_err());
         let r = response("Sec-WebSocket-Protocol: c\r\n");
-        assert!(parse_response(r.as_bytes(), KEY, &offered).is_err());
+        assert!(parse_response(r.as_bytes(), KEY, &offered, &on()).is_err());
     }
 
     #[test]
@@ -172,14 +208,14 @@ mod tests {
             "garbage\r\n\r\n".to_string(),
         ];
         for r in bad {
-            assert!(parse_response(r.as_bytes(), KEY, &[]).is_err(), "{r}");
+            assert!(parse_response(r.as_bytes(), KEY, &[], &off()).is_err(), "{r}");
         }
         let page = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html><head><title>400 No required SSL certificate was sent</title></head>";
-        let e = parse_response(page.as_bytes(), KEY, &[]).unwrap_err();
+        let e = parse_response(page.as_bytes(), KEY, &[], &on()).unwrap_err();
         assert!(e.ends_with("(expected 101): 400 No required SSL certificate was sent"), "{e}");
-        let e = parse_response(b"HTTP/1.1 403 Forbidden\r\n\r\n\ngo away\x07\n", KEY, &[]).unwrap_err();
+        let e = parse_response(b"HTTP/1.1 403 Forbidden\r\n\r\n\ngo away\x07\n", KEY, &[], &on()).unwrap_err();
         assert!(e.ends_with(": go away"), "{e}");
         let huge = format!("HTTP/1.1 101 OK\r\nX: {}\r\n", "a".repeat(MAX_RESPONSE_HEAD));
-        assert!(parse_response(huge.as_bytes(), KEY, &[]).is_err());
+        assert!(parse_response(huge.as_bytes(), KEY, &[], &on()).is_err());
     }
 }

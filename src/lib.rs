@@ -7,8 +7,10 @@
 
 mod client;
 mod connection;
+mod deflate;
 mod error;
 mod event_loop;
+mod extensions;
 pub mod ffi;
 mod handshake;
 mod net;

@@ -30,6 +30,7 @@ pub struct Options {
     pub send_buffer_size: Option<u32>,
     /// The loop to run on; None: a private loop on its own thread.
     pub event_loop: Option<std::sync::Arc<crate::event_loop::Loop>>,
+    pub compression: CompressionOptions,
 }
 
 impl Default for Options {
@@ -43,7 +44,53 @@ impl Default for Options {
             max_buffered_amount: 0,
             send_buffer_size: None,
             event_loop: None,
+            compression: CompressionOptions::default(),
         }
+    }
+}
+
+/// What the permessage-deflate offer (RFC 7692) asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompressionOptions {
+    /// Off: no offer, and an extension in the answer fails the connection.
+    pub enabled: bool,
+    /// Ask to compress each message on its own (client_no_context_takeover).
+    pub client_no_context_takeover: bool,
+    /// Ask the server to do the same (server_no_context_takeover).
+    pub server_no_context_takeover: bool,
+    /// 8..=15, or None: `client_max_window_bits` without a value, which lets
+    /// the server choose.
+    pub client_max_window_bits: Option<u8>,
+    /// 8..=15, or None: not asked for.
+    pub server_max_window_bits: Option<u8>,
+    /// Messages shorter than this many bytes go out uncompressed.
+    pub threshold: u64,
+}
+
+/// Messages shorter than this go out uncompressed by default: below it,
+/// deflate saves a few bytes at best (see README.md, Compression).
+pub(crate) const DEFAULT_COMPRESSION_THRESHOLD: u64 = 32;
+
+impl Default for CompressionOptions {
+    fn default() -> Self {
+        // As browsers offer: "permessage-deflate; client_max_window_bits".
+        CompressionOptions {
+            enabled: true,
+            client_no_context_takeover: false,
+            server_no_context_takeover: false,
+            client_max_window_bits: None,
+            server_max_window_bits: None,
+            threshold: DEFAULT_COMPRESSION_THRESHOLD,
+        }
+    }
+}
+
+/// A window size for the offer: 0 (not asked for) or 8..=15.
+fn window_bits(bits: i32, which: &str) -> Result<Option<u8>, Error> {
+    match bits {
+        0 => Ok(None),
+        8..=15 => Ok(Some(bits as u8)),
+        _ => Err(Error::invalid_argument(format!("{which} must be 0 (no request) or 8..15, not {bits}"))),
     }
 }
 
@@ -99,6 +146,16 @@ impl Options {
 
     pub fn set_max_buffered_amount(&mut self, bytes: u64) {
         self.max_buffered_amount = bytes;
+    }
+
+    pub fn set_client_max_window_bits(&mut self, bits: i32) -> Result<(), Error> {
+        self.compression.client_max_window_bits = window_bits(bits, "client max window bits")?;
+        Ok(())
+    }
+
+    pub fn set_server_max_window_bits(&mut self, bits: i32) -> Result<(), Error> {
+        self.compression.server_max_window_bits = window_bits(bits, "server max window bits")?;
+        Ok(())
     }
 
     /// Trusts every certificate in a PEM file, besides the system store.
@@ -168,5 +225,20 @@ mod tests {
         assert!(o.set_max_message_size(0).is_err());
         assert!(o.set_connect_timeout_ms(5).is_ok());
         assert_eq!(o.connect_timeout, std::time::Duration::from_millis(5));
+    }
+
+    #[test]
+    fn window_bits_range() {
+        let mut o = Options::default();
+        for bad in [-1, 1, 7, 16, 255] {
+            assert!(o.set_client_max_window_bits(bad).is_err(), "{bad}");
+            assert!(o.set_server_max_window_bits(bad).is_err(), "{bad}");
+        }
+        assert!(o.set_client_max_window_bits(8).is_ok());
+        assert!(o.set_server_max_window_bits(15).is_ok());
+        assert_eq!(o.compression.client_max_window_bits, Some(8));
+        assert_eq!(o.compression.server_max_window_bits, Some(15));
+        assert!(o.set_client_max_window_bits(0).is_ok());
+        assert_eq!(o.compression.client_max_window_bits, None);
     }
 }

@@ -1,7 +1,11 @@
 //! The message layer over tungstenite's frame headers: fragment assembly,
 //! incremental UTF-8 checks, control frames and close-frame rules (RFC 6455
-//! sections 5 and 7), plus the client's frame writer. No I/O happens here.
+//! sections 5 and 7), permessage-deflate at the frame level (RFC 7692:
+//! RSV1, inflating as bytes arrive, compressing when a send is written),
+//! plus the client's frame writer. No I/O happens here.
 
+use crate::deflate::{Deflater, InflateError, Inflater};
+use crate::extensions::DeflateParams;
 use crate::shared::HEADROOM;
 use std::collections::VecDeque;
 use std::io::{self, Cursor, IoSlice, Write};
@@ -135,13 +139,18 @@ pub struct Reader {
     control: Vec<u8>,
     /// The server's close frame has arrived: no data frame may follow.
     close_received: bool,
+    /// permessage-deflate was agreed: RSV1 marks a compressed message.
+    inflater: Option<Inflater>,
+    /// The open message is compressed (its first frame had RSV1).
+    compressed: bool,
 }
 
 /// Big buffers are given back after the message that needed them.
 const KEEP_CAPACITY: usize = 1 << 20;
 
 impl Reader {
-    pub fn new(max_message_size: u64) -> Self {
+    /// `deflate`: the permessage-deflate parameters, when agreed.
+    pub fn new(max_message_size: u64, deflate: Option<&DeflateParams>) -> Self {
         Reader {
             state: ReadState::Header,
             max_message_size,
@@ -150,6 +159,8 @@ impl Reader {
             utf8_valid: 0,
             control: Vec::new(),
             close_received: false,
+            inflater: deflate.map(|p| Inflater::new(p.server_max_window_bits, p.server_no_context_takeover)),
+            compressed: false,
         }
     }
 
@@ -174,7 +185,10 @@ impl Reader {
                         .map_err(|e| violation(CLOSE_PROTOCOL_ERROR, format!("invalid frame header: {e}")))?;
                     let Some((header, len)) = parsed else { return Ok(None) };
                     let used = cursor.position() as usize;
+                    // The 7-bit length field: 126 and 127 announce longer forms.
+                    let length_field = input.pending().get(1).map_or(0, |b| b & 0x7f);
                     input.consume(used);
+                    check_minimal_length(length_field, len)?;
                     self.check_header(&header, len)?;
                     if len == 0 {
                         if let Some(done) = self.frame_complete(header)? {
@@ -192,7 +206,14 @@ impl Reader {
                     let take = (*remaining).min(available.len() as u64) as usize;
                     let chunk = &available[..take];
                     let is_data = matches!(header.opcode, OpCode::Data(_));
-                    if is_data {
+                    if is_data && self.compressed {
+                        let max = self.max_message_size;
+                        if let Some(inflater) = self.inflater.as_mut() {
+                            inflater
+                                .inflate(chunk, &mut self.message, limit(max))
+                                .map_err(|e| inflate_violation(e, max))?;
+                        }
+                    } else if is_data {
                         self.message.extend_from_slice(chunk);
                     } else {
                         self.control.extend_from_slice(chunk);
@@ -219,8 +240,22 @@ impl Reader {
     }
 
     fn check_header(&mut self, h: &FrameHeader, len: u64) -> Result<(), Violation> {
-        if h.rsv1 || h.rsv2 || h.rsv3 {
-            return Err(violation(CLOSE_PROTOCOL_ERROR, "RSV bit set but no extension was negotiated"));
+        if h.rsv2 || h.rsv3 {
+            return Err(violation(CLOSE_PROTOCOL_ERROR, "RSV2 or RSV3 bit set but no extension was negotiated"));
+        }
+        if h.rsv1 {
+            // RFC 7692 section 6: RSV1 marks the first frame of a
+            // compressed message, and nothing else.
+            if self.inflater.is_none() {
+                return Err(violation(CLOSE_PROTOCOL_ERROR, "RSV1 bit set but permessage-deflate was not agreed"));
+            }
+            match h.opcode {
+                OpCode::Control(_) => return Err(violation(CLOSE_PROTOCOL_ERROR, "compressed (RSV1) control frame")),
+                OpCode::Data(Data::Continue) => {
+                    return Err(violation(CLOSE_PROTOCOL_ERROR, "RSV1 bit set on a continuation frame"))
+                }
+                OpCode::Data(_) => {}
+            }
         }
         if h.mask.is_some() {
             return Err(violation(CLOSE_PROTOCOL_ERROR, "the server sent a masked frame"));
@@ -253,9 +288,11 @@ impl Reader {
                 }
                 self.clear_message();
                 self.open_message = Some(kind == Data::Text);
+                self.compressed = h.rsv1;
             }
         }
-        if let OpCode::Data(_) = h.opcode {
+        // A compressed message is limited by its inflated size, as it grows.
+        if matches!(h.opcode, OpCode::Data(_)) && !self.compressed {
             let total = (self.message.len() as u64).saturating_add(len);
             if total > self.max_message_size {
                 return Err(violation(
@@ -290,9 +327,17 @@ impl Reader {
                     return Ok(None);
                 }
                 let text = self.open_message.take() == Some(true);
+                if std::mem::take(&mut self.compressed) {
+                    let max = self.max_message_size;
+                    if let Some(inflater) = self.inflater.as_mut() {
+                        inflater.finish(&mut self.message, limit(max)).map_err(|e| inflate_violation(e, max))?;
+                    }
+                }
                 if text {
                     self.check_utf8(true)?;
                 }
+                // Exactly one byte more: a full buffer must not double here.
+                self.message.reserve_exact(1);
                 self.message.push(0);
                 Ok(Some(Incoming::Message { text }))
             }
@@ -315,6 +360,41 @@ impl Reader {
             self.message.shrink_to(KEEP_CAPACITY);
         }
         self.utf8_valid = 0;
+    }
+}
+
+/// The max message size as a length in memory.
+fn limit(max_message_size: u64) -> usize {
+    usize::try_from(max_message_size).unwrap_or(usize::MAX - 1)
+}
+
+fn inflate_violation(e: InflateError, max_message_size: u64) -> Violation {
+    match e {
+        InflateError::TooBig => {
+            violation(CLOSE_TOO_BIG, format!("compressed message inflates past the limit of {max_message_size} bytes"))
+        }
+        InflateError::Corrupt(why) => violation(CLOSE_PROTOCOL_ERROR, why),
+    }
+}
+
+/// RFC 6455 section 5.2: "the minimal number of bytes MUST be used to
+/// encode the length"; browsers fail a server frame that does not.
+fn check_minimal_length(length_field: u8, len: u64) -> Result<(), Violation> {
+    let minimal = match length_field {
+        126 => len >= 126,
+        127 => len >= 65536,
+        _ => true,
+    };
+    if minimal {
+        Ok(())
+    } else {
+        Err(violation(
+            CLOSE_PROTOCOL_ERROR,
+            format!(
+                "frame length {len} is not in its shortest encoding ({}-bit)",
+                if length_field == 126 { 16 } else { 64 }
+            ),
+        ))
     }
 }
 
@@ -369,6 +449,11 @@ enum ChunkKind {
 #[derive(Default)]
 pub struct Writer {
     chunks: VecDeque<Chunk>,
+    /// permessage-deflate was agreed: compresses data frames as they are
+    /// pushed, so on the thread that writes them.
+    deflater: Option<Deflater>,
+    /// A buffer for the next compressed payload: the last one compressed.
+    spare: Vec<u8>,
     /// Chunks written and dropped from the front so far: with it, `pong`
     /// names a chunk by its position since the start.
     popped: u64,
@@ -377,18 +462,42 @@ pub struct Writer {
     close_written: bool,
 }
 
+/// The largest send buffer kept for the next compressed payload.
+const SPARE_MAX: usize = 64 * 1024 + HEADROOM;
+
 /// How many frames one writev may carry.
 const MAX_IOVECS: usize = 1024;
 
 impl Writer {
+    /// `deflate`: the permessage-deflate parameters, when agreed; messages
+    /// shorter than `threshold` bytes then still go out uncompressed.
+    #[cfg(test)]
+    pub fn new(deflate: Option<&DeflateParams>, threshold: u64) -> Self {
+        let mut w = Writer::default();
+        w.set_deflate(deflate, threshold);
+        w
+    }
+
+    /// Compress from now on (the handshake agreed on permessage-deflate).
+    pub fn set_deflate(&mut self, deflate: Option<&DeflateParams>, threshold: u64) {
+        let threshold = usize::try_from(threshold).unwrap_or(usize::MAX);
+        self.deflater =
+            deflate.map(|p| Deflater::new(p.client_max_window_bits, p.client_no_context_takeover, threshold));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }
 
-    /// A data frame from a buffer that has HEADROOM free bytes in front.
-    pub fn push_data(&mut self, mut buf: Vec<u8>, text: bool) {
+    /// A data frame from a buffer that has HEADROOM free bytes in front,
+    /// compressed here when permessage-deflate was agreed and it is worth
+    /// it (RSV1 set). bufferedAmount is released by the caller's length.
+    pub fn push_data(&mut self, buf: Vec<u8>, text: bool) {
+        let release = (buf.len() - HEADROOM) as u64;
+        let (mut buf, compressed) = self.compress(buf);
         let len = (buf.len() - HEADROOM) as u64;
-        let header = client_header(OpCode::Data(if text { Data::Text } else { Data::Binary }));
+        let mut header = client_header(OpCode::Data(if text { Data::Text } else { Data::Binary }));
+        header.rsv1 = compressed;
         let header_len = header.len(len);
         let start = HEADROOM - header_len;
         let mut head = &mut buf[start..HEADROOM];
@@ -397,9 +506,38 @@ impl Writer {
         if let Some(mask) = header.mask {
             apply_mask(&mut buf[HEADROOM..], mask);
         }
-        self.chunks.push_back(Chunk { bytes: buf, pos: start, release: len, kind: ChunkKind::Data });
+        self.chunks.push_back(Chunk { bytes: buf, pos: start, release, kind: ChunkKind::Data });
     }
 
+    /// The payload compressed (with HEADROOM in front) and true, or the
+    /// same buffer and false.
+    fn compress(&mut self, buf: Vec<u8>) -> (Vec<u8>, bool) {
+        let Some(deflater) = self.deflater.as_mut().filter(|d| d.wants(buf.len() - HEADROOM)) else {
+            return (buf, false);
+        };
+        let mut out = std::mem::take(&mut self.spare);
+        out.clear();
+        out.resize(HEADROOM, 0);
+        if deflater.compress(&buf[HEADROOM..], &mut out) {
+            if buf.capacity() <= SPARE_MAX {
+                self.spare = buf;
+            }
+            (out, true)
+        } else {
+            if out.capacity() <= SPARE_MAX {
+                self.spare = out;
+            }
+            (buf, false)
+        }
+    }
+
+    /// Whether a compression context is allocated now.
+    #[cfg(test)]
+    pub fn has_deflate_context(&self) -> bool {
+        self.deflater.as_ref().is_some_and(Deflater::has_context)
+    }
+
+    /// A control frame: never compressed (RFC 7692 section 6).
     fn control_frame(control: Control, payload: &[u8]) -> Vec<u8> {
         let header = client_header(OpCode::Control(control));
         let mut bytes = Vec::with_capacity(HEADROOM + payload.len());
@@ -513,7 +651,18 @@ mod tests {
     }
 
     fn read_all(bytes: &[u8], max: u64) -> Vec<Result<Incoming, Violation>> {
-        let mut r = Reader::new(max);
+        read_all_with(bytes, max, None).0
+    }
+
+    /// As `read_all`, with permessage-deflate agreed when `deflate` is
+    /// given; also returns the messages' bytes.
+    fn read_all_with(
+        bytes: &[u8],
+        max: u64,
+        deflate: Option<&DeflateParams>,
+    ) -> (Vec<Result<Incoming, Violation>>, Vec<Vec<u8>>) {
+        let mut r = Reader::new(max, deflate);
+        let mut messages = Vec::new();
         let mut input = InputBuffer::default();
         let mut out = Vec::new();
         // Feed one byte at a time: every split point must work.
@@ -525,17 +674,187 @@ mod tests {
                     Ok(Some(Incoming::Message { text })) => {
                         out.push(Ok(Incoming::Message { text }));
                         assert_eq!(r.message.last(), Some(&0));
+                        messages.push(r.message().to_vec());
                     }
                     Ok(Some(x)) => out.push(Ok(x)),
                     Ok(None) => break,
                     Err(v) => {
                         out.push(Err(v));
-                        return out;
+                        return (out, messages);
                     }
                 }
             }
         }
+        (out, messages)
+    }
+
+    const AGREED: DeflateParams = DeflateParams {
+        server_no_context_takeover: false,
+        client_no_context_takeover: false,
+        server_max_window_bits: 15,
+        client_max_window_bits: 15,
+    };
+
+    /// What a server sends for `data`: raw DEFLATE, sync-flushed, tail removed.
+    fn deflated(c: &mut flate2::Compress, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() + 64);
+        c.compress_vec(data, &mut out, flate2::FlushCompress::Sync).unwrap();
+        assert!(out.len() < out.capacity() && out.ends_with(&crate::deflate::TAIL));
+        out.truncate(out.len() - 4);
         out
+    }
+
+    fn server_deflater() -> flate2::Compress {
+        flate2::Compress::new(flate2::Compression::default(), false)
+    }
+
+    #[test]
+    fn compressed_messages_whole_fragmented_and_with_context() {
+        let mut c = server_deflater();
+        let text = "compressed € text, compressed € text, compressed € text".repeat(20);
+        let mut wire = frame(0xC1, &deflated(&mut c, text.as_bytes()));
+        // The same again, in 300 fragments with pings between (the second
+        // message refers back to the first: context takeover).
+        let again = deflated(&mut c, text.as_bytes());
+        let pieces: Vec<&[u8]> = (0..300).map(|i| &again[i * again.len() / 300..(i + 1) * again.len() / 300]).collect();
+        for (i, p) in pieces.iter().enumerate() {
+            let first = match (i, i + 1 == pieces.len()) {
+                (0, _) => 0x41,
+                (_, true) => 0x80,
+                _ => 0x00,
+            };
+            wire.extend(frame(first, p));
+            if i % 50 == 0 {
+                wire.extend(frame(0x89, b"p"));
+            }
+        }
+        // An uncompressed message between compressed ones, and an empty
+        // compressed one (a single 0x00 byte, RFC 7692 7.2.3.6).
+        wire.extend(frame(0x82, b"plain"));
+        wire.extend(frame(0xC2, &[0x00]));
+        let (out, messages) = read_all_with(&wire, 1 << 20, Some(&AGREED));
+        assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+        assert_eq!(messages, vec![text.clone().into_bytes(), text.into_bytes(), b"plain".to_vec(), Vec::new()]);
+    }
+
+    #[test]
+    fn rsv1_rules() {
+        let mut c = server_deflater();
+        let d = deflated(&mut c, b"hello hello hello");
+        for (bytes, why) in [
+            ([frame(0x41, &d[..3]), frame(0xC0, &d[3..])].concat(), "continuation"),
+            ([frame(0x01, b"a"), frame(0xC0, b"b")].concat(), "continuation"),
+            (frame(0xC9, b""), "control"),
+            (frame(0xC8, &1000u16.to_be_bytes()), "control"),
+            (frame(0xA1, b"x"), "RSV2"),
+            (frame(0x91, b"x"), "RSV2"),
+        ] {
+            let (out, _) = read_all_with(&bytes, 100, Some(&AGREED));
+            let v = out.last().unwrap().as_ref().unwrap_err();
+            assert_eq!(v.code, CLOSE_PROTOCOL_ERROR, "{bytes:?}");
+            assert!(v.message.contains(why), "{}", v.message);
+        }
+        let v = read_all(&frame(0xC1, &d), 100).pop().unwrap().unwrap_err();
+        assert!(v.message.contains("not agreed"), "{}", v.message);
+        // Garbage that is not DEFLATE.
+        let (out, _) = read_all_with(&frame(0xC2, &[0xff, 0xff, 0xff, 0xff]), 100, Some(&AGREED));
+        assert_eq!(out.last().unwrap().as_ref().unwrap_err().code, CLOSE_PROTOCOL_ERROR);
+    }
+
+    #[test]
+    fn utf8_is_checked_on_the_inflated_bytes() {
+        let mut c = server_deflater();
+        let bad = deflated(&mut c, b"valid text, then \xff and more");
+        let (out, _) = read_all_with(&frame(0xC1, &bad), 1000, Some(&AGREED));
+        assert_eq!(out.last().unwrap().as_ref().unwrap_err().code, CLOSE_INVALID_DATA);
+        // A code point split across the frames of a compressed message.
+        let mut c = server_deflater();
+        let good = deflated(&mut c, "ab€".as_bytes());
+        let (out, messages) =
+            read_all_with(&[frame(0x41, &good[..2]), frame(0x80, &good[2..])].concat(), 1000, Some(&AGREED));
+        assert!(out.iter().all(|r| r.is_ok()));
+        assert_eq!(messages, vec!["ab€".as_bytes().to_vec()]);
+    }
+
+    #[test]
+    fn zip_bomb_fails_with_1009_holding_at_most_the_limit() {
+        let mut c = server_deflater();
+        let bomb = deflated(&mut c, &vec![0u8; 8 << 20]);
+        assert!(bomb.len() < 16 << 10);
+        let limit = 64 * 1024;
+        let mut r = Reader::new(limit, Some(&AGREED));
+        let mut input = InputBuffer::from_tail(frame(0xC2, &bomb));
+        let v = r.next(&mut input).unwrap_err();
+        assert_eq!(v.code, CLOSE_TOO_BIG);
+        assert!(r.message.capacity() as u64 <= limit + 1, "held {}", r.message.capacity());
+        // Exactly at the limit: delivered, in no more than limit + 1 bytes.
+        let mut c = server_deflater();
+        let full = deflated(&mut c, &vec![0u8; limit as usize]);
+        let mut r = Reader::new(limit, Some(&AGREED));
+        let mut input = InputBuffer::from_tail(frame(0xC2, &full));
+        assert_eq!(r.next(&mut input).unwrap(), Some(Incoming::Message { text: false }));
+        assert_eq!(r.message().len() as u64, limit);
+        assert!(r.message.capacity() as u64 <= limit + 1, "held {}", r.message.capacity());
+    }
+
+    #[test]
+    fn non_minimal_length_encodings_are_refused() {
+        let mut short16 = vec![0x82, 126, 0, 5];
+        short16.extend_from_slice(b"short");
+        let mut short64 = vec![0x82, 127, 0, 0, 0, 0, 0, 0, 0, 5];
+        short64.extend_from_slice(b"long!");
+        let mut mid64 = vec![0x82, 127, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+        mid64.extend_from_slice(&[0; 65535]);
+        let ping16 = vec![0x89, 126, 0, 0];
+        for bytes in [short16, short64, mid64, ping16] {
+            let v = read_all(&bytes, 1 << 20).pop().unwrap().unwrap_err();
+            assert_eq!(v.code, CLOSE_PROTOCOL_ERROR);
+            assert!(v.message.contains("shortest"), "{}", v.message);
+        }
+        // The shortest forms at the boundaries are fine.
+        for n in [125usize, 126, 65535, 65536] {
+            assert_eq!(read_all(&frame(0x82, &vec![1; n]), 1 << 20), vec![Ok(Incoming::Message { text: false })]);
+        }
+    }
+
+    #[test]
+    fn writer_compresses_above_the_threshold_only() {
+        let mut w = Writer::new(Some(&AGREED), 32);
+        assert!(!w.has_deflate_context());
+        let push = |w: &mut Writer, data: &[u8]| {
+            let mut buf = vec![0u8; HEADROOM];
+            buf.extend_from_slice(data);
+            w.push_data(buf, true);
+        };
+        push(&mut w, b"short");
+        assert!(!w.has_deflate_context(), "a short message allocated a context");
+        let long = "a compressible message, ".repeat(10);
+        push(&mut w, long.as_bytes());
+        assert!(w.has_deflate_context());
+        let mut out = Vec::new();
+        let mut released = Vec::new();
+        w.write_to(&mut out, |n, _| released.push(n)).unwrap();
+        assert_eq!(released, vec![5, long.len() as u64], "bufferedAmount counts the caller's bytes");
+        // First frame: plain, RSV1 clear.
+        assert_eq!(out[0], 0x81);
+        let first_len = 2 + 4 + 5;
+        // Second: RSV1 set, shorter than the text, inflates back.
+        assert_eq!(out[first_len], 0xC1);
+        let len = (out[first_len + 1] & 0x7f) as usize;
+        assert!(len < long.len());
+        let mask = [out[first_len + 2], out[first_len + 3], out[first_len + 4], out[first_len + 5]];
+        let mut payload = out[first_len + 6..first_len + 6 + len].to_vec();
+        apply_mask(&mut payload, mask);
+        let mut inflater = Inflater::new(15, false);
+        let mut msg = Vec::new();
+        inflater.inflate(&payload, &mut msg, 1 << 20).unwrap();
+        inflater.finish(&mut msg, 1 << 20).unwrap();
+        assert_eq!(msg, long.as_bytes());
+        // With client_no_context_takeover the context goes after each message.
+        let p = DeflateParams { client_no_context_takeover: true, ..AGREED };
+        let mut w = Writer::new(Some(&p), 0);
+        push(&mut w, long.as_bytes());
+        assert!(!w.has_deflate_context());
     }
 
     #[test]
@@ -731,7 +1050,7 @@ mod tests {
                 }
                 expected.push((body, text));
             }
-            let mut reader = Reader::new(1 << 20);
+            let mut reader = Reader::new(1 << 20, None);
             let mut input = InputBuffer::default();
             let mut got = Vec::new();
             let mut fed = 0;

@@ -78,11 +78,16 @@ pub struct Shared {
     /// When the last send was written directly (see `send_direct`), in ns
     /// since `epoch()`.
     last_direct: AtomicU64,
+    /// Set once the connection is open on a plain socket without
+    /// compression: only then may senders try to write directly (checked
+    /// before taking the output lock, which the loop holds to compress).
+    direct_allowed: AtomicBool,
     pub max_buffered: u64,
     pub url: CString,
     pub protocol: OnceLock<CString>,
     pub extensions: OnceLock<CString>,
     freed: AtomicBool,
+    abandoned: AtomicBool,
     /// Held by the I/O thread while a callback runs (and by `ws_new` until
     /// it has returned the handle); taken by state changes from other
     /// threads, so that a callback's check of the state and its start are
@@ -111,11 +116,13 @@ impl Shared {
             in_queue: AtomicU64::new(0),
             output: Mutex::new(Output::default()),
             last_direct: AtomicU64::new(0),
+            direct_allowed: AtomicBool::new(false),
             max_buffered,
             url,
             protocol: OnceLock::new(),
             extensions: OnceLock::new(),
             freed: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             dispatch: Mutex::new(()),
             lp,
             id,
@@ -146,8 +153,23 @@ impl Shared {
         self.state.load(Ordering::SeqCst)
     }
 
+    pub fn allow_direct_sends(&self) {
+        self.direct_allowed.store(true, Ordering::SeqCst);
+    }
+
     pub fn lock_output(&self) -> MutexGuard<'_, Output> {
         self.output.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `ws_new` failed after handing the connection to its loop: the loop
+    /// drops it unstarted.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        self.freed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
     }
 
     pub fn is_freed(&self) -> bool {
@@ -174,12 +196,16 @@ impl Shared {
 
     /// The open transition and `on_open` as one step: a `close` from
     /// another thread comes wholly before (the connection fails) or after
-    /// `on_open` has returned. False when the state was no longer CONNECTING.
-    pub fn open(&self, on_open: impl FnOnce()) -> bool {
+    /// `on_open` has returned. The agreed protocol and extensions are set
+    /// once the state is OPEN, so that a reader never sees them while
+    /// CONNECTING. False when the state was no longer CONNECTING.
+    pub fn open(&self, protocol: CString, extensions: CString, on_open: impl FnOnce()) -> bool {
         let _dispatch = self.lock_dispatch();
         if !self.transition(Some(CONNECTING), OPEN) {
             return false;
         }
+        let _ = self.protocol.set(protocol);
+        let _ = self.extensions.set(extensions);
         if !self.is_freed() {
             let outer = IN_CALLBACK.with(|c| c.replace(true));
             let _ = catch_unwind(AssertUnwindSafe(on_open));
@@ -272,7 +298,7 @@ impl Shared {
     /// with one writev for many frames instead of a syscall each.
     fn send_direct(&self, buf: Vec<u8>, text: bool) -> Result<(), Vec<u8>> {
         const BURST: u64 = 10_000; // ns
-        if self.lp.on_loop_thread() {
+        if !self.direct_allowed.load(Ordering::Relaxed) || self.lp.on_loop_thread() {
             // The loop flushes after the callback: many sends, one write.
             return Err(buf);
         }

@@ -357,9 +357,9 @@ fn bad_handshakes_fail_the_connection() {
         (format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Protocol: chat\r\n\r\n"), &[], "chat"),
         (format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\n\r\n"), &["chat"], "none of the offered"),
         (
-            format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+            format!("{ok}Sec-WebSocket-Accept: {{accept}}\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame\r\n\r\n"),
             &[],
-            "permessage-deflate",
+            "x-webkit-deflate-frame",
         ),
     ];
     for (response, protocols, needle) in cases {
@@ -475,8 +475,19 @@ fn send_from_inside_on_message() {
 
 fn free_inside_each_callback() {
     let server = echo_server();
+    // Two messages at once: the first one's callback frees the handle, so
+    // the test never touches it again (that would be a use after free).
+    let two = raw_server(|mut s| {
+        raw_handshake(&mut s, "");
+        let _ = s.write_all(&[frame(0x81, b"m"), frame(0x81, b"n")].concat());
+        let _ = read_until_close(&mut s);
+    });
     for which in ["open", "message", "close", "error"] {
-        let url = if which == "error" { format!("ws://127.0.0.1:{}/", closed_port()) } else { server.url("/") };
+        let url = match which {
+            "error" => format!("ws://127.0.0.1:{}/", closed_port()),
+            "message" => two.url("/"),
+            _ => server.url("/"),
+        };
         let rec = Recorder::new();
         let freed = Arc::new(Mutex::new(false));
         let f = freed.clone();
@@ -495,11 +506,7 @@ fn free_inside_each_callback() {
         });
         let mut c = Client::try_with(&url, &[], None, rec.clone()).unwrap();
         c.forget();
-        if which == "message" {
-            rec.wait_until(WAIT, "open", |e| !e.is_empty());
-            assert_eq!(unsafe { ws_send_string(c.ws, c"m".as_ptr(), 1) }, WS_OK);
-            assert_eq!(unsafe { ws_send_string(c.ws, c"n".as_ptr(), 1) }, WS_OK);
-        } else if which == "close" {
+        if which == "close" {
             rec.wait_until(WAIT, "open", |e| !e.is_empty());
             assert_eq!(unsafe { ws_close(c.ws, 1000, std::ptr::null()) }, WS_OK);
         }
@@ -657,20 +664,34 @@ fn a_flooding_server_does_not_starve_close() {
     assert!(t.elapsed() < Duration::from_secs(5));
 }
 
-/// A server that reads nothing for `pause`, then reads everything: the
-/// client's 8 MiB backlog and then its close frame. It answers the close.
-/// The close timeout (300 ms) runs from when the close frame is written,
-/// so a backlog that takes longer to drain does not turn the close into
-/// a 1006.
+/// A server that reads the first 5 MiB of the client's 8 MiB backlog
+/// slowly but steadily (64 KiB every 20 ms, about 1.6 s), then the rest,
+/// then the close frame, and answers it. The close timeout (1 s) runs from
+/// when the close frame is written, or from the last progress while it
+/// waits behind the backlog, so a backlog that drains does not turn the
+/// close into a 1006.
 fn close_timeout_starts_when_the_close_frame_is_written() {
     let (tx, rx) = crossbeam_channel::bounded(1);
+    struct Slow(std::net::TcpStream, usize);
+    impl std::io::Read for Slow {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let mut n = buf.len();
+            if self.1 < 5 << 20 {
+                std::thread::sleep(Duration::from_millis(20));
+                n = n.min(64 << 10);
+            }
+            let n = self.0.read(&mut buf[..n])?;
+            self.1 += n;
+            Ok(n)
+        }
+    }
     let server = raw_server(move |mut s| {
         raw_handshake(&mut s, "");
-        std::thread::sleep(Duration::from_millis(1500));
         let mut data = 0;
         s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut slow = Slow(s.try_clone().unwrap(), 0);
         let code = loop {
-            match read_frame(&mut s) {
+            match read_frame(&mut slow) {
                 Some(f) if f.first == 0x88 => break Some(u16::from_be_bytes([f.payload[0], f.payload[1]])),
                 Some(f) => data += f.payload.len(),
                 None => break None,
@@ -679,7 +700,7 @@ fn close_timeout_starts_when_the_close_frame_is_written() {
         let _ = s.write_all(&frame(0x88, &close_payload(1000, "")));
         let _ = tx.send((data, code));
     });
-    let c = Client::with(&server.url("/"), &[], &Opts { close_timeout_ms: Some(300), ..Opts::default() });
+    let c = Client::with(&server.url("/"), &[], &Opts { close_timeout_ms: Some(1000), ..Opts::default() });
     c.wait_open();
     assert_eq!(c.send_bytes(&vec![1u8; 8 << 20]), WS_OK);
     assert_eq!(c.close(4000, None), WS_OK);

@@ -264,3 +264,15 @@ fn readme_route_without_installing_works() {
     let out = in_repo(&app_rpath.display().to_string());
     assert!(out.contains("syntax error"), "{out}");
 }
+
+#[test]
+fn c_program_sees_the_extension_against_a_compressing_server() {
+    let scratch = scratch_dir("extensions-c");
+    let binary = scratch.join("extensions");
+    compile(&repo_dir().join("tests/c/extensions.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
+    let server = pmd::pmd_echo_server("permessage-deflate; server_no_context_takeover");
+    let out = run(Command::new(&binary).arg(server.url("/")));
+    assert!(out.contains("extensions: permessage-deflate; server_no_context_takeover\n"), "{out}");
+    assert!(out.contains("messages intact\n"), "{out}");
+    assert!(out.contains("close 1000"), "{out}");
+}

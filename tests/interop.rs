@@ -144,7 +144,7 @@ fn thousand_messages_in_order(peer: &Peer) {
     }
 }
 
-/// The SPEC-only C program (tests/c/contract.c) has its whole conversation
+/// The C program that uses only the public API (tests/c/contract.c) has its whole conversation
 /// with the peer: subprotocol, text and 1 MiB echoes, close 1000 both ways,
 /// the server's close 4000 with a reason.
 fn c_contract_program(peer: &Peer) {
@@ -153,6 +153,129 @@ fn c_contract_program(peer: &Peer) {
     compile(&repo_dir().join("tests/c/contract.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
     let out = run(std::process::Command::new(&binary).arg(peer.url("/contract")).arg("chat"));
     assert!(out.contains("contract: all checks passed"), "{out}");
+}
+
+/// A C program (tests/c/extensions.c) against the peer serving
+/// compression: ws_extensions() shows the peer's answer, messages intact.
+fn c_extensions_program(peer: &Peer) {
+    let scratch = scratch_dir(&format!("extensions-peer-{}", peer.port));
+    let binary = scratch.join("extensions");
+    compile(&repo_dir().join("tests/c/extensions.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
+    let out = run(std::process::Command::new(&binary).arg(peer.url("/deflate/1/0/-/-")));
+    assert!(out.contains("extensions: permessage-deflate; server_no_context_takeover\n"), "{out}");
+    assert!(out.contains("messages intact\n"), "{out}");
+}
+
+// ----- permessage-deflate, served by the peer -----
+
+/// JSON-like text of `n` bytes.
+fn json(n: usize, seed: usize) -> String {
+    let mut s = String::from("[");
+    let mut i = seed;
+    while s.len() < n {
+        s.push_str(&format!("{{\"id\":{i},\"user\":\"u{}\",\"text\":\"message number {i}\",\"ok\":true}},", i % 17));
+        i += 1;
+    }
+    s.truncate(n);
+    s
+}
+
+/// Messages that need every part of the codec: repeats within and across
+/// messages (context takeover), a repeat just past a 9-bit window, a short
+/// one under the threshold, binary, empty, and 200 KiB.
+fn compressed_conversation(c: &Client, what: &str) {
+    let block: String =
+        (0..600u32).map(|i| char::from(b'a' + (i.wrapping_mul(2_654_435_761) >> 27) as u8 % 26)).collect();
+    let texts = [json(2000, 0), json(2000, 0), block.clone(), block, "hi".to_string(), String::new(), json(200_000, 5)];
+    for t in &texts {
+        assert_eq!(c.send_text(t), WS_OK);
+    }
+    let bin: Vec<u8> = json(5000, 9).into_bytes().iter().map(|b| b ^ 0x5a).collect();
+    assert_eq!(c.send_bytes(&bin), WS_OK);
+    let msgs = wait_messages(c, texts.len() + 1);
+    for (i, t) in texts.iter().enumerate() {
+        assert!(msgs[i] == (t.clone().into_bytes(), true), "{what}: message {i} differs");
+    }
+    assert!(msgs[texts.len()] == (bin, false), "{what}: binary message differs");
+    c.close(1000, None);
+    assert_eq!(close_event(c), (1000, String::new(), true), "{what}");
+    assert!(errors(c).is_empty(), "{what}: {:?}", errors(c));
+}
+
+/// The peer serves compression in every setting it has: context takeover
+/// on and off each way, and window sizes 9 to 15 each way, and 8 for
+/// libws's (which zlib cannot compress with: libws then sends its messages
+/// uncompressed).
+fn compression_in_every_server_setting(peer: &Peer) {
+    for snct in [false, true] {
+        for cnct in [false, true] {
+            for sbits in 9..=15 {
+                for cbits in 8..=15 {
+                    let path = format!("/deflate/{}/{}/{sbits}/{cbits}", u8::from(snct), u8::from(cnct));
+                    let c = Client::open(&peer.url(&path));
+                    let ext = c.extensions();
+                    assert!(ext.starts_with("permessage-deflate"), "{path}: {ext:?}");
+                    assert_eq!(ext.contains("server_no_context_takeover"), snct, "{path}: {ext}");
+                    assert_eq!(ext.contains("client_no_context_takeover"), cnct, "{path}: {ext}");
+                    assert!(ext.contains(&format!("server_max_window_bits={sbits}")), "{path}: {ext}");
+                    assert!(ext.contains(&format!("client_max_window_bits={cbits}")), "{path}: {ext}");
+                    compressed_conversation(&c, &path);
+                }
+            }
+        }
+    }
+}
+
+/// Node's ws also serves with an 8-bit window of its own (zlib makes it 9,
+/// which libws inflates with anyway).
+fn server_window_of_8_bits(peer: &Peer) {
+    for path in ["/deflate/0/0/8/8", "/deflate/1/1/8/8", "/deflate/0/0/8/-"] {
+        let c = Client::open(&peer.url(path));
+        assert!(c.extensions().contains("server_max_window_bits=8"), "{path}: {}", c.extensions());
+        compressed_conversation(&c, path);
+    }
+}
+
+/// libws asks for each setting (ws_options_*) and the peer accepts it.
+fn compression_in_every_client_setting(peer: &Peer) {
+    for snct in [false, true] {
+        for cnct in [false, true] {
+            for bits in 9..=15 {
+                let opts = Opts {
+                    server_no_context_takeover: snct,
+                    client_no_context_takeover: cnct,
+                    server_max_window_bits: Some(bits),
+                    client_max_window_bits: Some(bits),
+                    ..Opts::default()
+                };
+                let what = format!("asked snct {snct} cnct {cnct} bits {bits}");
+                let c = Client::with(&peer.url("/deflate/-/-/-/-"), &[], &opts);
+                c.wait_open();
+                let ext = c.extensions();
+                assert_eq!(ext.contains("server_no_context_takeover"), snct, "{what}: {ext}");
+                assert!(ext.contains(&format!("server_max_window_bits={bits}")), "{what}: {ext}");
+                compressed_conversation(&c, &what);
+            }
+        }
+    }
+}
+
+/// The conversations of the uncompressed tests, compressed.
+fn compressed_echo_all_kinds(peer: &Peer) {
+    let c = Client::open(&peer.url("/deflate/0/0/-/-"));
+    assert!(c.extensions().starts_with("permessage-deflate"), "{}", c.extensions());
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i ^ (i >> 9)) as u8).collect();
+    assert_eq!(c.send_text("text ✓"), WS_OK);
+    assert_eq!(c.send_bytes(&big), WS_OK);
+    c.send_text("fragments Hel|lo, w€|orld|!");
+    c.send_text("ping payload-42");
+    let msgs = wait_messages(&c, 4);
+    assert_eq!(msgs[0], ("text ✓".as_bytes().to_vec(), true));
+    assert!(msgs[1] == (big, false), "16 MiB echo differs");
+    assert_eq!(msgs[2], ("Hello, w€orld!".as_bytes().to_vec(), true));
+    assert_eq!(msgs[3], (b"pong payload-42".to_vec(), true));
+    c.send_text("close 4000 server is done");
+    assert_eq!(close_event(&c), (4000, "server is done".to_string(), true));
 }
 
 macro_rules! against {
@@ -180,6 +303,10 @@ against!(python:
     extra_headers_as_the_server_sees_them,
     thousand_messages_in_order,
     c_contract_program,
+    compression_in_every_server_setting,
+    compression_in_every_client_setting,
+    compressed_echo_all_kinds,
+    c_extensions_program,
 );
 
 against!(node:
@@ -192,4 +319,9 @@ against!(node:
     extra_headers_as_the_server_sees_them,
     thousand_messages_in_order,
     c_contract_program,
+    compression_in_every_server_setting,
+    compression_in_every_client_setting,
+    compressed_echo_all_kinds,
+    c_extensions_program,
+    server_window_of_8_bits,
 );

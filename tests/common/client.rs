@@ -15,6 +15,13 @@ pub struct Opts {
     pub max_message_size: Option<u64>,
     pub max_buffered: Option<u64>,
     pub headers: Vec<(String, String)>,
+    /// permessage-deflate settings (ws_options_set_compression and co.).
+    pub compression: Option<bool>,
+    pub client_no_context_takeover: bool,
+    pub server_no_context_takeover: bool,
+    pub client_max_window_bits: Option<i32>,
+    pub server_max_window_bits: Option<i32>,
+    pub compression_threshold: Option<u64>,
 }
 
 /// One libws handle with a recorder; freed on drop unless freed already.
@@ -134,6 +141,10 @@ impl Client {
         unsafe { CStr::from_ptr(ws_url(self.ws)) }.to_str().unwrap().to_string()
     }
 
+    pub fn extensions(&self) -> String {
+        unsafe { CStr::from_ptr(ws_extensions(self.ws)) }.to_str().unwrap().to_string()
+    }
+
     /// Frees now; returns how long ws_free took.
     pub fn free(&mut self) -> Duration {
         assert!(!self.freed);
@@ -174,6 +185,20 @@ unsafe fn build_options(o: &Opts) -> *mut ws_options {
     for (name, value) in &o.headers {
         let (n, v) = (CString::new(name.as_str()).unwrap(), CString::new(value.as_str()).unwrap());
         assert_eq!(ws_options_add_header(options, n.as_ptr(), v.as_ptr()), WS_OK);
+    }
+    if let Some(on) = o.compression {
+        assert_eq!(ws_options_set_compression(options, on), WS_OK);
+    }
+    assert_eq!(ws_options_set_client_no_context_takeover(options, o.client_no_context_takeover), WS_OK);
+    assert_eq!(ws_options_set_server_no_context_takeover(options, o.server_no_context_takeover), WS_OK);
+    if let Some(bits) = o.client_max_window_bits {
+        assert_eq!(ws_options_set_client_max_window_bits(options, bits), WS_OK);
+    }
+    if let Some(bits) = o.server_max_window_bits {
+        assert_eq!(ws_options_set_server_max_window_bits(options, bits), WS_OK);
+    }
+    if let Some(n) = o.compression_threshold {
+        assert_eq!(ws_options_set_compression_threshold(options, n), WS_OK);
     }
     options
 }

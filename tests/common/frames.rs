@@ -76,7 +76,7 @@ pub struct ClientFrame {
 }
 
 /// Reads one client frame; None at EOF or on the read timeout.
-pub fn read_frame(stream: &mut TcpStream) -> Option<ClientFrame> {
+pub fn read_frame(stream: &mut impl Read) -> Option<ClientFrame> {
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).ok()?;
     let masked = head[1] & 0x80 != 0;

@@ -11,6 +11,7 @@ pub mod frames;
 pub mod mode;
 pub mod paths;
 pub mod peers;
+pub mod pmd;
 pub mod recorder;
 pub mod servers;
 

@@ -1,26 +1,52 @@
 // A WebSocket server on the Node.js `ws` package, for tests/interop.rs.
 // Same behaviour as python_server.py (see there): prints "PORT <n>",
 // echoes, and answers the text commands close, fragments, ping, headers
-// and close-of. Exits when stdin closes.
+// and close-of. Compression as there: off but on /deflate/SNCT/CNCT/SBITS/CBITS
+// (every message compressed, whatever its size). Exits when stdin closes.
 'use strict';
+const http = require('http');
 const { WebSocketServer } = require('ws');
 const wsVersion = require('ws/package.json').version;
 
 const closes = new Map();
-const wss = new WebSocketServer({
-  host: '127.0.0.1',
-  port: 0,
-  maxPayload: 64 * 1024 * 1024,
-  perMessageDeflate: false,
-  handleProtocols: (offered) => {
-    for (const p of offered) if (p === 'chat' || p === 'superchat') return p;
-    return false;
-  },
+const handleProtocols = (offered) => {
+  for (const p of offered) if (p === 'chat' || p === 'superchat') return p;
+  return false;
+};
+
+// One WebSocketServer per compression setting, made on first use.
+const servers = new Map();
+function serverFor(path) {
+  const parts = path.split('/');
+  const key = parts.length === 6 && parts[1] === 'deflate' ? parts.slice(2).join('/') : 'off';
+  if (!servers.has(key)) {
+    let perMessageDeflate = false;
+    if (key !== 'off') {
+      const [snct, cnct, sbits, cbits] = parts.slice(2);
+      perMessageDeflate = { threshold: 0 };
+      if (snct === '1') perMessageDeflate.serverNoContextTakeover = true;
+      if (cnct === '1') perMessageDeflate.clientNoContextTakeover = true;
+      if (sbits !== '-') perMessageDeflate.serverMaxWindowBits = Number(sbits);
+      if (cbits !== '-') perMessageDeflate.clientMaxWindowBits = Number(cbits);
+    }
+    const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 * 1024, perMessageDeflate, handleProtocols });
+    wss.on('connection', onConnection);
+    servers.set(key, wss);
+  }
+  return servers.get(key);
+}
+
+const server = http.createServer((req, res) => {
+  res.writeHead(426);
+  res.end();
 });
+server.on('upgrade', (req, socket, head) => {
+  const wss = serverFor(req.url);
+  wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+});
+server.listen(0, '127.0.0.1', () => console.log(`PORT ${server.address().port} ws ${wsVersion}`));
 
-wss.on('listening', () => console.log(`PORT ${wss.address().port} ws ${wsVersion}`));
-
-wss.on('connection', (ws, req) => {
+function onConnection(ws, req) {
   const token = req.url.startsWith('/id/') ? req.url.slice(4) : null;
   ws.on('close', (code, reason) => {
     // 1006 is what ws reports when no close frame arrived.
@@ -56,7 +82,7 @@ wss.on('connection', (ws, req) => {
     }
     ws.send(data, { binary: isBinary });
   });
-});
+}
 
 process.stdin.resume();
 process.stdin.on('end', () => process.exit(0));

@@ -10,6 +10,11 @@ Echoes every message, except these text commands:
   close-of TOKEN      how connection /id/TOKEN was closed: "CODE REASON",
                       "no-close-frame", or "pending"
 Subprotocols: chat and superchat, the first the client offers wins.
+Compression: off on every path but /deflate/SNCT/CNCT/SBITS/CBITS, where
+permessage-deflate is served with server_no_context_takeover and
+client_no_context_takeover (1 or 0) and server_max_window_bits and
+client_max_window_bits (a number, or "-" for none); /deflate/-/-/-/- (all
+"-") accepts what the client offers as it offers it.
 """
 import asyncio
 import json
@@ -17,6 +22,7 @@ import sys
 
 import websockets
 from websockets.asyncio.server import serve
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 closes = {}
 
@@ -25,6 +31,21 @@ def select_subprotocol(connection, offered):
     for p in offered:
         if p in ("chat", "superchat"):
             return p
+    return None
+
+
+def process_request(connection, request):
+    """Serves permessage-deflate with the settings the path names."""
+    parts = request.path.split("/")
+    if len(parts) == 6 and parts[1] == "deflate":
+        snct, cnct, sbits, cbits = parts[2:]
+        factory = ServerPerMessageDeflateFactory(
+            server_no_context_takeover=snct == "1",
+            client_no_context_takeover=cnct == "1",
+            server_max_window_bits=None if sbits == "-" else int(sbits),
+            client_max_window_bits=None if cbits == "-" else int(cbits),
+        )
+        connection.protocol.available_extensions = [factory]
     return None
 
 
@@ -71,7 +92,8 @@ async def main():
         ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ssl_context.load_cert_chain(sys.argv[2], sys.argv[3])
     async with serve(handler, "127.0.0.1", 0, select_subprotocol=select_subprotocol,
-                     max_size=None, compression=None, ssl=ssl_context) as server:
+                     max_size=None, compression=None, ssl=ssl_context,
+                     process_request=process_request) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"PORT {port} websockets {websockets.__version__}", flush=True)
         # The test process holds our stdin: its end is ours.

@@ -27,6 +27,9 @@ const TCP_CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How long a failing connection tries to get its close frame out.
 const FAIL_LINGER: Duration = Duration::from_millis(500);
 const READ_CHUNK: usize = 64 * 1024;
+/// Until a read fills it, reads are this small: an idle connection (and
+/// one that only ever gets small messages) never touches 64 KiB.
+const FIRST_READ_CHUNK: usize = 4 * 1024;
 /// Reads (of up to READ_CHUNK) per turn: a flooding server cannot starve
 /// the loop's other connections, nor this one's sends and close.
 const READS_PER_TURN: usize = 16;
@@ -103,6 +106,8 @@ struct Open {
     more_input: bool,
     /// What the last write that could not finish waits for.
     write_wants: i16,
+    /// A read has filled FIRST_READ_CHUNK: read READ_CHUNK from now on.
+    big_reads: bool,
     /// The connection fails once its close frame is out (or `linger`).
     failing: Option<(String, Instant)>,
     /// How long a failing connection tries to get its close frame out.
@@ -365,7 +370,7 @@ impl Connection {
     fn begin(&mut self, cx: &mut Cx) -> Result<(), End> {
         // Set up TLS first: a bad setting fails before any traffic.
         if self.target.secure {
-            self.connector = Some(tls::connector(&self.options.tls).map_err(End::Failed)?);
+            self.connector = Some(self.options.tls.connector().map_err(End::Failed)?);
         }
         match &self.target.host {
             TargetHost::Ip(ip) => self.connect_from(vec![SocketAddr::new(*ip, self.target.port)], 0, Vec::new()),
@@ -530,6 +535,7 @@ impl Connection {
             // frames too, now inside OpenSSL where epoll cannot see them.
             more_input: true,
             write_wants: libc::POLLOUT,
+            big_reads: false,
             failing: None,
             linger: FAIL_LINGER.min(self.options.close_timeout),
         });
@@ -706,13 +712,15 @@ fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &
     }
     let mut result = Ok(false);
     for _ in 0..READS_PER_TURN {
-        let spare = o.input.spare(READ_CHUNK);
+        let chunk = if o.big_reads { READ_CHUNK } else { FIRST_READ_CHUNK };
+        let spare = &mut o.input.spare(chunk)[..chunk];
         match o.stream.read(spare) {
             Ok(0) => {
                 result = Err(o.closing.ended());
                 break;
             }
             Ok(n) => {
+                o.big_reads |= n == chunk;
                 o.input.commit(n);
                 if let Err(end) = process_input(shared, handler, o) {
                     result = Err(end);

@@ -710,7 +710,7 @@ pub unsafe extern "C" fn ws_options_set_client_cert(
 #[no_mangle]
 pub unsafe extern "C" fn ws_options_danger_accept_invalid_certs(o: *mut ws_options, yes: bool) -> c_int {
     with_options(o, |o| {
-        o.tls.accept_invalid_certs = yes;
+        o.tls.set_accept_invalid_certs(yes);
         Ok(())
     })
 }
@@ -723,7 +723,7 @@ pub unsafe extern "C" fn ws_options_danger_accept_invalid_certs(o: *mut ws_optio
 #[no_mangle]
 pub unsafe extern "C" fn ws_options_danger_accept_invalid_hostnames(o: *mut ws_options, yes: bool) -> c_int {
     with_options(o, |o| {
-        o.tls.accept_invalid_hostnames = yes;
+        o.tls.set_accept_invalid_hostnames(yes);
         Ok(())
     })
 }

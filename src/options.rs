@@ -1,6 +1,7 @@
 //! Connection settings, copied into each connection when it is created.
 
 use crate::error::Error;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Headers the handshake writes itself; a caller may not replace them.
@@ -98,11 +99,60 @@ fn window_bits(bits: i32, which: &str) -> Result<Option<u8>, Error> {
 #[derive(Clone, Default)]
 pub struct TlsOptions {
     /// Trusted in addition to the system store.
-    pub extra_roots: Vec<native_tls::Certificate>,
+    extra_roots: Vec<native_tls::Certificate>,
     /// A client certificate and key, for mutual TLS.
-    pub identity: Option<native_tls::Identity>,
-    pub accept_invalid_certs: bool,
-    pub accept_invalid_hostnames: bool,
+    identity: Option<native_tls::Identity>,
+    accept_invalid_certs: bool,
+    accept_invalid_hostnames: bool,
+    /// The TLS context built from these settings, shared by every
+    /// connection made with them: it holds the parsed trust store, hundreds
+    /// of KiB that each connection would otherwise carry. Replaced by every
+    /// change, so a handle keeps the settings it was created with.
+    connector: Arc<OnceLock<Result<native_tls::TlsConnector, String>>>,
+}
+
+impl TlsOptions {
+    fn changed(&mut self) {
+        self.connector = Arc::default();
+    }
+
+    pub fn set_accept_invalid_certs(&mut self, yes: bool) {
+        self.accept_invalid_certs = yes;
+        self.changed();
+    }
+
+    pub fn set_accept_invalid_hostnames(&mut self, yes: bool) {
+        self.accept_invalid_hostnames = yes;
+        self.changed();
+    }
+
+    /// The connector for these settings, built once. The defaults (the
+    /// system store, nothing else) share one for the whole process.
+    pub fn connector(&self) -> Result<native_tls::TlsConnector, String> {
+        static DEFAULT: OnceLock<Result<native_tls::TlsConnector, String>> = OnceLock::new();
+        let defaults = self.extra_roots.is_empty()
+            && self.identity.is_none()
+            && !self.accept_invalid_certs
+            && !self.accept_invalid_hostnames;
+        let cache = if defaults { &DEFAULT } else { &*self.connector };
+        cache.get_or_init(|| crate::tls::connector(self)).clone()
+    }
+
+    pub fn extra_roots(&self) -> &[native_tls::Certificate] {
+        &self.extra_roots
+    }
+
+    pub fn identity(&self) -> Option<&native_tls::Identity> {
+        self.identity.as_ref()
+    }
+
+    pub fn accepts_invalid_certs(&self) -> bool {
+        self.accept_invalid_certs
+    }
+
+    pub fn accepts_invalid_hostnames(&self) -> bool {
+        self.accept_invalid_hostnames
+    }
 }
 
 /// RFC 9110 section 5.6.2: token = 1*tchar.
@@ -172,6 +222,7 @@ impl Options {
             return Err(Error::invalid_argument("no PEM certificate found"));
         }
         self.tls.extra_roots.extend(certs);
+        self.tls.changed();
         Ok(())
     }
 
@@ -185,6 +236,7 @@ impl Options {
             ))
         })?;
         self.tls.identity = Some(identity);
+        self.tls.changed();
         Ok(())
     }
 }
@@ -240,5 +292,20 @@ mod tests {
         assert_eq!(o.compression.server_max_window_bits, Some(15));
         assert!(o.set_client_max_window_bits(0).is_ok());
         assert_eq!(o.compression.client_max_window_bits, None);
+    }
+
+    /// Connections made with the same settings share one TLS context (its
+    /// trust store is hundreds of KiB); a change gives later ones a new one.
+    #[test]
+    fn tls_contexts_are_shared_until_the_settings_change() {
+        let mut o = Options::default();
+        o.tls.set_accept_invalid_hostnames(true);
+        let copy = o.clone();
+        assert!(o.tls.connector().is_ok());
+        assert!(copy.tls.connector.get().is_some(), "a copy made before use shares the context");
+        assert!(Arc::ptr_eq(&o.tls.connector, &copy.tls.connector));
+        o.tls.set_accept_invalid_certs(true);
+        assert!(!Arc::ptr_eq(&o.tls.connector, &copy.tls.connector), "a change must not reach earlier handles");
+        assert!(o.tls.connector.get().is_none());
     }
 }

@@ -12,17 +12,18 @@ pub enum Step {
     Again(MidHandshakeTlsStream<TcpStream>),
 }
 
+/// Builds a connector; `TlsOptions::connector` keeps it for reuse.
 pub fn connector(options: &TlsOptions) -> Result<TlsConnector, String> {
     let mut builder = TlsConnector::builder();
     builder.min_protocol_version(Some(Protocol::Tlsv12));
-    for cert in &options.extra_roots {
+    for cert in options.extra_roots() {
         builder.add_root_certificate(cert.clone());
     }
-    if let Some(identity) = &options.identity {
+    if let Some(identity) = options.identity() {
         builder.identity(identity.clone());
     }
-    builder.danger_accept_invalid_certs(options.accept_invalid_certs);
-    builder.danger_accept_invalid_hostnames(options.accept_invalid_hostnames);
+    builder.danger_accept_invalid_certs(options.accepts_invalid_certs());
+    builder.danger_accept_invalid_hostnames(options.accepts_invalid_hostnames());
     builder.build().map_err(|e| format!("cannot set up TLS: {e}"))
 }
 

@@ -126,15 +126,15 @@ impl TlsOptions {
         self.changed();
     }
 
-    /// The connector for these settings, built once. The defaults (the
-    /// system store, nothing else) share one for the whole process.
+    /// The connector for these settings, built once. Settings that add no
+    /// certificate (the defaults among them) share one per process.
     pub fn connector(&self) -> Result<native_tls::TlsConnector, String> {
-        static DEFAULT: OnceLock<Result<native_tls::TlsConnector, String>> = OnceLock::new();
-        let defaults = self.extra_roots.is_empty()
-            && self.identity.is_none()
-            && !self.accept_invalid_certs
-            && !self.accept_invalid_hostnames;
-        let cache = if defaults { &DEFAULT } else { &*self.connector };
+        type Cache = OnceLock<Result<native_tls::TlsConnector, String>>;
+        // Without certificates of the caller's, only the two flags differ.
+        static SYSTEM_STORE: [Cache; 4] = [const { OnceLock::new() }; 4];
+        let system_store_only = self.extra_roots.is_empty() && self.identity.is_none();
+        let flags = usize::from(self.accept_invalid_certs) * 2 + usize::from(self.accept_invalid_hostnames);
+        let cache = if system_store_only { &SYSTEM_STORE[flags] } else { &*self.connector };
         cache.get_or_init(|| crate::tls::connector(self)).clone()
     }
 
@@ -299,13 +299,19 @@ mod tests {
     #[test]
     fn tls_contexts_are_shared_until_the_settings_change() {
         let mut o = Options::default();
-        o.tls.set_accept_invalid_hostnames(true);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["ca".to_string()]).unwrap().self_signed(&key).unwrap();
+        o.add_ca_pem(ca.pem().as_bytes()).unwrap();
         let copy = o.clone();
         assert!(o.tls.connector().is_ok());
         assert!(copy.tls.connector.get().is_some(), "a copy made before use shares the context");
         assert!(Arc::ptr_eq(&o.tls.connector, &copy.tls.connector));
         o.tls.set_accept_invalid_certs(true);
         assert!(!Arc::ptr_eq(&o.tls.connector, &copy.tls.connector), "a change must not reach earlier handles");
+        // Without certificates of one's own, settings share per process.
+        let (a, b) = (Options::default(), Options::default());
+        assert!(a.tls.connector().is_ok() && b.tls.connector().is_ok());
+        assert!(a.tls.connector.get().is_none(), "the process-wide context is used, not a per-options one");
         assert!(o.tls.connector.get().is_none());
     }
 }

@@ -811,7 +811,11 @@ pub unsafe extern "C" fn ws_loop_run(loop_: *mut ws_loop, timeout_ms: c_int) -> 
             ms if ms >= 0 => Some(std::time::Duration::from_millis(ms as u64)),
             _ => return WS_ERR_INVALID_ARGUMENT,
         };
-        match lp.inner.run_once(timeout) {
+        // The turn holds its own reference: a callback in it may
+        // ws_loop_free this very `ws_loop` (and another thread may, which
+        // lets the turn finish first), so nothing may borrow from it.
+        let inner = lp.inner.clone();
+        match inner.run_once(timeout) {
             Ok(live) => live.min(c_int::MAX as usize) as c_int,
             Err(RunError::Busy | RunError::LibraryDriven) => WS_ERR_INVALID_STATE,
             Err(RunError::Os(e)) => {
@@ -951,6 +955,56 @@ mod tests {
             assert_eq!(ws_last_error_code(), WS_ERR_INVALID_ARGUMENT, "{n}");
         }
         unsafe { ws_options_free(o) };
+    }
+
+    /// ws_loop_free from inside a callback that the application's
+    /// ws_loop_run is running: that turn must not use the freed `ws_loop`
+    /// (it used the `Arc` inside it). The callback overwrites the freed
+    /// memory, as the next small allocations of the program would.
+    #[test]
+    fn loop_freed_inside_a_callback_of_its_own_run() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static LOOP: AtomicUsize = AtomicUsize::new(0);
+        static CLOSED: AtomicUsize = AtomicUsize::new(0);
+        unsafe extern "C" fn on_error(_: *mut c_void, _: *mut ws_socket, _: *const c_char) {
+            ws_loop_free(LOOP.swap(0, Ordering::SeqCst) as *mut ws_loop);
+            // Reuse the freed allocation (same size class) with garbage.
+            let junk: Vec<Box<usize>> = (0..64).map(|_| Box::new(0x0bad_0bad_0bad_0bad)).collect();
+            std::mem::forget(junk);
+        }
+        unsafe extern "C" fn on_close(_: *mut c_void, _: *mut ws_socket, _: u16, _: *const c_char, _: bool) {
+            CLOSED.fetch_add(1, Ordering::SeqCst);
+        }
+        // A port nothing listens on: the connection fails in a loop turn.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = CString::new(format!("ws://127.0.0.1:{port}/")).unwrap();
+        let callbacks = ws_callbacks {
+            user_data: std::ptr::null_mut(),
+            on_open: None,
+            on_message: None,
+            on_error: Some(on_error),
+            on_close: Some(on_close),
+        };
+        let lp = ws_loop_new();
+        LOOP.store(lp as usize, Ordering::SeqCst);
+        unsafe {
+            let o = ws_options_new();
+            assert_eq!(ws_options_set_loop(o, lp), WS_OK);
+            let ws = ws_new_with_options(url.as_ptr(), std::ptr::null(), 0, &callbacks, o);
+            ws_options_free(o);
+            assert!(!ws.is_null());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while LOOP.load(Ordering::SeqCst) != 0 {
+                assert!(std::time::Instant::now() < deadline, "the connection never failed");
+                assert!(ws_loop_run(lp, 10) >= 0);
+            }
+            // The loop was freed: a library thread finishes the connection.
+            while CLOSED.load(Ordering::SeqCst) == 0 {
+                assert!(std::time::Instant::now() < deadline, "no on_close");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            ws_free(ws);
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: build demo test bench header install
+.PHONY: build demo test bench header install fuzz
 
 # Also leaves the soname link libws.so.0 beside libws.so, so that programs
 # linked with -L target/release run from there (LD_LIBRARY_PATH or rpath).
@@ -26,3 +26,9 @@ header:
 
 install: build
 	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" scripts/install.sh
+
+# Runs each fuzz target for FUZZ_SECONDS (default 60); needs cargo-fuzz and
+# the nightly toolchain. See scripts/fuzz.sh.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS="$(FUZZ_SECONDS)" scripts/fuzz.sh

@@ -195,7 +195,10 @@ extern "C" {
 
  `protocols`: `num_protocols` subprotocol names (NULL when 0), offered in
  this order; each must be an HTTP token, without duplicates, else NULL with
- `WS_ERR_SYNTAX`.
+ `WS_ERR_SYNTAX`. NULL with a `num_protocols` other than 0, a NULL entry,
+ or a count larger than any array (over `PTRDIFF_MAX / sizeof(char *)`,
+ refused before an entry is read) gives NULL with
+ `WS_ERR_INVALID_ARGUMENT`; a NULL or non-UTF-8 `url` too.
 
  `callbacks`: copied; may be NULL for no callbacks. `callbacks->user_data`
  must stay valid until `on_close` has run or `ws_free` has returned.
@@ -232,7 +235,10 @@ struct ws_socket *ws_new_with_options(const char *url,
 /*
  Queues one text message: copies `len` bytes of `utf8`, which must be valid
  UTF-8 (else `WS_ERR_INVALID_ARGUMENT`); `utf8` may be NULL only when `len`
- is 0. The text need not be NUL-terminated.
+ is 0. The text need not be NUL-terminated. `len` bytes at `utf8` must be
+ readable; a `len` over `PTRDIFF_MAX` (`SIZE_MAX`, a negative length
+ cast), which no buffer can have, gives `WS_ERR_INVALID_ARGUMENT` before
+ any byte is read. The argument checks come before the state's.
 
  While `WS_CONNECTING`: `WS_ERR_INVALID_STATE`. While `WS_OPEN`: queued,
  `bufferedAmount` grows by `len`, returns at once (or `WS_ERR_BUFFER_FULL`
@@ -248,7 +254,9 @@ int ws_send_string(struct ws_socket *ws, const char *utf8, size_t len);
 
 /*
  Queues one binary message: copies `len` bytes of `data`, which may be
- NULL only when `len` is 0. States and results as `ws_send_string`.
+ NULL only when `len` is 0; `len` bytes at `data` must be readable, and
+ a `len` over `PTRDIFF_MAX` gives `WS_ERR_INVALID_ARGUMENT` unread. States
+ and results as `ws_send_string`.
 
  # Safety
  `ws` is NULL or a live handle; `data` is NULL or points to `len` bytes.
@@ -263,7 +271,8 @@ int ws_send_bytes(struct ws_socket *ws, const uint8_t *data, size_t len);
  123 UTF-8 bytes `WS_ERR_SYNTAX`; a reason that is not UTF-8
  `WS_ERR_INVALID_ARGUMENT`. A reason without a code, even an empty one
  (""), is sent with 1000; only code 0 with a NULL reason sends a close
- frame without a code.
+ frame without a code. The code, then the reason, are checked first, in
+ every state: a bad one gives its error also while `WS_CLOSED`.
 
  While `WS_CONNECTING` the connection fails: readyState is `WS_CLOSING` at
  once, then `on_error` and `on_close` (1006) follow promptly. While
@@ -470,7 +479,8 @@ int ws_options_set_ca_file(struct ws_options *o, const char *pem_path);
 
 /*
  As `ws_options_set_ca_file`, from `len` bytes of PEM text in memory
- (copied; need not be NUL-terminated).
+ (copied; need not be NUL-terminated). NULL, a `len` of 0, or a `len`
+ over `PTRDIFF_MAX` (refused unread) gives `WS_ERR_INVALID_ARGUMENT`.
 
  # Safety
  `o` is NULL or a live `ws_options`; `pem` is NULL or points to `len` bytes.

@@ -304,6 +304,11 @@ impl Loop {
     /// How long an application may wait before the next `run`: 0 when
     /// work is queued, the next timer, or None (no timer: wait for the fd).
     pub fn timeout(&self) -> Option<Duration> {
+        // Not the application's to wait for (ws.h: -1 then), also while
+        // commands are queued for the library thread.
+        if self.is_library_driven() {
+            return None;
+        }
         if !self.queue.1.is_empty() {
             return Some(Duration::ZERO);
         }

@@ -194,13 +194,17 @@ unsafe fn str_arg<'a>(p: *const c_char) -> Option<&'a str> {
     CStr::from_ptr(p).to_str().ok()
 }
 
-/// `len` bytes at `p`; `None` when `p` is NULL but `len` is not 0.
+/// `len` bytes at `p`; `None` when `p` is NULL but `len` is not 0, or when
+/// `len` is over `isize::MAX`: no object is that large (C's PTRDIFF_MAX),
+/// so such a length (SIZE_MAX, a negative length cast) is refused before a
+/// byte is read. A slice that long would be undefined behaviour in Rust.
 ///
 /// SAFETY: `p` is NULL or points to `len` readable bytes.
 unsafe fn bytes_arg<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
     match (p.is_null(), len) {
         (_, 0) => Some(&[]),
         (true, _) => None,
+        (false, n) if n > isize::MAX as usize => None,
         (false, _) => Some(std::slice::from_raw_parts(p, len)),
     }
 }
@@ -225,7 +229,12 @@ unsafe fn new_socket(
     if num_protocols > 0 && protocols.is_null() {
         return Err(Error::invalid_argument("protocols is NULL but num_protocols is not 0"));
     }
-    let mut names = Vec::with_capacity(num_protocols);
+    // No array holds more pointers than this; refused before one is read.
+    if num_protocols > isize::MAX as usize / std::mem::size_of::<*const c_char>() {
+        return Err(Error::invalid_argument(format!("num_protocols {num_protocols} is larger than any array")));
+    }
+    // Not sized by the caller's count: a wrong count must not allocate.
+    let mut names = Vec::with_capacity(num_protocols.min(16));
     for i in 0..num_protocols {
         let p = *protocols.add(i);
         if p.is_null() {
@@ -303,7 +312,10 @@ fn new_or_null(body: impl FnOnce() -> Result<*mut ws_socket, Error>) -> *mut ws_
 ///
 /// `protocols`: `num_protocols` subprotocol names (NULL when 0), offered in
 /// this order; each must be an HTTP token, without duplicates, else NULL with
-/// `WS_ERR_SYNTAX`.
+/// `WS_ERR_SYNTAX`. NULL with a `num_protocols` other than 0, a NULL entry,
+/// or a count larger than any array (over `PTRDIFF_MAX / sizeof(char *)`,
+/// refused before an entry is read) gives NULL with
+/// `WS_ERR_INVALID_ARGUMENT`; a NULL or non-UTF-8 `url` too.
 ///
 /// `callbacks`: copied; may be NULL for no callbacks. `callbacks->user_data`
 /// must stay valid until `on_close` has run or `ws_free` has returned.
@@ -346,7 +358,10 @@ pub unsafe extern "C" fn ws_new_with_options(
 
 /// Queues one text message: copies `len` bytes of `utf8`, which must be valid
 /// UTF-8 (else `WS_ERR_INVALID_ARGUMENT`); `utf8` may be NULL only when `len`
-/// is 0. The text need not be NUL-terminated.
+/// is 0. The text need not be NUL-terminated. `len` bytes at `utf8` must be
+/// readable; a `len` over `PTRDIFF_MAX` (`SIZE_MAX`, a negative length
+/// cast), which no buffer can have, gives `WS_ERR_INVALID_ARGUMENT` before
+/// any byte is read. The argument checks come before the state's.
 ///
 /// While `WS_CONNECTING`: `WS_ERR_INVALID_STATE`. While `WS_OPEN`: queued,
 /// `bufferedAmount` grows by `len`, returns at once (or `WS_ERR_BUFFER_FULL`
@@ -368,7 +383,9 @@ pub unsafe extern "C" fn ws_send_string(ws: *mut ws_socket, utf8: *const c_char,
 }
 
 /// Queues one binary message: copies `len` bytes of `data`, which may be
-/// NULL only when `len` is 0. States and results as `ws_send_string`.
+/// NULL only when `len` is 0; `len` bytes at `data` must be readable, and
+/// a `len` over `PTRDIFF_MAX` gives `WS_ERR_INVALID_ARGUMENT` unread. States
+/// and results as `ws_send_string`.
 ///
 /// # Safety
 /// `ws` is NULL or a live handle; `data` is NULL or points to `len` bytes.
@@ -389,7 +406,8 @@ pub unsafe extern "C" fn ws_send_bytes(ws: *mut ws_socket, data: *const u8, len:
 /// 123 UTF-8 bytes `WS_ERR_SYNTAX`; a reason that is not UTF-8
 /// `WS_ERR_INVALID_ARGUMENT`. A reason without a code, even an empty one
 /// (""), is sent with 1000; only code 0 with a NULL reason sends a close
-/// frame without a code.
+/// frame without a code. The code, then the reason, are checked first, in
+/// every state: a bad one gives its error also while `WS_CLOSED`.
 ///
 /// While `WS_CONNECTING` the connection fails: readyState is `WS_CLOSING` at
 /// once, then `on_error` and `on_close` (1006) follow promptly. While
@@ -670,7 +688,8 @@ pub unsafe extern "C" fn ws_options_set_ca_file(o: *mut ws_options, pem_path: *c
 }
 
 /// As `ws_options_set_ca_file`, from `len` bytes of PEM text in memory
-/// (copied; need not be NUL-terminated).
+/// (copied; need not be NUL-terminated). NULL, a `len` of 0, or a `len`
+/// over `PTRDIFF_MAX` (refused unread) gives `WS_ERR_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `o` is NULL or a live `ws_options`; `pem` is NULL or points to `len` bytes.
@@ -796,8 +815,9 @@ pub unsafe extern "C" fn ws_loop_run(loop_: *mut ws_loop, timeout_ms: c_int) -> 
             ms if ms >= 0 => Some(std::time::Duration::from_millis(ms as u64)),
             _ => return WS_ERR_INVALID_ARGUMENT,
         };
-        // Our own reference: ws_loop_free may release the caller's (from
-        // another thread, or from a callback) while this turn runs.
+        // The turn holds its own reference: a callback in it may
+        // ws_loop_free this very `ws_loop` (and another thread may, which
+        // lets the turn finish first), so nothing may borrow from it.
         let inner = lp.inner.clone();
         match inner.run_once(timeout) {
             Ok(live) => live.min(c_int::MAX as usize) as c_int,
@@ -1008,6 +1028,79 @@ pub unsafe extern "C" fn ws_options_set_compression_threshold(o: *mut ws_options
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No buffer is longer than isize::MAX bytes, so such a length is a
+    /// caller's mistake that must be refused before a byte is read (a
+    /// slice that long is undefined behaviour in Rust itself; debug builds
+    /// abort on it).
+    #[test]
+    fn impossible_lengths_are_refused_before_reading() {
+        let small = [1u8, 2, 3];
+        for len in [usize::MAX, isize::MAX as usize + 1] {
+            assert!(unsafe { bytes_arg(small.as_ptr(), len) }.is_none(), "{len}");
+        }
+        assert_eq!(unsafe { bytes_arg(small.as_ptr(), 3) }, Some(&small[..]));
+        let o = ws_options_new();
+        assert_eq!(unsafe { ws_options_set_ca_pem(o, small.as_ptr().cast(), usize::MAX) }, WS_ERR_INVALID_ARGUMENT);
+        // A protocol count no array can have: refused, not a panic.
+        let protocols = [c"chat".as_ptr()];
+        for n in [usize::MAX, usize::MAX / 2, isize::MAX as usize / 8 + 1] {
+            let ws = unsafe { ws_new(c"ws://127.0.0.1:1/".as_ptr(), protocols.as_ptr(), n, std::ptr::null()) };
+            assert!(ws.is_null());
+            assert_eq!(ws_last_error_code(), WS_ERR_INVALID_ARGUMENT, "{n}");
+        }
+        unsafe { ws_options_free(o) };
+    }
+
+    /// ws_loop_free from inside a callback that the application's
+    /// ws_loop_run is running: that turn must not use the freed `ws_loop`
+    /// (it used the `Arc` inside it). The callback overwrites the freed
+    /// memory, as the next small allocations of the program would.
+    #[test]
+    fn loop_freed_inside_a_callback_of_its_own_run() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static LOOP: AtomicUsize = AtomicUsize::new(0);
+        static CLOSED: AtomicUsize = AtomicUsize::new(0);
+        unsafe extern "C" fn on_error(_: *mut c_void, _: *mut ws_socket, _: *const c_char) {
+            ws_loop_free(LOOP.swap(0, Ordering::SeqCst) as *mut ws_loop);
+            // Reuse the freed allocation (same size class) with garbage.
+            let junk: Vec<Box<usize>> = (0..64).map(|_| Box::new(0x0bad_0bad_0bad_0bad)).collect();
+            std::mem::forget(junk);
+        }
+        unsafe extern "C" fn on_close(_: *mut c_void, _: *mut ws_socket, _: u16, _: *const c_char, _: bool) {
+            CLOSED.fetch_add(1, Ordering::SeqCst);
+        }
+        // A port nothing listens on: the connection fails in a loop turn.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = CString::new(format!("ws://127.0.0.1:{port}/")).unwrap();
+        let callbacks = ws_callbacks {
+            user_data: std::ptr::null_mut(),
+            on_open: None,
+            on_message: None,
+            on_error: Some(on_error),
+            on_close: Some(on_close),
+        };
+        let lp = ws_loop_new();
+        LOOP.store(lp as usize, Ordering::SeqCst);
+        unsafe {
+            let o = ws_options_new();
+            assert_eq!(ws_options_set_loop(o, lp), WS_OK);
+            let ws = ws_new_with_options(url.as_ptr(), std::ptr::null(), 0, &callbacks, o);
+            ws_options_free(o);
+            assert!(!ws.is_null());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while LOOP.load(Ordering::SeqCst) != 0 {
+                assert!(std::time::Instant::now() < deadline, "the connection never failed");
+                assert!(ws_loop_run(lp, 10) >= 0);
+            }
+            // The loop was freed: a library thread finishes the connection.
+            while CLOSED.load(Ordering::SeqCst) == 0 {
+                assert!(std::time::Instant::now() < deadline, "no on_close");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            ws_free(ws);
+        }
+    }
 
     #[test]
     fn strerror_covers_every_code() {

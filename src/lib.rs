@@ -22,3 +22,18 @@ mod target;
 mod threads;
 mod tls;
 mod waker;
+
+/// The parsers that take outside bytes, for the fuzz targets in `fuzz/`
+/// (`cargo +nightly fuzz`, see `scripts/fuzz.sh`). Not part of the C API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::extensions::DeflateParams;
+    pub use crate::handshake::{parse_response, request, Agreed};
+    pub use crate::options::{CompressionOptions, Options};
+    pub use crate::protocol::{is_valid_wire_close_code, Incoming, InputBuffer, Reader, Violation};
+    pub use crate::target::Target;
+
+    /// A response head larger than this fails the connection.
+    pub const MAX_RESPONSE_HEAD: usize = crate::handshake::MAX_RESPONSE_HEAD;
+}

@@ -171,6 +171,14 @@ impl Reader {
         &self.message[..self.message.len() - 1]
     }
 
+    /// What the reader holds now: the message buffer's length and
+    /// capacity, and the control buffer's capacity. For the fuzz target,
+    /// which bounds them by the max message size and 125 bytes.
+    #[cfg(feature = "fuzzing")]
+    pub fn held(&self) -> (usize, usize, usize) {
+        (self.message.len(), self.message.capacity(), self.control.capacity())
+    }
+
     /// Consumes bytes from `input` until one thing is complete, or the input
     /// is used up (`Ok(None)`).
     pub fn next(&mut self, input: &mut InputBuffer) -> Result<Option<Incoming>, Violation> {

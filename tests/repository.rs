@@ -12,7 +12,9 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
-        if name == ".git" || name == "target" || name == "node_modules" {
+        // Generated, not committed: build output, packages, and what
+        // `make fuzz` leaves in fuzz/corpus and fuzz/artifacts.
+        if [".git", "target", "node_modules", "corpus", "artifacts"].iter().any(|n| name == *n) {
             continue;
         }
         if path.is_dir() {

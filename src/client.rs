@@ -4,7 +4,7 @@ use crate::connection::Connection;
 use crate::error::{Error, ErrorKind};
 use crate::event_loop::Loop;
 use crate::options::Options;
-use crate::shared::{Shared, HEADROOM};
+use crate::shared::{ReadyState, Shared, HEADROOM};
 use crate::target::Target;
 use std::ffi::{CStr, CString};
 use std::sync::Arc;
@@ -99,24 +99,24 @@ impl Client {
         Ok(())
     }
 
-    pub fn ready_state(&self) -> u8 {
+    pub fn ready_state(&self) -> ReadyState {
         self.shared.state()
     }
 
     pub fn buffered_amount(&self) -> u64 {
-        self.shared.buffered.load(std::sync::atomic::Ordering::SeqCst)
+        self.shared.buffered_amount()
     }
 
     pub fn url(&self) -> &CStr {
-        &self.shared.url
+        self.shared.url()
     }
 
     pub fn protocol(&self) -> &CStr {
-        self.shared.protocol.get().map_or(c"", |p| p.as_c_str())
+        self.shared.protocol()
     }
 
     pub fn extensions(&self) -> &CStr {
-        self.shared.extensions.get().map_or(c"", |p| p.as_c_str())
+        self.shared.extensions()
     }
 
     /// The state shared with the I/O thread: what `ws_new` holds to keep

@@ -11,7 +11,7 @@ use crate::handshake::{self, Agreed};
 use crate::net::{self, Stream, Tcp};
 use crate::options::Options;
 use crate::protocol::{Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
-use crate::shared::{Command, Shared, CLOSED, CLOSING, OPEN};
+use crate::shared::{Command, ReadyState, Shared};
 use crate::target::{Target, TargetHost};
 use crate::tls;
 use std::ffi::CString;
@@ -332,7 +332,7 @@ impl Connection {
             (Phase::Open(o), Command::Free { release }) => {
                 // No callback runs now: the handle's memory may go.
                 drop(release);
-                let accepted = self.shared.transition_counting(Some(OPEN), CLOSING);
+                let accepted = self.shared.transition_counting(Some(ReadyState::Open), ReadyState::Closing);
                 let due = accepted.unwrap_or_else(|| self.shared.lock_output().sends_taken);
                 o.request_close(&self.shared, CLOSE_GOING_AWAY, String::new(), due);
                 o.closing.bounded_from.get_or_insert_with(Instant::now);
@@ -618,7 +618,7 @@ impl Connection {
     }
 
     fn finish(&mut self, end: End) {
-        self.shared.transition(None, CLOSED);
+        self.shared.transition(None, ReadyState::Closed);
         {
             // No thread writes to the socket from now on: it is about to
             // close, and its fd number may be reused at once.
@@ -674,7 +674,8 @@ impl Open {
     /// if none was sent yet, after the messages accepted while OPEN (an
     /// echo sent from on_message, say); then TCP is closed.
     fn fail(&mut self, shared: &Shared, code: u16, message: String) {
-        let accepted = shared.transition_counting(None, CLOSING).unwrap_or_else(|| shared.lock_output().sends_taken);
+        let accepted =
+            shared.transition_counting(None, ReadyState::Closing).unwrap_or_else(|| shared.lock_output().sends_taken);
         self.request_close(shared, code, String::new(), accepted);
         self.failing = Some((message, Instant::now() + self.linger));
     }
@@ -685,10 +686,7 @@ impl Open {
 /// timers start once our close frame is.
 fn write_out(shared: &Shared, o: &mut Open) -> io::Result<()> {
     let mut out = shared.lock_output();
-    let r = out.writer.write_to(&mut o.stream, |n, buf| {
-        shared.buffered.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
-        shared.recycle(buf);
-    });
+    let r = out.writer.write_to(&mut o.stream, |n, buf| shared.written(n, buf));
     if !out.writer.is_empty() {
         // Plain TCP waits for room to write; TLS for what OpenSSL's last
         // write lacked (a read, during renegotiation).
@@ -770,7 +768,7 @@ fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Re
                 // check and the callback are one step against a ws_close
                 // from another thread.
                 let data = o.reader.message();
-                shared.run_callback(|state| state == OPEN, || handler.on_message(data, text));
+                shared.run_callback(|state| state == ReadyState::Open, || handler.on_message(data, text));
             }
             Incoming::Ping(payload) => {
                 // RFC 6455 5.5.3: only the most recent ping needs an answer,
@@ -787,7 +785,7 @@ fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Re
                 o.closing.received_at = Some(Instant::now());
                 // Echo the code (RFC 6455 5.5.1), after the sends accepted
                 // while OPEN; a close() racing this one goes out instead.
-                if let Some(accepted) = shared.transition_counting(Some(OPEN), CLOSING) {
+                if let Some(accepted) = shared.transition_counting(Some(ReadyState::Open), ReadyState::Closing) {
                     let echo = if code == CLOSE_NO_STATUS { 0 } else { code };
                     o.request_close(shared, echo, reason, accepted);
                 }

@@ -451,7 +451,7 @@ pub unsafe extern "C" fn ws_close(ws: *mut ws_socket, code: u16, reason: *const 
 /// `ws` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ws_ready_state(ws: *const ws_socket) -> c_int {
-    guard(0, || client(ws).map_or(0, |c| c_int::from(c.ready_state())))
+    guard(0, || client(ws).map_or(0, |c| c_int::from(c.ready_state() as u8)))
 }
 
 /// bufferedAmount: bytes accepted by `ws_send_*` and not yet written to the
@@ -1028,6 +1028,20 @@ pub unsafe extern "C" fn ws_options_set_compression_threshold(o: *mut ws_options
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_states_are_the_c_constants() {
+        use crate::shared::ReadyState;
+        let pairs = [
+            (ReadyState::Connecting, WS_CONNECTING),
+            (ReadyState::Open, WS_OPEN),
+            (ReadyState::Closing, WS_CLOSING),
+            (ReadyState::Closed, WS_CLOSED),
+        ];
+        for (state, constant) in pairs {
+            assert_eq!(c_int::from(state as u8), constant, "{state:?}");
+        }
+    }
 
     /// No buffer is longer than isize::MAX bytes, so such a length is a
     /// caller's mistake that must be refused before a byte is read (a

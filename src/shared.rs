@@ -6,7 +6,7 @@ use crate::event_loop::{ConnId, Loop, LoopCommand};
 use crate::net::RawSocket;
 use crate::protocol::Writer;
 use std::cell::Cell;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -23,10 +23,27 @@ thread_local! {
     static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
 }
 
-pub(crate) const CONNECTING: u8 = 0;
-pub(crate) const OPEN: u8 = 1;
-pub(crate) const CLOSING: u8 = 2;
-pub(crate) const CLOSED: u8 = 3;
+/// readyState, as in the browser (WHATWG: CONNECTING 0, OPEN 1, CLOSING 2,
+/// CLOSED 3; the values are the C API's WS_* constants).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReadyState {
+    Connecting = 0,
+    Open = 1,
+    Closing = 2,
+    Closed = 3,
+}
+
+impl ReadyState {
+    fn from_u8(v: u8) -> ReadyState {
+        match v {
+            0 => ReadyState::Connecting,
+            1 => ReadyState::Open,
+            2 => ReadyState::Closing,
+            _ => ReadyState::Closed,
+        }
+    }
+}
 
 /// Work for the I/O thread, in the order the API calls returned.
 pub enum Command {
@@ -66,7 +83,7 @@ pub struct Shared {
     /// exclusively by every change away from OPEN, so that no message that
     /// `send` accepted while OPEN lands behind the close frame.
     state_gate: RwLock<()>,
-    pub buffered: AtomicU64,
+    buffered: AtomicU64,
     /// Sends accepted while OPEN: a close frame that the loop decides on
     /// (an echo, a failure, ws_free) goes out after this many sends.
     accepted: AtomicU64,
@@ -82,10 +99,10 @@ pub struct Shared {
     /// compression: only then may senders try to write directly (checked
     /// before taking the output lock, which the loop holds to compress).
     direct_allowed: AtomicBool,
-    pub max_buffered: u64,
-    pub url: CString,
-    pub protocol: OnceLock<CString>,
-    pub extensions: OnceLock<CString>,
+    max_buffered: u64,
+    url: CString,
+    protocol: OnceLock<CString>,
+    extensions: OnceLock<CString>,
     freed: AtomicBool,
     abandoned: AtomicBool,
     /// Held by the I/O thread while a callback runs (and by `ws_new` until
@@ -109,7 +126,7 @@ const SPARE_BUFFER_MAX: usize = 64 * 1024;
 impl Shared {
     pub fn new(url: CString, max_buffered: u64, lp: Arc<Loop>, id: ConnId) -> Shared {
         Shared {
-            state: AtomicU8::new(CONNECTING),
+            state: AtomicU8::new(ReadyState::Connecting as u8),
             state_gate: RwLock::new(()),
             buffered: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
@@ -149,8 +166,36 @@ impl Shared {
         }
     }
 
-    pub fn state(&self) -> u8 {
-        self.state.load(Ordering::SeqCst)
+    pub fn state(&self) -> ReadyState {
+        ReadyState::from_u8(self.state.load(Ordering::SeqCst))
+    }
+
+    /// bufferedAmount (WHATWG): bytes accepted by send() and not yet
+    /// written, plus every byte sent while CLOSING or CLOSED.
+    pub fn buffered_amount(&self) -> u64 {
+        self.buffered.load(Ordering::SeqCst)
+    }
+
+    /// A data frame's last byte was written: bufferedAmount drops by its
+    /// payload's length, and its buffer may serve a later send. The one
+    /// place where bufferedAmount goes down.
+    pub fn written(&self, len: u64, buf: Vec<u8>) {
+        self.buffered.fetch_sub(len, Ordering::SeqCst);
+        self.recycle(buf);
+    }
+
+    pub fn url(&self) -> &CStr {
+        &self.url
+    }
+
+    /// The chosen subprotocol: "" until open, or if none.
+    pub fn protocol(&self) -> &CStr {
+        self.protocol.get().map_or(c"", |p| p.as_c_str())
+    }
+
+    /// The server's Sec-WebSocket-Extensions: "" until open, or if none.
+    pub fn extensions(&self) -> &CStr {
+        self.extensions.get().map_or(c"", |p| p.as_c_str())
     }
 
     pub fn allow_direct_sends(&self) {
@@ -180,7 +225,7 @@ impl Shared {
     /// `may_run` refuses the current state. The check and the callback run
     /// under the dispatch lock, which `close` and `free` from other threads
     /// take: once they return, no callback that the change forbids starts.
-    pub fn run_callback(&self, may_run: impl FnOnce(u8) -> bool, callback: impl FnOnce()) {
+    pub fn run_callback(&self, may_run: impl FnOnce(ReadyState) -> bool, callback: impl FnOnce()) {
         if self.is_freed() {
             return;
         }
@@ -201,7 +246,7 @@ impl Shared {
     /// CONNECTING. False when the state was no longer CONNECTING.
     pub fn open(&self, protocol: CString, extensions: CString, on_open: impl FnOnce()) -> bool {
         let _dispatch = self.lock_dispatch();
-        if !self.transition(Some(CONNECTING), OPEN) {
+        if !self.transition(Some(ReadyState::Connecting), ReadyState::Open) {
             return false;
         }
         let _ = self.protocol.set(protocol);
@@ -245,19 +290,19 @@ impl Shared {
 
     /// Sets the state; with `from`, only when the state is `from` now.
     /// Returns whether it changed.
-    pub fn transition(&self, from: Option<u8>, to: u8) -> bool {
+    pub fn transition(&self, from: Option<ReadyState>, to: ReadyState) -> bool {
         self.transition_counting(from, to).is_some()
     }
 
     /// As `transition`; when it changed, also the number of sends accepted
     /// while OPEN, all of them queued before the change.
-    pub fn transition_counting(&self, from: Option<u8>, to: u8) -> Option<u64> {
+    pub fn transition_counting(&self, from: Option<ReadyState>, to: ReadyState) -> Option<u64> {
         let _gate = self.state_gate.write().unwrap_or_else(|e| e.into_inner());
-        let now = self.state.load(Ordering::SeqCst);
+        let now = self.state();
         if from.is_some_and(|f| f != now) || now == to {
             return None;
         }
-        self.state.store(to, Ordering::SeqCst);
+        self.state.store(to as u8, Ordering::SeqCst);
         Some(self.accepted.load(Ordering::SeqCst))
     }
 
@@ -269,9 +314,11 @@ impl Shared {
     pub fn send(&self, payload: Vec<u8>, text: bool) -> Result<(), Error> {
         let len = (payload.len() - HEADROOM) as u64;
         let _gate = self.state_gate.read().unwrap_or_else(|e| e.into_inner());
-        match self.state.load(Ordering::SeqCst) {
-            CONNECTING => Err(Error::new(ErrorKind::InvalidState, "send() while the connection is CONNECTING")),
-            OPEN => {
+        match self.state() {
+            ReadyState::Connecting => {
+                Err(Error::new(ErrorKind::InvalidState, "send() while the connection is CONNECTING"))
+            }
+            ReadyState::Open => {
                 self.reserve_buffered(len)?;
                 self.accepted.fetch_add(1, Ordering::SeqCst);
                 if let Err(buf) = self.send_direct(payload, text) {
@@ -313,10 +360,7 @@ impl Shared {
         };
         out.writer.push_data(buf, text);
         out.sends_taken += 1;
-        let written = out.writer.write_to(&mut RawSocket(fd), |n, buf| {
-            self.buffered.fetch_sub(n, Ordering::SeqCst);
-            self.recycle(buf);
-        });
+        let written = out.writer.write_to(&mut RawSocket(fd), |n, buf| self.written(n, buf));
         let unfinished = written.is_err() || !out.writer.is_empty();
         drop(out);
         if unfinished {
@@ -347,9 +391,9 @@ impl Shared {
     pub fn close(&self, code: u16, reason: String) {
         let _callbacks = self.exclude_callbacks();
         let _gate = self.state_gate.write().unwrap_or_else(|e| e.into_inner());
-        match self.state.load(Ordering::SeqCst) {
-            CONNECTING | OPEN => {
-                self.state.store(CLOSING, Ordering::SeqCst);
+        match self.state() {
+            ReadyState::Connecting | ReadyState::Open => {
+                self.state.store(ReadyState::Closing as u8, Ordering::SeqCst);
                 self.enqueue(Command::Close { code, reason });
             }
             _ => {}
@@ -410,12 +454,12 @@ mod tests {
         let lp = Loop::new(false).unwrap();
         let id = lp.allocate();
         let shared = Shared::new(CString::default(), 0, lp, id);
-        assert!(shared.transition(Some(CONNECTING), OPEN));
+        assert!(shared.transition(Some(ReadyState::Connecting), ReadyState::Open));
         for _ in 0..3 {
             shared.send(vec![0; HEADROOM + 1], false).unwrap();
         }
-        assert_eq!(shared.transition_counting(Some(OPEN), CLOSING), Some(3));
-        assert_eq!(shared.transition_counting(Some(OPEN), CLOSING), None, "not OPEN any more");
+        assert_eq!(shared.transition_counting(Some(ReadyState::Open), ReadyState::Closing), Some(3));
+        assert_eq!(shared.transition_counting(Some(ReadyState::Open), ReadyState::Closing), None, "not OPEN any more");
         shared.send(vec![0; HEADROOM + 1], false).unwrap();
         assert_eq!(shared.buffered.load(Ordering::SeqCst), 4, "counted, as browsers do");
         assert_eq!(shared.accepted.load(Ordering::SeqCst), 3, "but not queued");

@@ -251,10 +251,10 @@ impl Connection {
             return;
         }
         let r = self.begin(cx);
-        self.settle(r, cx);
+        self.settle(r);
     }
 
-    pub fn resolved(&mut self, result: io::Result<Vec<SocketAddr>>, cx: &mut Cx) {
+    pub fn resolved(&mut self, result: io::Result<Vec<SocketAddr>>) {
         if !matches!(self.phase, Phase::Resolving) {
             return;
         }
@@ -264,7 +264,7 @@ impl Connection {
             Ok(_) => Err(End::Failed(format!("cannot resolve host {host}: no addresses"))),
             Err(e) => Err(End::Failed(format!("cannot resolve host {host}: {}", crate::error::io_text(&e)))),
         };
-        self.settle(r, cx);
+        self.settle(r);
     }
 
     pub fn ready(&mut self, events: u32, cx: &mut Cx) {
@@ -275,10 +275,10 @@ impl Connection {
             Phase::Open(_) => self.open_ready(events, cx),
             _ => Ok(()),
         };
-        self.settle(r, cx);
+        self.settle(r);
     }
 
-    pub fn timer(&mut self, now: Instant, cx: &mut Cx) {
+    pub fn timer(&mut self, now: Instant) {
         let r = match &mut self.phase {
             Phase::Resolving | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_) => {
                 if now >= self.connect_deadline {
@@ -300,7 +300,7 @@ impl Connection {
             },
             _ => Ok(()),
         };
-        self.settle(r, cx);
+        self.settle(r);
     }
 
     /// An API call. Data is only queued here; the loop calls `flush` once
@@ -345,21 +345,20 @@ impl Connection {
             (_, Command::Close { .. } | Command::Free { .. }) => Err(End::Failed(closed_before_open())),
             (_, Command::Send { .. }) => Ok(()),
         };
-        if let Err(end) = r {
-            self.finish(end);
-        }
+        self.settle(r);
     }
 
     /// Writes what is queued, after commands were taken.
-    pub fn flush(&mut self, cx: &mut Cx) {
+    pub fn flush(&mut self) {
         let r = match &mut self.phase {
             Phase::Open(_) => self.write_and_check(),
             _ => Ok(()),
         };
-        self.settle(r, cx);
+        self.settle(r);
     }
 
-    fn settle(&mut self, r: Result<(), End>, _cx: &mut Cx) {
+    /// A step's outcome: an `End` finishes the connection.
+    fn settle(&mut self, r: Result<(), End>) {
         if let Err(end) = r {
             self.finish(end);
         }

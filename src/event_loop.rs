@@ -169,12 +169,6 @@ impl Loop {
         }
     }
 
-    /// From a thread that is not the loop's (the resolver): always wakes.
-    pub fn post_from_outside(&self, cmd: LoopCommand) {
-        let _ = self.queue.0.send(cmd);
-        self.waker.wake();
-    }
-
     /// A slot for a new connection; `register` it next.
     pub fn allocate(&self) -> ConnId {
         let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
@@ -444,12 +438,12 @@ impl Core {
                     }
                 }
                 LoopCommand::Resolved(id, result) => {
-                    self.with_conn(lp, id.token(), |conn, cx| conn.resolved(result, cx));
+                    self.with_conn(lp, id.token(), |conn, _| conn.resolved(result));
                 }
             }
         }
         for token in std::mem::take(&mut self.dirty) {
-            self.with_conn(lp, token, |conn, cx| conn.flush(cx));
+            self.with_conn(lp, token, |conn, _| conn.flush());
         }
         lp.queue.1.is_empty()
     }
@@ -477,7 +471,7 @@ impl Core {
                 continue;
             }
             slot.armed = None;
-            self.with_conn(lp, token, |conn, cx| conn.timer(now, cx));
+            self.with_conn(lp, token, |conn, _| conn.timer(now));
         }
     }
 

@@ -68,7 +68,7 @@ fn worker() {
         if let Some(job) = p.jobs.pop_front() {
             drop(p);
             let result = (job.host.as_str(), job.port).to_socket_addrs().map(|a| a.collect::<Vec<_>>());
-            job.reply.post_from_outside(LoopCommand::Resolved(job.id, result));
+            job.reply.post(LoopCommand::Resolved(job.id, result));
             p = lock.lock().unwrap_or_else(|e| e.into_inner());
             continue;
         }

@@ -233,10 +233,7 @@ impl Shared {
         if self.is_freed() || !may_run(self.state()) {
             return;
         }
-        let outer = IN_CALLBACK.with(|c| c.replace(true));
-        // A panicking Rust handler must not take the I/O thread with it.
-        let _ = catch_unwind(AssertUnwindSafe(callback));
-        IN_CALLBACK.with(|c| c.set(outer));
+        call_back(callback);
     }
 
     /// The open transition and `on_open` as one step: a `close` from
@@ -252,9 +249,7 @@ impl Shared {
         let _ = self.protocol.set(protocol);
         let _ = self.extensions.set(extensions);
         if !self.is_freed() {
-            let outer = IN_CALLBACK.with(|c| c.replace(true));
-            let _ = catch_unwind(AssertUnwindSafe(on_open));
-            IN_CALLBACK.with(|c| c.set(outer));
+            call_back(on_open);
         }
         true
     }
@@ -418,6 +413,14 @@ impl Shared {
         // `release`) when it takes it: no callback of it runs then.
         self.enqueue(Command::Free { release });
     }
+}
+
+/// Runs a user callback: marked as inside one (see IN_CALLBACK), and a
+/// panicking Rust handler does not take the loop's thread with it.
+fn call_back(callback: impl FnOnce()) {
+    let outer = IN_CALLBACK.with(|c| c.replace(true));
+    let _ = catch_unwind(AssertUnwindSafe(callback));
+    IN_CALLBACK.with(|c| c.set(outer));
 }
 
 /// The start of the clock `send_direct` measures with.

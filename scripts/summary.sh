@@ -16,12 +16,21 @@ if [ -d "$skips" ]; then
     printf 'SKIPPED: %s\n' "$(cat "$note")"
   done
 fi
+# A test binary that starts ("Running ...") but prints no "test result:"
+# line died (a signal, an abort): it counts as one failure, named.
 awk -v skipped="$skipped" '
+  function crashed() {
+    if (running != "") { printf "CRASHED: %s (no test result: killed by a signal or aborted)\n", running; f += 1 }
+    running = ""
+  }
+  /^ *Running / { crashed(); running = $0; sub(/^ *Running /, "", running) }
+  /^ *Doc-tests / { crashed() }
   /^test result:/ {
+    running = ""
     for (i = 1; i < NF; i++) {
       if ($(i+1) ~ /^passed/) p += $i
       if ($(i+1) ~ /^failed/) f += $i
       if ($(i+1) ~ /^ignored/) ignored += $i
     }
   }
-  END { printf "total: %d passed, %d failed, %d skipped\n", p - skipped, f, skipped + ignored }' "$log"
+  END { crashed(); printf "total: %d passed, %d failed, %d skipped\n", p - skipped, f, skipped + ignored }' "$log"

@@ -34,7 +34,7 @@ skips=$(mktemp -d)
 trap 'rm -rf "$log" "$skips"' EXIT
 export LIBWS_SKIP_DIR="$skips"
 set +e
-cargo test 2>&1 | tee "$log"
+cargo test --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 scripts/summary.sh "$log" "$skips"

@@ -747,7 +747,7 @@ fn loop_started_from_inside_a_callback_of_an_application_loop() {
     in_loop(lp, || c = Some(Client::try_with(&server.url("/"), &[], None, rec).unwrap()));
     let c = c.unwrap();
     c.wait_open();
-    // The hook runs after the event is recorded.
+    // The hook ran before on_open was recorded; the poll shows its result.
     poll_until("ws_loop_start inside on_open", || started.lock().unwrap().is_some());
     assert_eq!(*started.lock().unwrap(), Some(WS_OK));
     assert_eq!(driver.join().unwrap(), WS_ERR_INVALID_STATE, "the application's run after the start");

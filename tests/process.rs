@@ -139,3 +139,30 @@ fn under_ci_a_missing_peer_fails() {
     assert!(!ok, "{summary}");
     assert_eq!(closing_line(&summary), "0 passed, 1 failed, 0 skipped", "{summary}");
 }
+
+/// Only in a child: stands for a test binary that dies of a signal.
+#[test]
+fn fake_crash() {
+    if in_child("fake_crash") {
+        std::process::abort();
+    }
+}
+
+#[test]
+fn a_test_binary_that_dies_counts_as_failed() {
+    // cargo test prints "Running <binary>" and then the binary's output;
+    // a binary killed by a signal prints no "test result:" line.
+    let dir = scratch_dir("crash");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["fake_crash", "--exact", "--test-threads=1"])
+        .env("LIBWS_CHILD", "fake_crash")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let log = dir.join("log");
+    let running = b"     Running tests/process.rs (fake)\n".to_vec();
+    std::fs::write(&log, [running, out.stdout, out.stderr].concat()).unwrap();
+    let summary = run(Command::new("bash").arg(repo_dir().join("scripts/summary.sh")).arg(&log).arg(dir.join("none")));
+    assert_eq!(closing_line(&summary), "0 passed, 1 failed, 0 skipped", "{summary}");
+    assert!(summary.contains("CRASHED: tests/process.rs"), "{summary}");
+}

@@ -17,7 +17,7 @@ pub enum Ev {
 
 type Hook = Box<dyn FnMut(*mut ws_socket, &Ev) + Send>;
 
-/// Collects a handle's events; `hook` runs inside each callback after it is
+/// Collects a handle's events; `hook` runs inside each callback before it is
 /// recorded (to call back into the library from there).
 pub struct Recorder {
     events: Mutex<Vec<Ev>>,
@@ -41,12 +41,19 @@ impl Recorder {
         *self.hook.lock().unwrap() = Some(Box::new(hook));
     }
 
+    /// The hook runs first and the event becomes visible after it: a test
+    /// that waits for an event and then drops the recorder must not free it
+    /// under a hook still running (on_close freeing its handle did, and the
+    /// test process crashed once in a hundred runs). The notify happens
+    /// under the lock for the same reason: the waiter cannot return, and
+    /// drop the recorder, before this callback is done with it.
     fn push(&self, ws: *mut ws_socket, ev: Ev) {
-        self.events.lock().unwrap().push(ev.clone());
-        self.cv.notify_all();
         if let Some(hook) = self.hook.lock().unwrap().as_mut() {
             hook(ws, &ev);
         }
+        let mut events = self.events.lock().unwrap();
+        events.push(ev);
+        self.cv.notify_all();
     }
 
     pub fn events(&self) -> Vec<Ev> {

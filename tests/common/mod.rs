@@ -7,11 +7,13 @@
 
 pub mod cbuild;
 pub mod client;
+pub mod fault;
 pub mod frames;
 pub mod mode;
 pub mod paths;
 pub mod peers;
 pub mod pmd;
+pub mod proxy;
 pub mod recorder;
 pub mod servers;
 

@@ -2,7 +2,7 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: build demo test bench header install fuzz
+.PHONY: build demo test bench header install fuzz soak
 
 # Also leaves the soname link libws.so.0 beside libws.so, so that programs
 # linked with -L target/release run from there (LD_LIBRARY_PATH or rpath).
@@ -32,3 +32,10 @@ install: build
 FUZZ_SECONDS ?= 60
 fuzz:
 	FUZZ_SECONDS="$(FUZZ_SECONDS)" scripts/fuzz.sh
+
+# Hundreds of connections at a time through faults for SOAK_SECONDS
+# (default 300): invariants, and no growth of memory, fds or threads. See
+# tests/soak.rs and scripts/soak.sh.
+SOAK_SECONDS ?= 300
+soak:
+	SOAK_SECONDS="$(SOAK_SECONDS)" scripts/soak.sh

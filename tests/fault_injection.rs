@@ -9,7 +9,8 @@
 //! message the server sent before closing, arrived intact and in order.
 //!
 //! Each connection is made from a seed; a failure prints it, and
-//! LIBWS_FAULT_SEED=<seed> runs that one alone (in every mode).
+//! LIBWS_FAULT_SEED=<seed> runs that one alone (in every mode); add
+//! LIBWS_FAULT_EARLY_FREES=1 for a seed of tests/soak.rs.
 
 mod common;
 
@@ -28,12 +29,14 @@ fn run_mode(mode_no: u64) {
         // Consecutive seeds: the fault plans go round every kind and point.
         Err(_) => (0..CONNS).map(|i| (mode_no << 32) + 1000 + i).collect(),
     };
+    // The soak's connections also free their handles early.
+    let early_frees = std::env::var("LIBWS_FAULT_EARLY_FREES").is_ok_and(|v| v == "1");
     let started = Instant::now();
     let mut failures = Vec::new();
     let mut fired: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let (mut opened, mut clean, mut msgs) = (0, 0, 0);
     for chunk in seeds.chunks(BATCH) {
-        let specs: Vec<Spec> = chunk.iter().map(|&s| Spec::from_seed(next_id(), s, false)).collect();
+        let specs: Vec<Spec> = chunk.iter().map(|&s| Spec::from_seed(next_id(), s, early_frees)).collect();
         let names: Vec<String> = specs.iter().map(|s| s.fault_name()).collect();
         for (r, name) in run_batch(env, current_loop(), specs).into_iter().zip(names) {
             let tally = fired.entry(name).or_default();

@@ -437,11 +437,10 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
         out.bytes += msg.len() as u64;
     }
     out.opened = evs.iter().any(|e| matches!(e, Ev::Open { .. }));
-    let early_free = spec.free != Free::AtEnd;
     let server = if out.opened { env.reports.take(spec.id, CONN_WAIT) } else { None };
     let seen = env.proxy.seen(spec.id);
     out.fired = seen.fired;
-    check(spec, &evs, &sent, server.as_ref(), seen.fired, early_free, &mut out)?;
+    check(spec, &evs, &sent, server.as_ref(), seen.fired, &mut out)?;
     if out.late_callbacks > 0 {
         return Err(format!("{} callback(s) started after ws_free", out.late_callbacks));
     }
@@ -457,7 +456,6 @@ fn check(
     sent: &[(bool, bool)],
     server: Option<&ServerRecord>,
     fired: bool,
-    early_free: bool,
     out: &mut Outcome,
 ) -> Result<(), String> {
     let summary = || -> Vec<String> {
@@ -472,7 +470,7 @@ fn check(
     // One on_close, last; at most one on_open, first; nothing else before it.
     let closes = evs.iter().filter(|e| matches!(e, Ev::Close { .. })).count();
     let opens = evs.iter().filter(|e| matches!(e, Ev::Open { .. })).count();
-    if !early_free && (closes != 1 || !matches!(evs.last(), Some(Ev::Close { .. }))) {
+    if spec.free == Free::AtEnd && (closes != 1 || !matches!(evs.last(), Some(Ev::Close { .. }))) {
         return fail("not exactly one on_close, last");
     }
     if closes > 1 || (closes == 1 && !matches!(evs.last(), Some(Ev::Close { .. }))) {
@@ -524,9 +522,6 @@ fn check(
     if !clean {
         return Ok(());
     }
-    if early_free {
-        return fail("clean close after an early ws_free");
-    }
     let Some(s) = server else { return fail("clean close, but no record from the server") };
     let Some(Ev::Close { code, .. }) = evs.last() else { unreachable!() };
     // The proxy dropped what the client sent from some byte on.
@@ -563,29 +558,33 @@ fn check(
     Ok(())
 }
 
+/// Runs one connection on the calling thread's loop; a panic (a wait
+/// that timed out) is a failure too. A failure says how to replay it.
+pub fn run_one(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_conn(env, spec)));
+    let r = match r {
+        Ok(r) => r,
+        Err(p) => Err(p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into())),
+    };
+    let frees = if spec.free == Free::AtEnd { "" } else { " LIBWS_FAULT_EARLY_FREES=1" };
+    r.map_err(|e| format!("seed {} (replay: LIBWS_FAULT_SEED={}{frees}): {e}\n  spec {spec:?}", spec.seed, spec.seed))
+}
+
 /// Runs `specs` concurrently, each on its own thread on `lp` (NULL: each
-/// handle on its own library thread). Returns the outcomes, or the
-/// failures with what replays them.
+/// handle on its own library thread).
 pub fn run_batch(env: &'static FaultEnv, lp: *mut ws_loop, specs: Vec<Spec>) -> Vec<Result<Outcome, String>> {
     let lp = lp as usize;
     let threads: Vec<_> = specs
         .into_iter()
         .map(|spec| {
             std::thread::spawn(move || {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let mut r = Err(String::new());
-                    super::mode::in_loop(lp as *mut ws_loop, || r = run_conn(env, &spec));
-                    r
-                }));
-                let r = match r {
-                    Ok(r) => r,
-                    Err(p) => Err(p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "panic".into())),
-                };
-                r.map_err(|e| format!("seed {} (LIBWS_FAULT_SEED={}): {e}\n  spec {spec:?}", spec.seed, spec.seed))
+                let mut r = Err(String::new());
+                super::mode::in_loop(lp as *mut ws_loop, || r = run_one(env, &spec));
+                r
             })
         })
         .collect();

@@ -1,0 +1,221 @@
+//! The soak: for SOAK_SECONDS (default 300) hundreds of connections at a
+//! time, half on their own library threads and half on one shared loop,
+//! churn through the fault-injecting proxy to the Python server
+//! (common/fault.rs): each opens, exchanges checksummed messages, is
+//! closed by either side, and is freed at the end or early, from the test
+//! thread or from inside one of its callbacks. Every connection must keep
+//! the invariants of tests/fault_injection.rs, and no callback may start
+//! after ws_free returned. Each second RSS, open fds and threads are
+//! sampled; none may grow after the warm-up (see `trend`).
+//!
+//! Not part of `cargo test` (Cargo.toml: test = false): `make soak` runs it.
+
+mod common;
+
+use common::fault::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use ws::ffi::*;
+
+const PER_MODE: usize = 150;
+
+#[derive(Default)]
+struct Totals {
+    conns: u64,
+    opened: u64,
+    clean: u64,
+    messages: u64,
+    bytes: u64,
+    faults: BTreeMap<String, (u64, u64)>,
+    frees: BTreeMap<String, u64>,
+    failures: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    rss_kib: u64,
+    fds: u64,
+    threads: u64,
+}
+
+fn sample() -> Sample {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let page_kib = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64 / 1024;
+    let count = |d: &str| std::fs::read_dir(d).unwrap().count() as u64;
+    Sample { rss_kib: pages * page_kib, fds: count("/proc/self/fd"), threads: count("/proc/self/task") }
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// The rule: the first third of the samples is warm-up; the median of the
+/// last third may exceed the median of the middle third by at most 10%
+/// plus `slack` (one connection more or less at the moment of a sample
+/// moves fds and threads by a few). Medians, so that one busy second does
+/// not decide.
+fn trend(name: &str, values: &[u64], slack: u64) -> Result<(), String> {
+    let third = values.len() / 3;
+    if third < 3 {
+        return Err(format!("{name}: {} samples are too few to see a trend", values.len()));
+    }
+    let middle = median(values[third..2 * third].to_vec());
+    let last = median(values[2 * third..].to_vec());
+    let limit = middle + middle / 10 + slack;
+    if last > limit {
+        return Err(format!("{name} grows: median {middle} in the middle third, {last} in the last (limit {limit})"));
+    }
+    Ok(())
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let Some(env) = fault_env() else { return };
+    let base_seed: u64 = std::env::var("LIBWS_SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 & 0xffff_ffff
+    }) << 20;
+    eprintln!("soak: {seconds} s, {PER_MODE} connections at a time on own threads and as many on a shared loop, seeds from {base_seed} (LIBWS_SOAK_SEED={})", base_seed >> 20);
+
+    let lp = ws_loop_new();
+    assert!(!lp.is_null());
+    assert_eq!(unsafe { ws_loop_start(lp) }, WS_OK);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let totals = Arc::new(Mutex::new(Totals::default()));
+    let next_seed = Arc::new(AtomicU64::new(base_seed));
+    let first = sample();
+
+    let workers: Vec<_> = (0..2 * PER_MODE)
+        .map(|i| {
+            let (totals, next_seed) = (totals.clone(), next_seed.clone());
+            // The first half on their own threads (NULL), the rest on `lp`.
+            let lp = if i < PER_MODE { 0 } else { lp as usize };
+            std::thread::spawn(move || {
+                common::mode::in_loop(lp as *mut ws_loop, || {
+                    while Instant::now() < deadline {
+                        let seed = next_seed.fetch_add(1, Ordering::Relaxed);
+                        let spec = Spec::from_seed(next_id(), seed, true);
+                        let r = run_one(env, &spec);
+                        let mut t = totals.lock().unwrap();
+                        t.conns += 1;
+                        let free = match spec.free {
+                            Free::AtEnd => "at the end".to_string(),
+                            Free::Outside(n) => {
+                                ["outside, after ws_new", "outside, after on_open", "outside, after the sends"]
+                                    [n as usize]
+                                    .to_string()
+                            }
+                            Free::Inside(n) => format!("inside callback {n} (or on_close)"),
+                        };
+                        *t.frees.entry(free).or_default() += 1;
+                        let fault = t.faults.entry(spec.fault_name()).or_default();
+                        fault.0 += 1;
+                        match r {
+                            Ok(o) => {
+                                fault.1 += o.fired as u64;
+                                t.opened += o.opened as u64;
+                                t.clean += o.clean as u64;
+                                t.messages += (o.msgs_sent + o.msgs_received) as u64;
+                                t.bytes += o.bytes;
+                            }
+                            Err(e) => {
+                                eprintln!("soak: FAILED {e}");
+                                t.failures.push(e);
+                            }
+                        }
+                    }
+                });
+            })
+        })
+        .collect();
+
+    // Each second until the deadline; the drain after it is not sampled.
+    let mut samples = Vec::new();
+    let mut next = start + Duration::from_secs(1);
+    while next <= deadline {
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let s = sample();
+        let t = totals.lock().unwrap();
+        eprintln!(
+            "soak: {:>4} s  rss {:>7} KiB  fds {:>5}  threads {:>5}  connections {:>7}  failures {}",
+            samples.len() + 1,
+            s.rss_kib,
+            s.fds,
+            s.threads,
+            t.conns,
+            t.failures.len()
+        );
+        drop(t);
+        samples.push(s);
+        next += Duration::from_secs(1);
+    }
+    let mut worker_died = false;
+    for w in workers {
+        worker_died |= w.join().is_err();
+    }
+    unsafe { ws_loop_free(lp) };
+    let drain = deadline.elapsed();
+    // With every handle freed, the library's threads and sockets go (the
+    // proxy's relays end with their connections): back near the start.
+    let settle = Instant::now() + Duration::from_secs(15);
+    let mut after = sample();
+    while (after.threads > first.threads + 4 || after.fds > first.fds + 8) && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(100));
+        after = sample();
+    }
+
+    let t = totals.lock().unwrap();
+    let last = *samples.last().unwrap_or(&first);
+    eprintln!("soak: summary after {:.0} s (drain {:.1} s)", start.elapsed().as_secs_f64(), drain.as_secs_f64());
+    eprintln!(
+        "  connections {}, opened {}, closed cleanly {}, messages {}, bytes {}",
+        t.conns, t.opened, t.clean, t.messages, t.bytes
+    );
+    eprintln!("  frees:");
+    for (k, n) in &t.frees {
+        eprintln!("    {k}: {n}");
+    }
+    eprintln!("  faults (planned, fired):");
+    for (k, (planned, fired)) in &t.faults {
+        eprintln!("    {k}: {planned}, {fired}");
+    }
+    eprintln!(
+        "  rss KiB {} -> {} -> {}, fds {} -> {} -> {}, threads {} -> {} -> {} (before the first connection -> the last second -> all freed)",
+        first.rss_kib, last.rss_kib, after.rss_kib, first.fds, last.fds, after.fds, first.threads, last.threads, after.threads
+    );
+
+    let mut problems: Vec<String> = t.failures.iter().take(20).cloned().collect();
+    if t.failures.len() > 20 {
+        problems.push(format!("... and {} more failures", t.failures.len() - 20));
+    }
+    if worker_died {
+        problems.push("a worker thread panicked".into());
+    }
+    if after.threads > first.threads + 4 || after.fds > first.fds + 8 {
+        problems.push(format!(
+            "15 s after the last ws_free: {} threads and {} fds, {} and {} before the first connection",
+            after.threads, after.fds, first.threads, first.fds
+        ));
+    }
+    for (name, values, slack) in [
+        ("RSS (KiB)", samples.iter().map(|s| s.rss_kib).collect::<Vec<_>>(), 8 * 1024),
+        ("open fds", samples.iter().map(|s| s.fds).collect(), 40),
+        ("threads", samples.iter().map(|s| s.threads).collect(), 40),
+    ] {
+        if let Err(e) = trend(name, &values, slack) {
+            problems.push(e);
+        }
+    }
+    if t.opened == 0 || t.clean == 0 {
+        problems.push(format!("nothing worked: {} opened, {} clean", t.opened, t.clean));
+    }
+    if !problems.is_empty() {
+        eprintln!("soak: FAILED\n  {}", problems.join("\n  "));
+        std::process::exit(1);
+    }
+    eprintln!("soak: ok");
+}

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-60}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frames handshake url)
+[ ${#targets[@]} -gt 0 ] || targets=(frames handshake url inflate)
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   echo "fuzz.sh: needs cargo-fuzz and the nightly toolchain:" >&2

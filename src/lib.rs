@@ -28,6 +28,7 @@ mod waker;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::deflate::{Deflater, InflateError, Inflater};
     pub use crate::extensions::DeflateParams;
     pub use crate::handshake::{parse_response, request, Agreed};
     pub use crate::options::{CompressionOptions, Options};

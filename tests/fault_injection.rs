@@ -34,7 +34,7 @@ fn run_mode(mode_no: u64) {
     let started = Instant::now();
     let mut failures = Vec::new();
     let mut fired: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    let (mut opened, mut clean, mut msgs) = (0, 0, 0);
+    let (mut opened, mut clean, mut msgs, mut deflated) = (0, 0, 0, 0);
     for chunk in seeds.chunks(BATCH) {
         let specs: Vec<Spec> = chunk.iter().map(|&s| Spec::from_seed(next_id(), s, early_frees)).collect();
         let names: Vec<String> = specs.iter().map(|s| s.fault_name()).collect();
@@ -46,6 +46,7 @@ fn run_mode(mode_no: u64) {
                     tally.1 += o.fired as usize;
                     opened += o.opened as usize;
                     clean += o.clean as usize;
+                    deflated += o.deflated as usize;
                     msgs += o.msgs_sent + o.msgs_received;
                 }
                 Err(e) => failures.push(e),
@@ -53,7 +54,7 @@ fn run_mode(mode_no: u64) {
         }
     }
     eprintln!(
-        "{:?}: {} connections in {:.1} s, {opened} opened, {clean} closed cleanly, {msgs} messages",
+        "{:?}: {} connections in {:.1} s, {opened} opened ({deflated} compressed), {clean} closed cleanly, {msgs} messages",
         current_mode(),
         seeds.len(),
         started.elapsed().as_secs_f64()
@@ -72,6 +73,7 @@ fn run_mode(mode_no: u64) {
             }
         }
         assert!(clean > 0 && opened > clean, "opened {opened}, clean {clean}: the faults did not vary");
+        assert!(deflated > 0, "no connection agreed on permessage-deflate");
     }
 }
 

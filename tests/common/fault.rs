@@ -204,6 +204,8 @@ pub struct Spec {
     pub server_msgs: usize,
     pub closer: Closer,
     pub free: Free,
+    /// Offer permessage-deflate (the server accepts it).
+    pub deflate: bool,
 }
 
 impl Spec {
@@ -218,6 +220,7 @@ impl Spec {
         } else {
             Closer::Server { after: r.below(msgs.len() as u64 + 1) as usize }
         };
+        let deflate = r.chance(30);
         let free = if early_frees && r.chance(40) {
             if r.chance(50) {
                 Free::Outside(r.below(3) as u8)
@@ -228,7 +231,7 @@ impl Spec {
             Free::AtEnd
         };
         let plan = Plan::from_seed(seed, (msgs.len(), server_msgs));
-        Spec { id, seed, plan, msgs, server_msgs, closer, free }
+        Spec { id, seed, plan, msgs, server_msgs, closer, free, deflate }
     }
 
     pub fn url(&self, env: &FaultEnv) -> String {
@@ -257,8 +260,13 @@ impl Spec {
     }
 }
 
-pub fn conn_opts() -> Opts {
-    Opts { connect_timeout_ms: Some(4000), close_timeout_ms: Some(3000), ..Default::default() }
+pub fn conn_opts(deflate: bool) -> Opts {
+    Opts {
+        connect_timeout_ms: Some(4000),
+        close_timeout_ms: Some(3000),
+        compression: Some(deflate),
+        ..Default::default()
+    }
 }
 
 /// What one connection did.
@@ -270,6 +278,8 @@ pub struct Outcome {
     pub msgs_sent: usize,
     pub msgs_received: usize,
     pub bytes: u64,
+    /// permessage-deflate was agreed.
+    pub deflated: bool,
     /// Callbacks that started after ws_free returned (or after a callback
     /// freed the handle).
     pub late_callbacks: usize,
@@ -294,6 +304,7 @@ pub fn run_conn(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
     env.reports.expect(spec.id);
     let r = drive(env, spec);
     env.proxy.take(spec.id);
+    env.reports.take(spec.id, Duration::ZERO);
     r
 }
 
@@ -366,7 +377,7 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
             g.freed_inside.store(true, Ordering::SeqCst);
         }
     });
-    let mut c = Client::try_with(&spec.url(env), &[], Some(&conn_opts()), rec.clone())
+    let mut c = Client::try_with(&spec.url(env), &[], Some(&conn_opts(spec.deflate)), rec.clone())
         .map_err(|e| format!("ws_new failed: {e:?}"))?;
     let mut out = Outcome::default();
     let free_outside = |c: &mut Client, g: &Guard| {
@@ -384,6 +395,7 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
             e.iter().any(|e| matches!(e, Ev::Open { .. })) || ended(&guard, e)
         });
         if evs.iter().any(|e| matches!(e, Ev::Open { .. })) && !ended(&guard, &evs) {
+            out.deflated = c.extensions().contains("permessage-deflate");
             if spec.free == Free::Outside(1) {
                 free_outside(&mut c, &guard);
             }
@@ -437,7 +449,8 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
         out.bytes += msg.len() as u64;
     }
     out.opened = evs.iter().any(|e| matches!(e, Ev::Open { .. }));
-    let server = if out.opened { env.reports.take(spec.id, CONN_WAIT) } else { None };
+    // Not opened: the server may never have seen it; its slot goes now.
+    let server = env.reports.take(spec.id, if out.opened { CONN_WAIT } else { Duration::ZERO });
     let seen = env.proxy.seen(spec.id);
     out.fired = seen.fired;
     check(spec, &evs, &sent, server.as_ref(), seen.fired, &mut out)?;

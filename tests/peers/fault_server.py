@@ -118,7 +118,8 @@ async def handler(ws):
 async def main():
     global report
     _, report = await asyncio.open_connection("127.0.0.1", int(sys.argv[1]))
-    async with serve(handler, "127.0.0.1", 0, max_size=None, compression=None,
+    # permessage-deflate when the client offers it.
+    async with serve(handler, "127.0.0.1", 0, max_size=None, compression="deflate",
                      ping_interval=None, close_timeout=3, max_queue=None) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"PORT {port} websockets {websockets.__version__}", flush=True)

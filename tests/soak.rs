@@ -5,8 +5,10 @@
 //! closed by either side, and is freed at the end or early, from the test
 //! thread or from inside one of its callbacks. Every connection must keep
 //! the invariants of tests/fault_injection.rs, and no callback may start
-//! after ws_free returned. Each second RSS, open fds and threads are
-//! sampled; none may grow after the warm-up (see `trend`).
+//! after ws_free returned. Each second RSS, the heap in use, open fds and
+//! threads are sampled; none may grow after the warm-up (see `trend`),
+//! and once every handle is freed the heap, fds and threads are back
+//! where they started.
 //!
 //! Not part of `cargo test` (Cargo.toml: test = false): `make soak` runs it.
 
@@ -26,6 +28,7 @@ struct Totals {
     conns: u64,
     opened: u64,
     clean: u64,
+    deflated: u64,
     messages: u64,
     bytes: u64,
     faults: BTreeMap<String, (u64, u64)>,
@@ -36,6 +39,9 @@ struct Totals {
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     rss_kib: u64,
+    /// Bytes malloc has handed out and not got back: RSS without the
+    /// allocator's free pages, which it keeps (a leak shows here first).
+    heap_kib: u64,
     fds: u64,
     threads: u64,
 }
@@ -45,7 +51,9 @@ fn sample() -> Sample {
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     let page_kib = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64 / 1024;
     let count = |d: &str| std::fs::read_dir(d).unwrap().count() as u64;
-    Sample { rss_kib: pages * page_kib, fds: count("/proc/self/fd"), threads: count("/proc/self/task") }
+    let m = unsafe { libc::mallinfo2() };
+    let heap_kib = (m.uordblks + m.hblkhd) as u64 / 1024;
+    Sample { rss_kib: pages * page_kib, heap_kib, fds: count("/proc/self/fd"), threads: count("/proc/self/task") }
 }
 
 fn median(mut v: Vec<u64>) -> u64 {
@@ -119,6 +127,7 @@ fn main() {
                                 fault.1 += o.fired as u64;
                                 t.opened += o.opened as u64;
                                 t.clean += o.clean as u64;
+                                t.deflated += o.deflated as u64;
                                 t.messages += (o.msgs_sent + o.msgs_received) as u64;
                                 t.bytes += o.bytes;
                             }
@@ -141,9 +150,10 @@ fn main() {
         let s = sample();
         let t = totals.lock().unwrap();
         eprintln!(
-            "soak: {:>4} s  rss {:>7} KiB  fds {:>5}  threads {:>5}  connections {:>7}  failures {}",
+            "soak: {:>4} s  rss {:>7} KiB  heap {:>7} KiB  fds {:>5}  threads {:>5}  connections {:>7}  failures {}",
             samples.len() + 1,
             s.rss_kib,
+            s.heap_kib,
             s.fds,
             s.threads,
             t.conns,
@@ -172,8 +182,8 @@ fn main() {
     let last = *samples.last().unwrap_or(&first);
     eprintln!("soak: summary after {:.0} s (drain {:.1} s)", start.elapsed().as_secs_f64(), drain.as_secs_f64());
     eprintln!(
-        "  connections {}, opened {}, closed cleanly {}, messages {}, bytes {}",
-        t.conns, t.opened, t.clean, t.messages, t.bytes
+        "  connections {}, opened {} ({} compressed), closed cleanly {}, messages {}, bytes {}",
+        t.conns, t.opened, t.deflated, t.clean, t.messages, t.bytes
     );
     eprintln!("  frees:");
     for (k, n) in &t.frees {
@@ -184,8 +194,8 @@ fn main() {
         eprintln!("    {k}: {planned}, {fired}");
     }
     eprintln!(
-        "  rss KiB {} -> {} -> {}, fds {} -> {} -> {}, threads {} -> {} -> {} (before the first connection -> the last second -> all freed)",
-        first.rss_kib, last.rss_kib, after.rss_kib, first.fds, last.fds, after.fds, first.threads, last.threads, after.threads
+        "  heap KiB {} -> {} -> {}, rss KiB {} -> {} -> {}, fds {} -> {} -> {}, threads {} -> {} -> {} (before the first connection -> the last second -> all freed)",
+        first.heap_kib, last.heap_kib, after.heap_kib, first.rss_kib, last.rss_kib, after.rss_kib, first.fds, last.fds, after.fds, first.threads, last.threads, after.threads
     );
 
     let mut problems: Vec<String> = t.failures.iter().take(20).cloned().collect();
@@ -195,6 +205,13 @@ fn main() {
     if worker_died {
         problems.push("a worker thread panicked".into());
     }
+    // Every connection's memory came back (what stays is the tallies).
+    if after.heap_kib > first.heap_kib + 2048 {
+        problems.push(format!(
+            "heap in use after the last ws_free: {} KiB, {} KiB before the first connection",
+            after.heap_kib, first.heap_kib
+        ));
+    }
     if after.threads > first.threads + 4 || after.fds > first.fds + 8 {
         problems.push(format!(
             "15 s after the last ws_free: {} threads and {} fds, {} and {} before the first connection",
@@ -203,6 +220,7 @@ fn main() {
     }
     for (name, values, slack) in [
         ("RSS (KiB)", samples.iter().map(|s| s.rss_kib).collect::<Vec<_>>(), 8 * 1024),
+        ("heap in use (KiB)", samples.iter().map(|s| s.heap_kib).collect(), 4 * 1024),
         ("open fds", samples.iter().map(|s| s.fds).collect(), 40),
         ("threads", samples.iter().map(|s| s.threads).collect(), 40),
     ] {

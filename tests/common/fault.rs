@@ -495,6 +495,18 @@ fn check(
     if opens == 0 && evs.iter().any(|e| matches!(e, Ev::Message { .. })) {
         return fail("on_message without on_open");
     }
+    // readyState as each callback saw it at its start, and 1006 for any
+    // close that is not clean.
+    for e in evs {
+        let ok = match e {
+            Ev::Open { state } | Ev::Message { state, .. } => *state == WS_OPEN,
+            Ev::Error { state, .. } => *state == WS_CLOSED,
+            Ev::Close { state, clean, code, .. } => *state == WS_CLOSED && (*clean || *code == 1006),
+        };
+        if !ok {
+            return fail(&format!("wrong readyState or code in {e:?}"));
+        }
+    }
     for (i, e) in evs.iter().enumerate() {
         if let Ev::Error { .. } = e {
             if !matches!(evs.get(i + 1), Some(Ev::Close { code: 1006, clean: false, .. }) | None) {
@@ -536,7 +548,11 @@ fn check(
         return Ok(());
     }
     let Some(s) = server else { return fail("clean close, but no record from the server") };
-    let Some(Ev::Close { code, .. }) = evs.last() else { unreachable!() };
+    let Some(Ev::Close { code, reason, .. }) = evs.last() else { unreachable!() };
+    let theirs = if matches!(spec.closer, Closer::Server { .. }) { "server done" } else { "client done" };
+    if reason != theirs {
+        return fail(&format!("was_clean with reason {reason:?}, not {theirs:?}"));
+    }
     // The proxy dropped what the client sent from some byte on.
     let client_cut =
         fired && spec.plan.fault.is_some_and(|f| f.dir == Dir::ToServer && !matches!(f.kind, Kind::Stall(_)));

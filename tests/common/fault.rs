@@ -180,6 +180,20 @@ pub enum Closer {
     /// The server closes (4001) after sending its messages and reading
     /// `after` of the client's.
     Server { after: usize },
+    /// Both: the server as `Server`, the client ws_close(code) once all
+    /// the server's messages arrived; the close frames often cross.
+    Both { code: u16, after: usize },
+}
+
+impl Closer {
+    /// The client's close: its code, after how many server messages.
+    fn client_close(self, server_msgs: usize) -> Option<(u16, usize)> {
+        match self {
+            Closer::Client { code, after } => Some((code, after)),
+            Closer::Both { code, .. } => Some((code, server_msgs)),
+            Closer::Server { .. } => None,
+        }
+    }
 }
 
 /// When the soak frees the handle early (the fault test never does).
@@ -214,11 +228,11 @@ impl Spec {
         let mut r = Rng::new(seed);
         let msgs: Vec<(usize, bool)> = (0..r.below(7)).map(|_| (message_size(&mut r), r.chance(50))).collect();
         let server_msgs = r.below(7) as usize;
-        let closer = if r.chance(50) {
-            let code = if r.chance(50) { 1000 } else { 4000 + r.below(1000) as u16 };
-            Closer::Client { code, after: r.below(server_msgs as u64 + 1) as usize }
-        } else {
-            Closer::Server { after: r.below(msgs.len() as u64 + 1) as usize }
+        let code = if r.chance(50) { 1000 } else { 4000 + r.below(1000) as u16 };
+        let closer = match r.below(5) {
+            0 | 1 => Closer::Client { code, after: r.below(server_msgs as u64 + 1) as usize },
+            2 | 3 => Closer::Server { after: r.below(msgs.len() as u64 + 1) as usize },
+            _ => Closer::Both { code, after: r.below(msgs.len() as u64 + 1) as usize },
         };
         let deflate = r.chance(30);
         let free = if early_frees && r.chance(40) {
@@ -236,7 +250,7 @@ impl Spec {
 
     pub fn url(&self, env: &FaultEnv) -> String {
         let close_after = match self.closer {
-            Closer::Server { after } => after as i64,
+            Closer::Server { after } | Closer::Both { after, .. } => after as i64,
             Closer::Client { .. } => -1,
         };
         format!("ws://127.0.0.1:{}/f/{}/{}/{}/{}", env.proxy.port, self.id, self.server_msgs, close_after, self.seed)
@@ -330,7 +344,8 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
     // (text, accepted while OPEN) of each message ws_send took.
     let sent: Arc<Mutex<Vec<(bool, bool)>>> = Arc::default();
     let send_errors = Arc::new(AtomicUsize::new(0));
-    let (m, st, se, closer) = (msgs.clone(), sent.clone(), send_errors.clone(), spec.closer);
+    let (m, st, se, closer, server_msgs) =
+        (msgs.clone(), sent.clone(), send_errors.clone(), spec.closer, spec.server_msgs);
     let mut received = 0;
     rec.set_hook(move |ws, ev| {
         if g.freed_outside.load(Ordering::SeqCst) || g.freed_inside.load(Ordering::SeqCst) {
@@ -357,7 +372,7 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
             if let Ev::Message { .. } = ev {
                 received += 1;
             }
-            if let Closer::Client { code, after } = closer {
+            if let Some((code, after)) = closer.client_close(server_msgs) {
                 let now = match ev {
                     Ev::Open { .. } => after == 0,
                     Ev::Message { .. } => received == after,
@@ -415,7 +430,7 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
             if spec.free == Free::Outside(2) && !guard.freed_outside.load(Ordering::SeqCst) {
                 free_outside(&mut c, &guard);
             }
-            if let Closer::Client { code, after } = spec.closer {
+            if let Some((code, after)) = spec.closer.client_close(spec.server_msgs) {
                 if !guard.freed_outside.load(Ordering::SeqCst) {
                     let _ = rec.wait_until(CONN_WAIT, "server messages before closing", |e| {
                         e.iter().filter(|e| matches!(e, Ev::Message { .. })).count() >= after || ended(&guard, e)
@@ -549,39 +564,43 @@ fn check(
     }
     let Some(s) = server else { return fail("clean close, but no record from the server") };
     let Some(Ev::Close { code, reason, .. }) = evs.last() else { unreachable!() };
-    let theirs = if matches!(spec.closer, Closer::Server { .. }) { "server done" } else { "client done" };
-    if reason != theirs {
-        return fail(&format!("was_clean with reason {reason:?}, not {theirs:?}"));
+    // The code and reason are the server's: its own, or ours echoed.
+    let ok = match spec.closer {
+        Closer::Client { code: ours, .. } => (*code, reason.as_str()) == (ours, "client done"),
+        Closer::Server { .. } => (*code, reason.as_str()) == (4001, "server done"),
+        Closer::Both { code: ours, .. } => {
+            (*code, reason.as_str()) == (4001, "server done") || (*code, reason.as_str()) == (ours, "client done")
+        }
+    };
+    if !ok {
+        return fail(&format!("was_clean with code {code} and reason {reason:?}"));
     }
     // The proxy dropped what the client sent from some byte on.
     let client_cut =
         fired && spec.plan.fault.is_some_and(|f| f.dir == Dir::ToServer && !matches!(f.kind, Kind::Stall(_)));
     match spec.closer {
-        Closer::Client { code: ours, .. } => {
+        Closer::Client { .. } => {
             if s.close_rcvd.is_none() || s.close_sent.is_none() {
                 return fail("was_clean, but the server did not complete the closing handshake");
             }
-            if *code != ours {
-                return fail(&format!("was_clean with code {code}, not our {ours} echoed"));
-            }
         }
-        Closer::Server { .. } => {
+        Closer::Server { .. } | Closer::Both { .. } => {
             // The client has the server's close frame and its FIN; it
             // cannot know whether its answer (or its last messages) got
             // through: when the proxy cut them, only the server knows.
             if s.close_sent.is_none() || (s.close_rcvd.is_none() && !client_cut) {
                 return fail("was_clean, but the server did not complete the closing handshake");
             }
-            if *code != 4001 {
-                return fail(&format!("was_clean with code {code}, not the server's 4001"));
-            }
+            // In `Both` the client closes only once all have arrived.
             if got.len() != s.sent.len() {
                 return fail(&format!("clean close: {} of the server's {} messages arrived", got.len(), s.sent.len()));
             }
         }
     }
     let required = sent.iter().filter(|m| m.1).count();
-    if s.recv.len() < required && !(client_cut && matches!(spec.closer, Closer::Server { .. })) {
+    // As above: after the server's close frame, a cut is not the client's to see.
+    let exempt = client_cut && !matches!(spec.closer, Closer::Client { .. });
+    if !exempt && s.recv.len() < required {
         return fail(&format!("clean close: {} of {required} messages sent while OPEN arrived", s.recv.len()));
     }
     Ok(())

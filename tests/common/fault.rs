@@ -183,6 +183,9 @@ pub enum Closer {
     /// Both: the server as `Server`, the client ws_close(code) once all
     /// the server's messages arrived; the close frames often cross.
     Both { code: u16, after: usize },
+    /// ws_close(code) right after ws_new, while the handshake is (most
+    /// likely) still going on; from callbacks: in on_open.
+    Connecting { code: u16 },
 }
 
 impl Closer {
@@ -190,6 +193,7 @@ impl Closer {
     fn client_close(self, server_msgs: usize) -> Option<(u16, usize)> {
         match self {
             Closer::Client { code, after } => Some((code, after)),
+            Closer::Connecting { code } => Some((code, 0)),
             Closer::Both { code, .. } => Some((code, server_msgs)),
             Closer::Server { .. } => None,
         }
@@ -229,10 +233,11 @@ impl Spec {
         let msgs: Vec<(usize, bool)> = (0..r.below(7)).map(|_| (message_size(&mut r), r.chance(50))).collect();
         let server_msgs = r.below(7) as usize;
         let code = if r.chance(50) { 1000 } else { 4000 + r.below(1000) as u16 };
-        let closer = match r.below(5) {
-            0 | 1 => Closer::Client { code, after: r.below(server_msgs as u64 + 1) as usize },
-            2 | 3 => Closer::Server { after: r.below(msgs.len() as u64 + 1) as usize },
-            _ => Closer::Both { code, after: r.below(msgs.len() as u64 + 1) as usize },
+        let closer = match r.below(11) {
+            0..=3 => Closer::Client { code, after: r.below(server_msgs as u64 + 1) as usize },
+            4..=7 => Closer::Server { after: r.below(msgs.len() as u64 + 1) as usize },
+            8 | 9 => Closer::Both { code, after: r.below(msgs.len() as u64 + 1) as usize },
+            _ => Closer::Connecting { code },
         };
         let deflate = r.chance(30);
         let free = if early_frees && r.chance(40) {
@@ -251,7 +256,7 @@ impl Spec {
     pub fn url(&self, env: &FaultEnv) -> String {
         let close_after = match self.closer {
             Closer::Server { after } | Closer::Both { after, .. } => after as i64,
-            Closer::Client { .. } => -1,
+            Closer::Client { .. } | Closer::Connecting { .. } => -1,
         };
         format!("ws://127.0.0.1:{}/f/{}/{}/{}/{}", env.proxy.port, self.id, self.server_msgs, close_after, self.seed)
     }
@@ -310,6 +315,9 @@ struct Guard {
     late: AtomicUsize,
     closes: AtomicUsize,
     after_close: AtomicUsize,
+    /// ws_close has returned; on_open or on_message after it.
+    close_returned: AtomicBool,
+    after_close_call: AtomicUsize,
 }
 
 /// Runs one connection and checks it. Err says which invariant broke.
@@ -357,6 +365,9 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
         if matches!(ev, Ev::Close { .. }) {
             g.closes.fetch_add(1, Ordering::SeqCst);
         }
+        if matches!(ev, Ev::Open { .. } | Ev::Message { .. }) && g.close_returned.load(Ordering::SeqCst) {
+            g.after_close_call.fetch_add(1, Ordering::SeqCst);
+        }
         let n = g.calls.fetch_add(1, Ordering::SeqCst);
         if from_callbacks {
             if let Ev::Open { .. } = ev {
@@ -378,8 +389,11 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
                     Ev::Message { .. } => received == after,
                     _ => false,
                 };
-                if now && unsafe { ws_close(ws, code, c"client done".as_ptr()) } != WS_OK {
-                    se.fetch_add(1, Ordering::SeqCst);
+                if now {
+                    if unsafe { ws_close(ws, code, c"client done".as_ptr()) } != WS_OK {
+                        se.fetch_add(1, Ordering::SeqCst);
+                    }
+                    g.close_returned.store(true, Ordering::SeqCst);
                 }
             }
         }
@@ -405,7 +419,17 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
     if spec.free == Free::Outside(0) {
         free_outside(&mut c, &guard);
     }
-    if !guard.freed_outside.load(Ordering::SeqCst) && !from_callbacks {
+    let closing_early = matches!(spec.closer, Closer::Connecting { .. }) && !from_callbacks;
+    if let (Closer::Connecting { code }, true) = (spec.closer, closing_early) {
+        if !guard.freed_outside.load(Ordering::SeqCst) {
+            let r = c.close(code, Some("client done"));
+            guard.close_returned.store(true, Ordering::SeqCst);
+            if r != WS_OK {
+                return Err(format!("ws_close returned {r} right after ws_new"));
+            }
+        }
+    }
+    if !guard.freed_outside.load(Ordering::SeqCst) && !from_callbacks && !closing_early {
         let evs = rec.wait_until(CONN_WAIT, "on_open or the end", |e| {
             e.iter().any(|e| matches!(e, Ev::Open { .. })) || ended(&guard, e)
         });
@@ -436,6 +460,7 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
                         e.iter().filter(|e| matches!(e, Ev::Message { .. })).count() >= after || ended(&guard, e)
                     });
                     let r = c.close(code, Some("client done"));
+                    guard.close_returned.store(true, Ordering::SeqCst);
                     if r != WS_OK {
                         return Err(format!("ws_close returned {r}"));
                     }
@@ -471,6 +496,9 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
     check(spec, &evs, &sent, server.as_ref(), seen.fired, &mut out)?;
     if out.late_callbacks > 0 {
         return Err(format!("{} callback(s) started after ws_free", out.late_callbacks));
+    }
+    if guard.after_close_call.load(Ordering::SeqCst) > 0 {
+        return Err("on_open or on_message started after ws_close returned".into());
     }
     if guard.after_close.load(Ordering::SeqCst) > 0 {
         return Err("a callback started after on_close".into());
@@ -509,6 +537,10 @@ fn check(
     }
     if opens == 0 && evs.iter().any(|e| matches!(e, Ev::Message { .. })) {
         return fail("on_message without on_open");
+    }
+    // Never opened: it failed, so on_error, then on_close.
+    if opens == 0 && closes == 1 && !matches!(evs, [Ev::Error { .. }, Ev::Close { .. }]) {
+        return fail("closed before opening without on_error first");
     }
     // readyState as each callback saw it at its start, and 1006 for any
     // close that is not clean.
@@ -566,7 +598,9 @@ fn check(
     let Some(Ev::Close { code, reason, .. }) = evs.last() else { unreachable!() };
     // The code and reason are the server's: its own, or ours echoed.
     let ok = match spec.closer {
-        Closer::Client { code: ours, .. } => (*code, reason.as_str()) == (ours, "client done"),
+        Closer::Client { code: ours, .. } | Closer::Connecting { code: ours } => {
+            (*code, reason.as_str()) == (ours, "client done")
+        }
         Closer::Server { .. } => (*code, reason.as_str()) == (4001, "server done"),
         Closer::Both { code: ours, .. } => {
             (*code, reason.as_str()) == (4001, "server done") || (*code, reason.as_str()) == (ours, "client done")
@@ -579,7 +613,7 @@ fn check(
     let client_cut =
         fired && spec.plan.fault.is_some_and(|f| f.dir == Dir::ToServer && !matches!(f.kind, Kind::Stall(_)));
     match spec.closer {
-        Closer::Client { .. } => {
+        Closer::Client { .. } | Closer::Connecting { .. } => {
             if s.close_rcvd.is_none() || s.close_sent.is_none() {
                 return fail("was_clean, but the server did not complete the closing handshake");
             }
@@ -599,7 +633,7 @@ fn check(
     }
     let required = sent.iter().filter(|m| m.1).count();
     // As above: after the server's close frame, a cut is not the client's to see.
-    let exempt = client_cut && !matches!(spec.closer, Closer::Client { .. });
+    let exempt = client_cut && matches!(spec.closer, Closer::Server { .. } | Closer::Both { .. });
     if !exempt && s.recv.len() < required {
         return fail(&format!("clean close: {} of {required} messages sent while OPEN arrived", s.recv.len()));
     }

@@ -224,6 +224,8 @@ pub struct Spec {
     pub free: Free,
     /// Offer permessage-deflate (the server accepts it).
     pub deflate: bool,
+    /// Connect and close timeouts (ms).
+    pub timeouts: (u32, u32),
 }
 
 impl Spec {
@@ -240,6 +242,9 @@ impl Spec {
             _ => Closer::Connecting { code },
         };
         let deflate = r.chance(30);
+        // Now and then timeouts shorter than the proxy's stalls.
+        let timeouts =
+            if r.chance(25) { (300 + r.below(1200) as u32, 200 + r.below(1300) as u32) } else { (4000, 3000) };
         let free = if early_frees && r.chance(40) {
             if r.chance(50) {
                 Free::Outside(r.below(3) as u8)
@@ -250,7 +255,7 @@ impl Spec {
             Free::AtEnd
         };
         let plan = Plan::from_seed(seed, (msgs.len(), server_msgs));
-        Spec { id, seed, plan, msgs, server_msgs, closer, free, deflate }
+        Spec { id, seed, plan, msgs, server_msgs, closer, free, deflate, timeouts }
     }
 
     pub fn url(&self, env: &FaultEnv) -> String {
@@ -279,10 +284,10 @@ impl Spec {
     }
 }
 
-pub fn conn_opts(deflate: bool) -> Opts {
+pub fn conn_opts(deflate: bool, (connect, close): (u32, u32)) -> Opts {
     Opts {
-        connect_timeout_ms: Some(4000),
-        close_timeout_ms: Some(3000),
+        connect_timeout_ms: Some(connect),
+        close_timeout_ms: Some(close),
         compression: Some(deflate),
         ..Default::default()
     }
@@ -406,7 +411,7 @@ fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
             g.freed_inside.store(true, Ordering::SeqCst);
         }
     });
-    let mut c = Client::try_with(&spec.url(env), &[], Some(&conn_opts(spec.deflate)), rec.clone())
+    let mut c = Client::try_with(&spec.url(env), &[], Some(&conn_opts(spec.deflate, spec.timeouts)), rec.clone())
         .map_err(|e| format!("ws_new failed: {e:?}"))?;
     let mut out = Outcome::default();
     let free_outside = |c: &mut Client, g: &Guard| {

@@ -10,7 +10,11 @@
 //! and once every handle is freed the heap, fds and threads are back
 //! where they started.
 //!
-//! Not part of `cargo test` (Cargo.toml: test = false): `make soak` runs it.
+//! Not part of `cargo test` (Cargo.toml: test = false): `make soak` runs it,
+//! with glibc's per-thread caches off (scripts/soak.sh says why).
+//! SOAK_CONNS sets the connections at a time per mode (150), SOAK_MODES
+//! (own or shared) runs one mode only, LIBWS_SOAK_SEED repeats a run's
+//! seeds.
 
 mod common;
 
@@ -91,6 +95,11 @@ fn main() {
     }) << 20;
     eprintln!("soak: {seconds} s, {per_mode} connections at a time on own threads and as many on a shared loop, seeds from {base_seed} (LIBWS_SOAK_SEED={})", base_seed >> 20);
 
+    if !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("tcache_count=0")) {
+        eprintln!(
+            "soak: glibc's thread caches are on: heap and RSS may creep without a leak (make soak turns them off)"
+        );
+    }
     let lp = ws_loop_new();
     assert!(!lp.is_null());
     assert_eq!(unsafe { ws_loop_start(lp) }, WS_OK);
@@ -103,11 +112,14 @@ fn main() {
     let workers: Vec<_> = (0..2 * per_mode)
         .map(|i| {
             let (totals, next_seed) = (totals.clone(), next_seed.clone());
-            // The first half on their own threads (NULL), the rest on `lp`.
+            // The first half on their own threads (NULL), the rest on `lp`;
+            // SOAK_MODES=own or shared runs only that half.
             let lp = if i < per_mode { 0 } else { lp as usize };
+            let only = std::env::var("SOAK_MODES").unwrap_or_default();
+            let skip = (only == "own" && lp != 0) || (only == "shared" && lp == 0);
             std::thread::spawn(move || {
                 common::mode::in_loop(lp as *mut ws_loop, || {
-                    while Instant::now() < deadline {
+                    while !skip && Instant::now() < deadline {
                         let seed = next_seed.fetch_add(1, Ordering::Relaxed);
                         let spec = Spec::from_seed(next_id(), seed, true);
                         let r = run_one(env, &spec);

@@ -330,9 +330,14 @@ pub fn run_conn(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
     env.proxy.set_plan(spec.id, spec.plan.clone());
     env.reports.expect(spec.id);
     let r = drive(env, spec);
-    env.proxy.take(spec.id);
+    let seen = env.proxy.take(spec.id);
     env.reports.take(spec.id, Duration::ZERO);
-    r
+    r.map_err(|e| {
+        format!(
+            "{e}; the proxy forwarded {} bytes to the server and {} to the client, fault fired: {}",
+            seen.bytes.0, seen.bytes.1, seen.fired
+        )
+    })
 }
 
 fn drive(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {

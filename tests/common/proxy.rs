@@ -371,10 +371,9 @@ struct Parser {
     in_frames: bool,
     /// The current frame's header bytes, and how many it needs.
     header: Vec<u8>,
-    /// Payload bytes left, the payload length and the frame's opcode.
+    /// Payload bytes left, and the payload length.
     left: u64,
     len: u64,
-    opcode: u8,
     /// Data frames fully or partly seen; a close frame was seen.
     data_frames: usize,
     closes: usize,
@@ -491,7 +490,6 @@ impl Parser {
             n => n as u64,
         };
         self.left = self.len;
-        self.opcode = h[0] & 0x0f;
     }
 
     fn end_frame(&mut self) {

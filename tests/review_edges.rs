@@ -1,0 +1,109 @@
+//! Outside review: defects found by attacking the loop and the closing
+//! handshake. Each test fails on the code it was written against.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use ws::ffi::*;
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// ws.h ws_loop_run: "Waits up to timeout_ms for something to do first
+/// ... -1 waits until there is work (a socket event, a timer, or a call
+/// from another thread). Returns the number of connections still on the
+/// loop". An application thread waits in ws_loop_run(lp, -1) on an empty
+/// loop; another thread creates a handle on it. The wake-up ends the wait,
+/// but the turn resets the eventfd and skips the commands it announced:
+/// ws_loop_run returns 0 ("none") with a connection on the loop, nothing
+/// was started, and ws_loop_fd is no longer readable although the
+/// command is still untaken ("ws_loop_fd becomes readable ... until
+/// ws_loop_run has taken them").
+#[test]
+fn a_wait_ended_by_another_threads_call_takes_that_call() {
+    let _s = serial();
+    let server = echo_server();
+    unsafe {
+        let lp = ws_loop_new();
+        assert!(!lp.is_null());
+        let lp_addr = lp as usize;
+        let runner = std::thread::spawn(move || {
+            let lp = lp_addr as *mut ws_loop;
+            let t = Instant::now();
+            let r = ws_loop_run(lp, 5000);
+            (r, t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let o = ws_options_new();
+        assert_eq!(ws_options_set_loop(o, lp), WS_OK);
+        let mut c = Client::try_with_options(&server.url("/"), &[], o, Recorder::new()).unwrap();
+        ws_options_free(o);
+        let (r, took) = runner.join().unwrap();
+        let mut fds = [libc::pollfd { fd: ws_loop_fd(lp), events: libc::POLLIN, revents: 0 }];
+        let fd_readable = libc::poll(fds.as_mut_ptr(), 1, 0) > 0;
+        let timeout = ws_loop_timeout_ms(lp);
+        // Clean up: run the loop until the handle is done.
+        c.close(1000, None);
+        let deadline = Instant::now() + WAIT;
+        while ws_loop_run(lp, 20) > 0 && Instant::now() < deadline {}
+        c.free();
+        while ws_loop_run(lp, 0) > 0 && Instant::now() < deadline {}
+        ws_loop_free(lp);
+        assert!(took < Duration::from_millis(4000), "the wake-up did not end the wait ({took:?})");
+        assert!(
+            r == 1 || fd_readable,
+            "ws_loop_run woken by ws_new on another thread returned {r} connections, did not take the \
+             new connection, and left ws_loop_fd unreadable (ws_loop_timeout_ms {timeout})"
+        );
+        assert_eq!(r, 1, "the turn woken by ws_new must count (and start) the new connection");
+    }
+}
+
+/// RFC 6455 5.5.1: "If an endpoint receives a Close frame and did not
+/// previously send a Close frame, the endpoint MUST send a Close frame in
+/// response." A server sends its close frame and half-closes (shutdown of
+/// its write side; it still reads). When the FIN is read in the same turn
+/// as the close frame, the connection ends at once and drops the echo it
+/// had just queued: the server never gets a close frame.
+#[test]
+fn the_close_echo_goes_out_when_the_server_half_closes_after_its_close_frame() {
+    let _s = serial();
+    let (tx, rx) = crossbeam_channel::bounded::<Option<Option<u16>>>(1);
+    let tx = Mutex::new(tx);
+    let server = raw_server(move |mut s| {
+        raw_handshake(&mut s, "");
+        // A message whose callback keeps the loop busy while the close
+        // frame and the FIN arrive: both are then read in one turn.
+        s.write_all(&frame(0x81, b"hold")).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        s.write_all(&frame(0x88, &close_payload(1000, "bye"))).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut got = None;
+        while let Some(f) = read_frame(&mut s) {
+            if f.first & 0x0f == 8 {
+                got = Some((f.payload.len() >= 2).then(|| u16::from_be_bytes([f.payload[0], f.payload[1]])));
+                break;
+            }
+        }
+        let _ = tx.lock().unwrap().send(got);
+    });
+    let rec = Recorder::new();
+    rec.set_hook(|_, ev| {
+        if matches!(ev, Ev::Message { .. }) {
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    });
+    let c = Client::try_with(&server.url("/"), &[], None, rec).unwrap();
+    let close = c.rec.wait_close();
+    let echo = rx.recv_timeout(WAIT).expect("server result");
+    assert!(matches!(close, Ev::Close { code: 1000, clean: true, .. }), "{close:?}");
+    assert_eq!(echo, Some(Some(1000)), "the server got no close frame back (None: none at all)");
+}

@@ -107,3 +107,43 @@ fn the_close_echo_goes_out_when_the_server_half_closes_after_its_close_frame() {
     assert!(matches!(close, Ev::Close { code: 1000, clean: true, .. }), "{close:?}");
     assert_eq!(echo, Some(Some(1000)), "the server got no close frame back (None: none at all)");
 }
+
+/// ws.h on_close: "code and reason are the server's when the closing
+/// handshake completed (was_clean true ...); 1006 with was_clean false
+/// when the connection dropped, timed out or failed". A server that has
+/// stopped reading sends its close frame; our answer waits behind 48 MiB
+/// of sends that the server never reads, so the handshake never
+/// completes, and the close timeout (500 ms) ends the connection. libws
+/// then reports the server's 1000 with was_clean true, as if the
+/// handshake had completed.
+#[test]
+fn a_close_that_timed_out_before_our_answer_went_out_is_not_clean() {
+    let _s = serial();
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    let go_rx = Mutex::new(go_rx);
+    let server = raw_server(move |mut s| {
+        raw_handshake(&mut s, "");
+        let _ = go_rx.lock().unwrap().recv_timeout(WAIT);
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(&frame(0x88, &close_payload(1000, "bye"))).unwrap();
+        // Never reads, never closes (until the test ends).
+        std::thread::sleep(Duration::from_secs(8));
+    });
+    let opts = Opts { close_timeout_ms: Some(500), ..Opts::default() };
+    let c = Client::with(&server.url("/"), &[], &opts);
+    c.wait_open();
+    let chunk = vec![0u8; 16 << 20];
+    for _ in 0..3 {
+        assert_eq!(c.send_bytes(&chunk), WS_OK);
+    }
+    go_tx.send(()).unwrap();
+    let t = Instant::now();
+    let close = c.rec.wait_close();
+    let took = t.elapsed();
+    assert!(c.buffered() > 0, "the sends were all written: the test did not stall the socket");
+    assert!(
+        matches!(close, Ev::Close { clean: false, .. }),
+        "after {took:?}, with our close frame never written: {close:?} (ws.h: 1006, was_clean false; \
+         RFC 6455 7.1.4/7.1.5 would allow the server's code, but never was_clean)"
+    );
+}

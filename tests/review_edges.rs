@@ -147,3 +147,68 @@ fn a_close_that_timed_out_before_our_answer_went_out_is_not_clean() {
          RFC 6455 7.1.4/7.1.5 would allow the server's code, but never was_clean)"
     );
 }
+
+/// ws.h ws_loop_run: "Sends and closes made inside its callbacks take
+/// effect when the callback returns, without a wake-up ... Returns the
+/// number of connections still on the loop (0: none ...)". The common
+/// reconnect pattern: on_close, here delivered by a connect timeout (a
+/// timer), makes a new handle on the same loop. The commands its
+/// callbacks queue are not taken after timers fire, so the turn returns
+/// 0 ("none") with a connection on the loop, and without a wake-up:
+/// an application loop `while (ws_loop_run(lp, -1) > 0)` stops there
+/// and the new connection never starts.
+#[test]
+fn a_handle_made_in_on_close_from_a_timer_is_counted_by_that_turn() {
+    let _s = serial();
+    let (silent, _held) = silent_server();
+    let echo = echo_server();
+    let echo_url = echo.url("/");
+    unsafe {
+        let lp = ws_loop_new();
+        assert!(!lp.is_null());
+        let lp_addr = lp as usize;
+        let made: Arc<Mutex<Option<Client>>> = Arc::new(Mutex::new(None));
+        let m = made.clone();
+        let rec = Recorder::new();
+        rec.set_hook(move |_, ev| {
+            if matches!(ev, Ev::Close { .. }) {
+                let o = ws_options_new();
+                assert_eq!(ws_options_set_loop(o, lp_addr as *mut ws_loop), WS_OK);
+                let c = Client::try_with_options(&echo_url, &[], o, Recorder::new()).unwrap();
+                ws_options_free(o);
+                *m.lock().unwrap() = Some(c);
+            }
+        });
+        let o = ws_options_new();
+        assert_eq!(ws_options_set_loop(o, lp), WS_OK);
+        assert_eq!(ws_options_set_connect_timeout_ms(o, 300), WS_OK);
+        let a = Client::try_with_options(&silent.url("/"), &[], o, rec).unwrap();
+        ws_options_free(o);
+        let deadline = Instant::now() + WAIT;
+        let mut returned = None;
+        while Instant::now() < deadline {
+            let r = ws_loop_run(lp, 1000);
+            assert!(r >= 0);
+            if a.rec.events().iter().any(|e| matches!(e, Ev::Close { .. })) {
+                returned = Some(r);
+                break;
+            }
+        }
+        let returned = returned.expect("the connect timeout never fired");
+        let timeout = ws_loop_timeout_ms(lp);
+        let mut fds = [libc::pollfd { fd: ws_loop_fd(lp), events: libc::POLLIN, revents: 0 }];
+        let fd_readable = libc::poll(fds.as_mut_ptr(), 1, 0) > 0;
+        // Clean up.
+        drop(a);
+        let b = made.lock().unwrap().take().expect("the hook made a handle");
+        drop(b);
+        let deadline = Instant::now() + WAIT;
+        while ws_loop_run(lp, 20) > 0 && Instant::now() < deadline {}
+        ws_loop_free(lp);
+        assert_eq!(
+            returned, 1,
+            "the turn that ran on_close (which made a handle on this loop) returned {returned} \
+             (ws_loop_timeout_ms {timeout}, ws_loop_fd readable {fd_readable})"
+        );
+    }
+}

@@ -360,6 +360,12 @@ impl Core {
             self.take_commands(lp);
         }
         self.fire_timers(lp);
+        // Commands that arrived while the turn waited (the wake-up that
+        // ended the wait announced them), and those that callbacks run by
+        // timers queued without a wake-up: this turn takes them, so that
+        // its count includes a connection made meanwhile and ws_loop_fd
+        // never hides commands still queued.
+        self.take_commands(lp);
         Ok(())
     }
 

@@ -564,7 +564,17 @@ impl Connection {
             return self.write_and_check();
         }
         if o.more_input || events & READABLE != 0 {
-            o.more_input = !read_socket(&self.shared, &mut *self.handler, o, cx.buffers)?;
+            match read_socket(&self.shared, &mut *self.handler, o, cx.buffers) {
+                Ok(drained) => o.more_input = !drained,
+                Err(end) => {
+                    // The server's FIN may come in the same turn as its
+                    // close frame: what that queued (our echo, RFC 6455
+                    // 5.5.1) goes out now, as far as the socket takes it,
+                    // before the socket is closed.
+                    let _ = write_out(&self.shared, o);
+                    return Err(end);
+                }
+            }
         }
         self.write_and_check()
     }

@@ -541,6 +541,7 @@ impl Connection {
         {
             let mut out = self.shared.lock_output();
             out.writer.set_deflate(agreed.deflate.as_ref(), self.options.compression.threshold);
+            out.writer.set_keeps_blocked_bytes(open.stream.is_tls());
             // From now on other threads may write frames to a plain socket
             // themselves; not with compression, which runs on the loop's
             // thread, never on a caller's under a lock other senders need.

@@ -68,7 +68,7 @@ pub enum Stream {
 
 /// Frames smaller than this are gathered before a TLS write (the TLS record
 /// size), so that many small messages cost one record, not one each.
-const TLS_GATHER: usize = 16 * 1024;
+pub(crate) const TLS_GATHER: usize = 16 * 1024;
 
 impl Stream {
     pub fn tls(tls: native_tls::TlsStream<Tcp>) -> Stream {
@@ -90,6 +90,10 @@ impl Stream {
             Stream::Plain(_) => libc::POLLOUT,
             Stream::Tls { tls, .. } => tls.get_ref().blocked_on(),
         }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls { .. })
     }
 
     /// The fd that other threads may write frames to directly: plain TCP

@@ -468,6 +468,9 @@ pub struct Writer {
     /// The queued pong, if one is queued and not yet started.
     pong: Option<u64>,
     close_written: bool,
+    /// The stream keeps what a blocked write offered (OpenSSL: the records
+    /// it sealed must be offered again, byte for byte).
+    keeps_blocked_bytes: bool,
 }
 
 /// The largest send buffer kept for the next compressed payload.
@@ -495,6 +498,13 @@ impl Writer {
 
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
+    }
+
+    /// The stream is TLS: after a write that would block, OpenSSL holds a
+    /// record sealed from the bytes offered, and the next write must offer
+    /// them again unchanged. A pong among them can no longer be replaced.
+    pub fn set_keeps_blocked_bytes(&mut self, keeps: bool) {
+        self.keeps_blocked_bytes = keeps;
     }
 
     /// A data frame from a buffer that has HEADROOM free bytes in front,
@@ -602,7 +612,10 @@ impl Writer {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.pin_offered_pong();
+                    return Ok(total);
+                }
                 Err(e) => return Err(e),
             };
             total += n;
@@ -631,6 +644,28 @@ impl Writer {
         Ok(total)
     }
 }
+
+impl Writer {
+    /// After a write that would block, on a stream that keeps what was
+    /// offered: the queued pong, if it was among the bytes offered (the
+    /// first chunk, or within the first 16 KiB: no stream offers more in
+    /// one write), counts as started. OpenSSL may seal more records at
+    /// each blocked retry, so every one pins; pinned pongs all lie within
+    /// the first 16 KiB, so a ping flood still queues a bounded amount.
+    fn pin_offered_pong(&mut self) {
+        if !self.keeps_blocked_bytes {
+            return;
+        }
+        let Some(index) = self.pong.and_then(|at| at.checked_sub(self.popped)).map(|i| i as usize) else { return };
+        let offset: usize = self.chunks.iter().take(index).map(|c| c.bytes.len() - c.pos).sum();
+        if index == 0 || offset < MAX_OFFERED {
+            self.pong = None;
+        }
+    }
+}
+
+/// The most a stream offers to one write.
+const MAX_OFFERED: usize = crate::net::TLS_GATHER;
 
 fn client_header(opcode: OpCode) -> FrameHeader {
     // RFC 6455 5.3: every client frame is masked with a fresh,
@@ -961,6 +996,68 @@ mod tests {
     }
 
     /// A writer that cannot write keeps one unstarted pong, the latest.
+    /// Over TLS a write that would block has sealed a record from the
+    /// bytes offered, and the retry must offer them unchanged; a pong among
+    /// them is started even though no byte of it was counted as written.
+    /// The review found a replaced pong corrupting the stream this way.
+    #[test]
+    fn a_pong_offered_to_a_blocked_tls_write_is_not_replaced() {
+        /// OpenSSL's rule: a blocked write seals what it was offered, and
+        /// a retry must offer it again.
+        struct Sealing {
+            sealed: Option<Vec<u8>>,
+            open: bool,
+            wire: Vec<u8>,
+        }
+        impl Write for Sealing {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                let b = &b[..b.len().min(MAX_OFFERED)];
+                if let Some(sealed) = &self.sealed {
+                    assert!(b.starts_with(sealed), "the retry changed the sealed bytes");
+                }
+                if !self.open {
+                    // A blocked retry may seal more than the last one did.
+                    self.sealed = Some(b.to_vec());
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                self.sealed = None;
+                self.wire.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                let gathered: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+                self.write(&gathered)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = Writer::default();
+        w.set_keeps_blocked_bytes(true);
+        let mut tls = Sealing { sealed: None, open: false, wire: Vec::new() };
+        w.push_pong(&[1]);
+        w.write_to(&mut tls, |_, _| {}).unwrap();
+        // A flood of pings while the socket stays full.
+        for i in 0..1000u32 {
+            w.push_pong(&[i as u8; 125]);
+            w.write_to(&mut tls, |_, _| {}).unwrap();
+        }
+        // Pinned pongs fill at most the first 16 KiB; the rest coalesce.
+        let queued: usize = w.chunks.iter().map(|c| c.bytes.len()).sum();
+        assert!(queued <= MAX_OFFERED + 2 * 131, "{queued} bytes queued");
+        let last = w.chunks.back().map(|c| c.bytes.clone()).unwrap();
+        tls.open = true;
+        for _ in 0..1000 {
+            if w.is_empty() {
+                break;
+            }
+            w.write_to(&mut tls, |_, _| {}).unwrap();
+        }
+        assert!(w.is_empty());
+        assert_eq!(tls.wire.len(), queued, "every queued pong, unchanged");
+        assert!(tls.wire.ends_with(&last), "the latest pong last");
+    }
+
     #[test]
     fn pongs_coalesce_until_one_is_started() {
         struct Takes(usize, Vec<u8>);

@@ -158,12 +158,15 @@ impl Closing {
         }
     }
 
-    /// The connection is gone: clean exactly when the server's close frame
-    /// arrived (the closing handshake completed from our side).
+    /// The connection is gone: clean exactly when the closing handshake
+    /// completed, both close frames sent and received (RFC 6455 7.1.4);
+    /// a server's close frame whose answer never went out (a timeout, a
+    /// reset while our frame waited) is 1006 (7.1.5 leaves the code to
+    /// us then; ws.h promises 1006 for every end that is not clean).
     fn ended(&self) -> End {
-        match &self.received {
-            Some((code, reason)) => End::Clean { code: *code, reason: reason.clone() },
-            None => End::Abnormal,
+        match (&self.received, self.written_at) {
+            (Some((code, reason)), Some(_)) => End::Clean { code: *code, reason: reason.clone() },
+            _ => End::Abnormal,
         }
     }
 }
@@ -567,13 +570,14 @@ impl Connection {
         if o.more_input || events & READABLE != 0 {
             match read_socket(&self.shared, &mut *self.handler, o, cx.buffers) {
                 Ok(drained) => o.more_input = !drained,
-                Err(end) => {
+                Err(_) => {
                     // The server's FIN may come in the same turn as its
                     // close frame: what that queued (our echo, RFC 6455
                     // 5.5.1) goes out now, as far as the socket takes it,
-                    // before the socket is closed.
+                    // before the socket is closed; whether it did decides
+                    // whether the close was clean.
                     let _ = write_out(&self.shared, o);
-                    return Err(end);
+                    return Err(o.closing.ended());
                 }
             }
         }
@@ -837,6 +841,7 @@ mod tests {
         c.received = Some((1000, String::new()));
         c.received_at = Some(t);
         assert_eq!(c.deadline(timeout), None, "not crossed until ours is written");
+        assert!(matches!(c.ended(), End::Abnormal), "theirs without ours written is not clean");
         c.written_at = Some(t);
         assert_eq!(c.deadline(timeout), Some(t + TCP_CLOSE_WAIT));
         // Ours first, theirs 1.5 s later: the 2 s start at theirs.

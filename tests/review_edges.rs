@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ws::ffi::*;

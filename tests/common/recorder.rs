@@ -41,6 +41,20 @@ impl Recorder {
         *self.hook.lock().unwrap() = Some(Box::new(hook));
     }
 
+    /// Drops the hook once a running one has returned, and with it what the
+    /// hook captured (handle addresses among them).
+    pub fn clear_hook(&self) {
+        *self.hook.lock().unwrap() = None;
+    }
+
+    /// Keeps `rec` until the process exits, for a callback that may still be
+    /// using it when the test ends. Held by a static, so that LeakSanitizer
+    /// sees it reachable and reports only what the library lost.
+    pub fn keep_alive(rec: &Arc<Recorder>) {
+        static KEPT: Mutex<Vec<Arc<Recorder>>> = Mutex::new(Vec::new());
+        KEPT.lock().unwrap().push(rec.clone());
+    }
+
     /// The hook runs first and the event becomes visible after it: a test
     /// that waits for an event and then drops the recorder must not free it
     /// under a hook still running (on_close freeing its handle did, and the

@@ -3,7 +3,7 @@
 
 use super::WAIT;
 use std::ffi::{c_char, c_void, CStr};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use ws::ffi::*;
 
@@ -61,11 +61,13 @@ impl Recorder {
     /// test process crashed once in a hundred runs). The notify happens
     /// under the lock for the same reason: the waiter cannot return, and
     /// drop the recorder, before this callback is done with it.
+    /// A lock poisoned by a failed test is taken all the same: a panic
+    /// here would cross extern "C" and abort the other tests of the binary.
     fn push(&self, ws: *mut ws_socket, ev: Ev) {
-        if let Some(hook) = self.hook.lock().unwrap().as_mut() {
+        if let Some(hook) = self.hook.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
             hook(ws, &ev);
         }
-        let mut events = self.events.lock().unwrap();
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         events.push(ev);
         self.cv.notify_all();
     }

@@ -2,7 +2,7 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: build demo test bench header install fuzz
+.PHONY: build demo test bench header install fuzz sanitize
 
 # Also leaves the soname link libws.so.0 beside libws.so, so that programs
 # linked with -L target/release run from there (LD_LIBRARY_PATH or rpath).
@@ -32,3 +32,10 @@ install: build
 FUZZ_SECONDS ?= 60
 fuzz:
 	FUZZ_SECONDS="$(FUZZ_SECONDS)" scripts/fuzz.sh
+
+# Runs tests under AddressSanitizer (UBSan too on the C programs),
+# ThreadSanitizer and miri; SANITIZE="asan tsan" picks some. Needs rustup
+# (installs the nightly toolchain, rust-src and miri). See scripts/sanitize.sh.
+SANITIZE ?=
+sanitize:
+	scripts/sanitize.sh $(SANITIZE)

@@ -2,7 +2,7 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: build demo test bench header install fuzz soak
+.PHONY: build demo test bench header install fuzz sanitize soak
 
 # Also leaves the soname link libws.so.0 beside libws.so, so that programs
 # linked with -L target/release run from there (LD_LIBRARY_PATH or rpath).
@@ -27,8 +27,8 @@ header:
 install: build
 	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" scripts/install.sh
 
-# Runs each fuzz target for FUZZ_SECONDS (default 60); needs cargo-fuzz and
-# the nightly toolchain. See scripts/fuzz.sh.
+# Runs each fuzz target for FUZZ_SECONDS (default 60); installs cargo-fuzz
+# and the pinned nightly toolchain when missing. See scripts/fuzz.sh.
 FUZZ_SECONDS ?= 60
 fuzz:
 	FUZZ_SECONDS="$(FUZZ_SECONDS)" scripts/fuzz.sh
@@ -39,3 +39,10 @@ fuzz:
 SOAK_SECONDS ?= 300
 soak:
 	SOAK_SECONDS="$(SOAK_SECONDS)" scripts/soak.sh
+
+# Runs tests under AddressSanitizer (UBSan too on the C programs),
+# ThreadSanitizer and miri; SANITIZE="asan tsan" picks some. Needs rustup
+# (installs the nightly toolchain, rust-src and miri). See scripts/sanitize.sh.
+SANITIZE ?=
+sanitize:
+	scripts/sanitize.sh $(SANITIZE)

@@ -285,6 +285,7 @@ mod tests {
     /// C programs keep SIGPIPE's default action (terminate); a write to a
     /// socket the peer has closed must return EPIPE instead of raising it.
     #[test]
+    #[cfg_attr(miri, ignore = "TCP sockets, poll(2) and signal(2): not in miri")]
     fn writes_to_a_closed_peer_raise_no_sigpipe() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();

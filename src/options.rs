@@ -297,6 +297,7 @@ mod tests {
     /// Connections made with the same settings share one TLS context (its
     /// trust store is hundreds of KiB); a change gives later ones a new one.
     #[test]
+    #[cfg_attr(miri, ignore = "OpenSSL and ring (C and assembly) cannot run under miri")]
     fn tls_contexts_are_shared_until_the_settings_change() {
         let mut o = Options::default();
         let key = rcgen::KeyPair::generate().unwrap();

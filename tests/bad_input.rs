@@ -590,6 +590,9 @@ fn finish(
     rx: &crossbeam_channel::Receiver<(Seen, Transcript)>,
 ) {
     if free_at_end {
+        // The recorder shows an event only once its hook has returned, and
+        // the hook set `seen` before that: wait for the probed event itself.
+        rec.wait_until(WAIT, "the probed event", |e| e.iter().any(|e| is_kind(kind, e)));
         let n = rec.events().len();
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(rec.events().len(), n, "{kind:?}: a callback after ws_free: {:?}", rec.events());
@@ -646,6 +649,16 @@ fn everything_inside_on_close() {
     }
 }
 
+fn is_kind(kind: Kind, ev: &Ev) -> bool {
+    matches!(
+        (kind, ev),
+        (Kind::Open, Ev::Open { .. })
+            | (Kind::Message, Ev::Message { .. })
+            | (Kind::Error, Ev::Error { .. })
+            | (Kind::Close, Ev::Close { .. })
+    )
+}
+
 /// As `probe`, with the server that each kind needs: for on_message one
 /// that sends a message first, then records.
 fn probe_kind(kind: Kind, free_at_end: bool) {
@@ -673,13 +686,7 @@ fn probe_kind(kind: Kind, free_at_end: bool) {
     let rec = Recorder::new();
     let hooked = p.clone();
     rec.set_hook(move |ws, ev| {
-        let hit = matches!(
-            (hooked.kind, ev),
-            (Kind::Open, Ev::Open { .. })
-                | (Kind::Message, Ev::Message { .. })
-                | (Kind::Error, Ev::Error { .. })
-                | (Kind::Close, Ev::Close { .. })
-        );
+        let hit = is_kind(hooked.kind, ev);
         let mut seen = hooked.seen.lock().unwrap();
         if hit && seen.is_none() {
             *seen = Some(unsafe { call_everything(ws, &hooked) });

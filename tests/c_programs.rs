@@ -142,7 +142,8 @@ fn install_puts_a_working_pkg_config_in_place() {
     let app = scratch.join("app");
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(format!(
-        "cc -std=c99 -Wall -Wextra -Werror -pedantic {} {} -o {} {}",
+        "cc -std=c99 -Wall -Wextra -Werror -pedantic {} {} {} -o {} {}",
+        sanitize_flags().join(" "),
         repo_dir().join("tests/c/contract.c").display(),
         "-x none",
         app.display(),
@@ -275,4 +276,30 @@ fn c_program_sees_the_extension_against_a_compressing_server() {
     assert!(out.contains("extensions: permessage-deflate; server_no_context_takeover\n"), "{out}");
     assert!(out.contains("messages intact\n"), "{out}");
     assert!(out.contains("close 1000"), "{out}");
+}
+
+/// The C programs and libws are instrumented exactly when LIBWS_C_SANITIZE
+/// asks (scripts/sanitize.sh, with a libws built under -Zsanitizer=address):
+/// then a leak in a C program fails it, and libws.so calls into ASan;
+/// otherwise the same program exits 0 and libws has no instrumentation.
+#[test]
+fn c_sanitizers_are_on_exactly_when_asked() {
+    let asked = !sanitize_flags().is_empty();
+    let scratch = scratch_dir("sanitize-live");
+    let src = scratch.join("leak.c");
+    std::fs::write(
+        &src,
+        "#include <stdlib.h>\n#include <string.h>\n#include <ws.h>\n\
+         static void lose(void) { memset(malloc(64), 1, 64); }\n\
+         int main(void) { lose(); return ws_version() != NULL ? 0 : 1; }\n",
+    )
+    .unwrap();
+    let binary = scratch.join("leak");
+    compile(&src, &binary, "cc", C_FLAGS, Link::Shared, &scratch);
+    let out = Command::new(&binary).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(!out.status.success(), asked, "exit {}:\n{text}", out.status);
+    assert_eq!(text.contains("LeakSanitizer: detected memory leaks"), asked, "{text}");
+    let undefined = run(Command::new("nm").args(["-D", "--undefined-only"]).arg(lib_dir().join("libws.so")));
+    assert_eq!(undefined.contains("__asan_report"), asked, "libws.so and LIBWS_C_SANITIZE disagree");
 }

@@ -266,8 +266,8 @@ fn freeing_across_handles_of_one_loop_does_not_deadlock() {
                 let _ = freed_tx.send(());
             }
         });
-        std::mem::forget(brec.clone());
-        let mut b = client_on(lp, &server.url("/"), brec);
+        Recorder::keep_alive(&brec);
+        let mut b = client_on(lp, &server.url("/"), brec.clone());
         a.wait_open();
         b.wait_open();
         a.forget();
@@ -277,6 +277,7 @@ fn freeing_across_handles_of_one_loop_does_not_deadlock() {
         b.free();
         freed_rx.recv_timeout(WAIT).expect("ws_free(A) inside B's callback did not return");
         assert!(t.elapsed() < WAIT);
+        brec.clear_hook();
     }
     unsafe { ws_loop_free(lp) };
 }

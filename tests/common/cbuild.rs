@@ -29,9 +29,21 @@ pub enum Link {
     Static,
 }
 
+/// Sanitizer flags for the C side when `LIBWS_C_SANITIZE` names some (e.g.
+/// `address,undefined`, as scripts/sanitize.sh sets it with an instrumented
+/// libws): any report ends the program with a failure, none is recovered.
+pub fn sanitize_flags() -> Vec<String> {
+    match std::env::var("LIBWS_C_SANITIZE") {
+        Ok(s) if !s.is_empty() => {
+            vec![format!("-fsanitize={s}"), "-fno-omit-frame-pointer".into(), "-fno-sanitize-recover=all".into()]
+        }
+        _ => Vec::new(),
+    }
+}
+
 pub fn compile(source: &Path, out: &Path, compiler: &str, flags: &[&str], link: Link, scratch: &Path) {
     let mut cmd = Command::new(compiler);
-    cmd.args(flags).arg("-I").arg(repo_dir().join("include")).arg(source).arg("-o").arg(out);
+    cmd.args(flags).args(sanitize_flags()).arg("-I").arg(repo_dir().join("include")).arg(source).arg("-o").arg(out);
     // -x c++ applies to later inputs too: switch back before the libraries.
     cmd.args(["-x", "none"]);
     match link {

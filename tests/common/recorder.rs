@@ -3,7 +3,7 @@
 
 use super::WAIT;
 use std::ffi::{c_char, c_void, CStr};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use ws::ffi::*;
 
@@ -41,17 +41,33 @@ impl Recorder {
         *self.hook.lock().unwrap() = Some(Box::new(hook));
     }
 
+    /// Drops the hook once a running one has returned, and with it what the
+    /// hook captured (handle addresses among them).
+    pub fn clear_hook(&self) {
+        *self.hook.lock().unwrap() = None;
+    }
+
+    /// Keeps `rec` until the process exits, for a callback that may still be
+    /// using it when the test ends. Held by a static, so that LeakSanitizer
+    /// sees it reachable and reports only what the library lost.
+    pub fn keep_alive(rec: &Arc<Recorder>) {
+        static KEPT: Mutex<Vec<Arc<Recorder>>> = Mutex::new(Vec::new());
+        KEPT.lock().unwrap().push(rec.clone());
+    }
+
     /// The hook runs first and the event becomes visible after it: a test
     /// that waits for an event and then drops the recorder must not free it
     /// under a hook still running (on_close freeing its handle did, and the
     /// test process crashed once in a hundred runs). The notify happens
     /// under the lock for the same reason: the waiter cannot return, and
     /// drop the recorder, before this callback is done with it.
+    /// A lock poisoned by a failed test is taken all the same: a panic
+    /// here would cross extern "C" and abort the other tests of the binary.
     fn push(&self, ws: *mut ws_socket, ev: Ev) {
-        if let Some(hook) = self.hook.lock().unwrap().as_mut() {
+        if let Some(hook) = self.hook.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
             hook(ws, &ev);
         }
-        let mut events = self.events.lock().unwrap();
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         events.push(ev);
         self.cv.notify_all();
     }

@@ -20,15 +20,15 @@ jobs=("$@")
 [ ${#jobs[@]} -gt 0 ] || jobs=(asan tsan miri)
 triple=x86_64-unknown-linux-gnu
 
-# The nightly toolchain with the standard library's source (-Zbuild-std)
-# and miri; rustup fetches only what is missing.
+# The pinned nightly toolchain with the standard library's source
+# (-Zbuild-std) and miri; rustup fetches only what is missing.
+. scripts/nightly.sh
 install_nightly() {
   if ! command -v rustup >/dev/null 2>&1; then
     echo "sanitize.sh: needs rustup to install the nightly toolchain" >&2
     exit 1
   fi
-  rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-  rustup component add --toolchain nightly rust-src miri
+  ensure_nightly rust-src miri
 }
 
 log_dir=$(mktemp -d)
@@ -81,7 +81,7 @@ export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 [ "${CI:-}" != true ] || export CARGO_INCREMENTAL=0
 
 cargo_nightly() {
-  nice cargo +nightly "$@"
+  nice cargo "+$NIGHTLY" "$@"
 }
 
 # A build that lost its instrumentation would pass quietly: check that a
@@ -156,7 +156,8 @@ miri() {
     --skip protocol::tests::zip_bomb_fails_with_1009_holding_at_most_the_limit \
     --skip protocol::tests::random_fragmentation_and_chunking_round_trip \
     --skip protocol::tests::non_minimal_length_encodings_are_refused \
-    --skip protocol::tests::pongs_coalesce_until_one_is_started
+    --skip protocol::tests::pongs_coalesce_until_one_is_started \
+    --skip protocol::tests::a_pong_offered_to_a_blocked_tls_write_is_not_replaced
   report miri "$status" "$log_dir/miri.log" "$log_dir/miri.skips"
 }
 

@@ -607,19 +607,7 @@ fn a_client_certificate_chain_larger_than_the_send_buffer() {
     let acceptor = builder.build();
     // A small receive buffer on the server side too, so that the chain
     // cannot all sit in kernel buffers while the client waits.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let small: libc::c_int = 4096;
-    unsafe {
-        use std::os::fd::AsRawFd;
-        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&small as *const libc::c_int).cast(),
-            size,
-        );
-    }
+    let listener = small_receive_buffer_listener();
     let server = Server { port: listener.local_addr().unwrap().port() };
     std::thread::spawn(move || {
         let Ok((tcp, _)) = listener.accept() else { return };
@@ -663,19 +651,7 @@ fn pong_flood_while_not_reading() -> String {
     let (cert, key) = (std::fs::read(&pki().server.0).unwrap(), std::fs::read(&pki().server.1).unwrap());
     let acceptor = native_tls::TlsAcceptor::new(native_tls::Identity::from_pkcs8(&cert, &key).unwrap()).unwrap();
     // A small receive buffer, so that the client's writes soon wait.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let small: libc::c_int = 4096;
-    unsafe {
-        use std::os::fd::AsRawFd;
-        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&small as *const libc::c_int).cast(),
-            size,
-        );
-    }
+    let listener = small_receive_buffer_listener();
     let server = Server { port: listener.local_addr().unwrap().port() };
     std::thread::spawn(move || {
         let Ok((tcp, _)) = listener.accept() else { return };
@@ -745,4 +721,23 @@ fn pong_flood_while_not_reading() -> String {
     let result = rx.recv_timeout(Duration::from_secs(20)).expect("the server's verdict");
     let events = c.rec.events();
     format!("{result:?}; client events: {events:?}")
+}
+
+/// A listener on 127.0.0.1 whose connections get a 4 KiB receive buffer
+/// (set before accept, so that the window is small from the start).
+fn small_receive_buffer_listener() -> TcpListener {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let small: libc::c_int = 4096;
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            size,
+        );
+    }
+    listener
 }

@@ -13,13 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ws::ffi::*;
 
-/// The tests below count threads and fds and rely on timing: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn has_close(e: &[Ev]) -> bool {
     e.iter().any(|e| matches!(e, Ev::Close { .. }))
 }
@@ -74,10 +67,7 @@ fn a_send_from_the_thread_that_ran_the_loop_last_wakes_the_poller() {
     unsafe {
         let lp = ws_loop_new();
         assert!(!lp.is_null());
-        let o = ws_options_new();
-        assert_eq!(ws_options_set_loop(o, lp), WS_OK);
-        let mut c = Client::try_with_options(&server.url("/"), &[], o, Recorder::new()).unwrap();
-        ws_options_free(o);
+        let mut c = client_on(lp, &server.url("/"), Recorder::new());
         // This thread drives the loop until the connection is open.
         let deadline = Instant::now() + WAIT;
         while c.rec.events().is_empty() {
@@ -222,10 +212,7 @@ fn ws_loop_free_while_another_thread_is_inside_ws_loop_run() {
     in_child("ws_loop_free_while_another_thread_is_inside_ws_loop_run", || unsafe {
         let server = echo_server();
         let lp = ws_loop_new();
-        let o = ws_options_new();
-        assert_eq!(ws_options_set_loop(o, lp), WS_OK);
-        let c = Client::try_with_options(&server.url("/"), &[], o, Recorder::new()).unwrap();
-        ws_options_free(o);
+        let c = client_on(lp, &server.url("/"), Recorder::new());
         let in_callback = Arc::new(AtomicBool::new(false));
         let flag = in_callback.clone();
         c.rec.set_hook(move |_, ev| {
@@ -277,10 +264,7 @@ fn ws_loop_free_from_on_close_inside_ws_loop_run() {
     in_child("ws_loop_free_from_on_close_inside_ws_loop_run", || unsafe {
         let server = echo_server();
         let lp = ws_loop_new();
-        let o = ws_options_new();
-        assert_eq!(ws_options_set_loop(o, lp), WS_OK);
-        let mut c = Client::try_with_options(&server.url("/"), &[], o, Recorder::new()).unwrap();
-        ws_options_free(o);
+        let mut c = client_on(lp, &server.url("/"), Recorder::new());
         let lp_addr = lp as usize;
         c.rec.set_hook(move |ws, ev| match ev {
             Ev::Open { .. } => {
@@ -321,10 +305,7 @@ fn ws_loop_start_while_an_application_thread_waits_in_ws_loop_run() {
     let server = echo_server();
     unsafe {
         let lp = ws_loop_new();
-        let o = ws_options_new();
-        assert_eq!(ws_options_set_loop(o, lp), WS_OK);
-        let c = Client::try_with_options(&server.url("/"), &[], o, Recorder::new()).unwrap();
-        ws_options_free(o);
+        let c = client_on(lp, &server.url("/"), Recorder::new());
         let lp_addr = lp as usize;
         let (tx, rx) = crossbeam_channel::unbounded::<i32>();
         let app = std::thread::spawn(move || {

@@ -10,17 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ws::ffi::*;
 
-/// A handle on `lp`, with the recorder's callbacks.
-fn client_on(lp: *mut ws_loop, url: &str, rec: Arc<Recorder>) -> Client {
-    unsafe {
-        let o = ws_options_new();
-        assert_eq!(ws_options_set_loop(o, lp), WS_OK);
-        let c = Client::try_with_options(url, &[], o, rec).unwrap();
-        ws_options_free(o);
-        c
-    }
-}
-
 /// Runs `lp` on this thread until `done` holds (bounded by WAIT).
 fn run_until(lp: *mut ws_loop, what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + WAIT;

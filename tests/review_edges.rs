@@ -10,11 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ws::ffi::*;
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// ws.h ws_loop_run: "Waits up to timeout_ms for something to do first
 /// ... -1 waits until there is work (a socket event, a timer, or a call
 /// from another thread). Returns the number of connections still on the
@@ -40,10 +35,7 @@ fn a_wait_ended_by_another_threads_call_takes_that_call() {
             (r, t.elapsed())
         });
         std::thread::sleep(Duration::from_millis(300));
-        let o = ws_options_new();
-        assert_eq!(ws_options_set_loop(o, lp), WS_OK);
-        let mut c = Client::try_with_options(&server.url("/"), &[], o, Recorder::new()).unwrap();
-        ws_options_free(o);
+        let mut c = client_on(lp, &server.url("/"), Recorder::new());
         let (r, took) = runner.join().unwrap();
         let mut fds = [libc::pollfd { fd: ws_loop_fd(lp), events: libc::POLLIN, revents: 0 }];
         let fd_readable = libc::poll(fds.as_mut_ptr(), 1, 0) > 0;

@@ -168,6 +168,17 @@ impl Drop for Client {
     }
 }
 
+/// A handle on `lp` (whatever the test's mode), with `rec`'s callbacks.
+pub fn client_on(lp: *mut ws_loop, url: &str, rec: Arc<Recorder>) -> Client {
+    unsafe {
+        let o = ws_options_new();
+        assert_eq!(ws_options_set_loop(o, lp), WS_OK);
+        let c = Client::try_with_options(url, &[], o, rec).unwrap();
+        ws_options_free(o);
+        c
+    }
+}
+
 unsafe fn build_options(o: &Opts) -> *mut ws_options {
     let options = ws_options_new();
     if let Some(ms) = o.connect_timeout_ms {

@@ -29,3 +29,10 @@ pub use servers::*;
 use std::time::Duration;
 
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// One test of the binary at a time, for tests that count threads and fds
+/// or rely on timing; a failed test does not block the rest.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -573,8 +573,7 @@ impl Writer {
     /// that does not read cannot grow the queue.
     pub fn push_pong(&mut self, payload: &[u8]) {
         let bytes = Self::control_frame(Control::Pong, payload);
-        let queued = self.pong.and_then(|at| at.checked_sub(self.popped)).map(|i| i as usize);
-        if let Some(chunk) = queued.and_then(|i| self.chunks.get_mut(i)) {
+        if let Some(chunk) = self.unstarted_pong().and_then(|i| self.chunks.get_mut(i)) {
             if chunk.kind == ChunkKind::Pong && chunk.pos == 0 {
                 chunk.bytes = bytes;
                 return;
@@ -582,6 +581,11 @@ impl Writer {
         }
         self.pong = Some(self.popped + self.chunks.len() as u64);
         self.chunks.push_back(Chunk { bytes, pos: 0, release: 0, kind: ChunkKind::Pong });
+    }
+
+    /// Where in the queue the unstarted pong is, if there is one.
+    fn unstarted_pong(&self) -> Option<usize> {
+        self.pong.and_then(|at| at.checked_sub(self.popped)).map(|i| i as usize)
     }
 
     /// Whether the close frame's last byte has been written.
@@ -643,9 +647,7 @@ impl Writer {
         }
         Ok(total)
     }
-}
 
-impl Writer {
     /// After a write that would block, on a stream that keeps what was
     /// offered: the queued pong, if it was among the bytes offered (the
     /// first chunk, or within the first 16 KiB: no stream offers more in
@@ -656,7 +658,7 @@ impl Writer {
         if !self.keeps_blocked_bytes {
             return;
         }
-        let Some(index) = self.pong.and_then(|at| at.checked_sub(self.popped)).map(|i| i as usize) else { return };
+        let Some(index) = self.unstarted_pong() else { return };
         let offset: usize = self.chunks.iter().take(index).map(|c| c.bytes.len() - c.pos).sum();
         if index == 0 || offset < MAX_OFFERED {
             self.pong = None;

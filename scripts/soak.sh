@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
 # The soak (tests/soak.rs) for SOAK_SECONDS (default 300): hundreds of
 # connections at a time through the fault-injecting proxy to the Python
-# `websockets` peer, installed into target/peers/python as scripts/test.sh
-# installs it (always under CI=true, else when missing).
+# `websockets` peer, installed into target/peers/python by scripts/peers.sh
+# (always under CI=true, else when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-peers=target/peers
-if [ "${CI:-}" = true ] || ! PYTHONPATH="$peers/python" python3 -c 'import websockets' 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check --upgrade --target "$peers/python" websockets
-fi
+. scripts/peers.sh
+install_python_peer
 
 # A debug build, as `make test` leaves it: no second build of every crate.
 cargo build --test soak

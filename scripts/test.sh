@@ -4,18 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real peers for tests/interop.rs (latest releases, from PyPI and npm),
-# installed into target/peers. Under CI=true they are always installed and a
-# failed install fails the run; elsewhere a present install is reused.
-peers=target/peers
+# Real peers for tests/interop.rs, the TLS and fault tests (scripts/peers.sh).
+# Under CI=true a failed install fails the run.
+. scripts/peers.sh
 install_peers() {
-  if [ "${CI:-}" = true ] || ! PYTHONPATH="$peers/python" python3 -c 'import websockets' 2>/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check --upgrade --target "$peers/python" websockets
-  fi
-  if [ "${CI:-}" = true ] || [ ! -d "$peers/node/node_modules/ws" ]; then
-    mkdir -p "$peers/node"
-    npm install --silent --no-audit --no-fund --prefix "$peers/node" ws@latest
-  fi
+  install_python_peer
+  install_node_peer
 }
 if [ "${CI:-}" = true ]; then
   install_peers

@@ -129,6 +129,15 @@ impl Client {
         unsafe { ws_ready_state(self.ws) }
     }
 
+    /// Checks the state right after a `ws_close` that returned WS_OK while
+    /// OPEN. The call makes it CLOSING at once (WHATWG `close()`), but the
+    /// loop's thread may finish the whole closing handshake on loopback
+    /// before this thread reads it, so CLOSED is also right; OPEN never is.
+    pub fn assert_closing_or_closed(&self, what: &str) {
+        let s = self.state();
+        assert!(matches!(s, WS_CLOSING | WS_CLOSED), "{what}: state {s} after ws_close");
+    }
+
     pub fn buffered(&self) -> u64 {
         unsafe { ws_buffered_amount(self.ws) }
     }

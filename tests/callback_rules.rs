@@ -81,9 +81,7 @@ fn no_message_after_close_returns() {
     assert_eq!((late, not_open), (0, 0), "messages after ws_close returned, and messages seen while not OPEN");
 }
 
-/// Waits (at most 500 ms) until `n` callers have arrived: callbacks on
-/// their own threads overlap, while those that share a loop's thread run
-/// one after the other.
+/// Waits (at most WAIT) until `n` callers have arrived.
 struct Rendezvous {
     arrived: Mutex<usize>,
     cv: Condvar,
@@ -91,11 +89,16 @@ struct Rendezvous {
 }
 
 impl Rendezvous {
-    fn wait(&self) {
+    fn arrive(&self) -> std::sync::MutexGuard<'_, usize> {
         let mut arrived = self.arrived.lock().unwrap();
         *arrived += 1;
         self.cv.notify_all();
-        let deadline = Instant::now() + Duration::from_millis(500);
+        arrived
+    }
+
+    fn wait(&self) {
+        let mut arrived = self.arrive();
+        let deadline = Instant::now() + WAIT;
         while *arrived < self.n && Instant::now() < deadline {
             arrived = self.cv.wait_timeout(arrived, deadline - Instant::now()).unwrap().0;
         }
@@ -113,8 +116,16 @@ fn two_handles_freeing_each_other_from_on_close_do_not_deadlock() {
         s.set_read_timeout(Some(WAIT)).unwrap();
         while read_frame(&mut s).is_some_and(|f| f.first & 0x0f != 8) {}
     });
+    // On their own threads both on_close callbacks run and overlap; on
+    // a shared loop they run one after the other, so the first frees
+    // the second's handle before its on_close, which then never runs.
+    let expected = if current_mode() == Mode::OwnThread { 2 } else { 1 };
     for _ in 0..20 {
-        let both_in = Arc::new(Rendezvous { arrived: Mutex::new(0), cv: Condvar::new(), n: 2 });
+        // The callbacks wait for each other when they can meet (on their
+        // own threads: they overlap), and for this thread, which arrives
+        // once it has set the handles' addresses: on loopback an on_close
+        // can come before the second ws_new has returned.
+        let both_in = Arc::new(Rendezvous { arrived: Mutex::new(0), cv: Condvar::new(), n: expected + 1 });
         let other: Arc<[std::sync::Mutex<usize>; 2]> = Arc::new([std::sync::Mutex::new(0), std::sync::Mutex::new(0)]);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let recs = [Recorder::new(), Recorder::new()];
@@ -137,12 +148,9 @@ fn two_handles_freeing_each_other_from_on_close_do_not_deadlock() {
         let handles = [a.ws, b.ws];
         *other[0].lock().unwrap() = a.ws as usize;
         *other[1].lock().unwrap() = b.ws as usize;
+        drop(both_in.arrive());
         a.forget();
         b.forget();
-        // On their own threads both on_close callbacks run and overlap; on
-        // a shared loop they run one after the other, so the first frees
-        // the second's handle before its on_close, which then never runs.
-        let expected = if current_mode() == Mode::OwnThread { 2 } else { 1 };
         let mut finished = Vec::new();
         for _ in 0..expected {
             finished.push(done_rx.recv_timeout(WAIT).expect("ws_free inside on_close deadlocked"));

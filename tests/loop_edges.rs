@@ -26,11 +26,13 @@ fn has_close(e: &[Ev]) -> bool {
 #[test]
 fn close_with_a_server_that_stopped_reading_ends_after_the_close_timeout() {
     let _s = serial();
-    let server = raw_server(|mut s| {
+    // The server never reads again, and holds the connection until the
+    // test is done (dropping `_done`): longer than the test waits, so that
+    // only the close timeout can end the connection in time.
+    let (_done, done_rx) = crossbeam_channel::bounded::<()>(0);
+    let server = raw_server(move |mut s| {
         raw_handshake(&mut s, "");
-        // Never read again; hold the connection for longer than the test waits.
-        std::thread::sleep(Duration::from_secs(8));
-        drop(s);
+        let _ = done_rx.recv_timeout(3 * WAIT);
     });
     unsafe {
         let o = ws_options_new();
@@ -47,9 +49,9 @@ fn close_with_a_server_that_stopped_reading_ends_after_the_close_timeout() {
         assert!(c.buffered() > 0, "the server's window must be full for this test");
         assert_eq!(c.close(1000, None), WS_OK);
         let t = Instant::now();
-        // close timeout 300 ms: 3 s is ten times that.
-        let evs = c.rec.wait_until(Duration::from_secs(3), "on_close after the 300 ms close timeout", has_close);
-        assert!(t.elapsed() < Duration::from_secs(3));
+        // The close timeout is 300 ms; without it the connection never ends.
+        let evs = c.rec.wait_until(WAIT, "on_close after the 300 ms close timeout", has_close);
+        assert!(t.elapsed() < WAIT);
         assert!(matches!(evs.last(), Some(Ev::Close { code: 1006, clean: false, .. })), "{evs:?}");
     }
 }
@@ -63,11 +65,30 @@ fn close_with_a_server_that_stopped_reading_ends_after_the_close_timeout() {
 #[test]
 fn a_send_from_the_thread_that_ran_the_loop_last_wakes_the_poller() {
     let _s = serial();
-    let server = echo_server();
+    // A send from a thread that is not running the loop may be written
+    // right there, with no wake-up needed. The server reads nothing until
+    // told, and 2 MiB do not fit into a 4 KiB send buffer and its receive
+    // window: part of the message is left for the loop (queued whole, or
+    // as a flush after a partial write), and only a wake-up gets it out.
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    let server = raw_server(move |mut s| {
+        raw_handshake(&mut s, "");
+        let _ = go_rx.recv_timeout(WAIT);
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let Some(f) = read_frame(&mut s) else { return };
+        use std::io::Write;
+        let _ = s.write_all(&frame(0x81, format!("{} bytes", f.payload.len()).as_bytes()));
+        let mut sink = [0u8; 256];
+        while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+    });
     unsafe {
         let lp = ws_loop_new();
         assert!(!lp.is_null());
-        let mut c = client_on(lp, &server.url("/"), Recorder::new());
+        let o = ws_options_new();
+        assert_eq!(ws_options_set_loop(o, lp), WS_OK);
+        ws::ffi::testing::set_send_buffer_size(o, 4096);
+        let mut c = Client::try_with_options(&server.url("/"), &[], o, Recorder::new()).unwrap();
+        ws_options_free(o);
         // This thread drives the loop until the connection is open.
         let deadline = Instant::now() + WAIT;
         while c.rec.events().is_empty() {
@@ -81,52 +102,77 @@ fn a_send_from_the_thread_that_ran_the_loop_last_wakes_the_poller() {
         let (lp_addr, stop2) = (lp as usize, stop.clone());
         let poller = std::thread::spawn(move || {
             let lp = lp_addr as *mut ws_loop;
+            let cap = WAIT.as_millis() as i32;
             while !stop2.load(Ordering::SeqCst) {
                 let t = ws_loop_timeout_ms(lp);
                 // Capped only so that the test ends; a real poller waits for -1.
-                let t = if t < 0 { 3000 } else { t.min(3000) };
+                let t = if t < 0 { cap } else { t.min(cap) };
                 let mut fds = [libc::pollfd { fd: ws_loop_fd(lp), events: libc::POLLIN, revents: 0 }];
                 libc::poll(fds.as_mut_ptr(), 1, t);
                 assert!(ws_loop_run(lp, 0) >= 0);
             }
         });
+        // Not needed by a right library; gives the poller time to fall
+        // asleep in poll, so that a missing wake-up shows.
         std::thread::sleep(Duration::from_millis(300));
         let t = Instant::now();
-        assert_eq!(c.send_text("hello"), WS_OK);
-        let got =
-            c.rec.wait_until(Duration::from_secs(5), "the echo", |e| e.iter().any(|e| matches!(e, Ev::Message { .. })));
+        let big = vec![7u8; 2 << 20];
+        assert_eq!(c.send_bytes(&big), WS_OK);
+        assert!(c.buffered() > 0, "the socket took all 2 MiB: the test needs it stalled");
+        go_tx.send(()).unwrap();
+        // Without the wake-up the rest waits for the poll cap (WAIT).
+        let bound = WAIT / 2;
+        let got = c.rec.wait_until(bound, "the echo (a missing wake-up waits for the poll cap)", |e| {
+            e.iter().any(|e| matches!(e, Ev::Message { .. }))
+        });
         let took = t.elapsed();
+        // The free wakes the poller, which then sees `stop`.
         stop.store(true, Ordering::SeqCst);
-        poller.join().unwrap();
         c.free();
+        poller.join().unwrap();
         ws_loop_free(lp);
-        assert!(got.iter().any(|e| matches!(e, Ev::Message { .. })));
-        assert!(took < Duration::from_millis(1000), "the echo took {took:?}: the send waited for the poll cap (3 s)");
+        let echo = format!("{} bytes", big.len()).into_bytes();
+        assert!(got.iter().any(|e| matches!(e, Ev::Message { data, .. } if *data == echo)), "{got:?}");
+        assert!(took < bound, "the echo took {took:?}: the send waited for the poll cap ({WAIT:?})");
     }
+}
+
+/// Sleeps until `t` (at once if it has passed).
+fn sleep_until(t: Instant) {
+    std::thread::sleep(t.saturating_duration_since(Instant::now()));
 }
 
 /// SPEC §4 close codes: "The server's code and reason when the closing
 /// handshake completed ... was_clean true"; brief: "a slow callback on one
 /// handle must delay but not lose others' events". On a shared loop, A's
-/// on_message takes 1 s. Meanwhile B's server answers B's close frame within
-/// 100 ms (close 1000 "bye", then FIN), well inside B's 300 ms close timeout.
+/// on_message holds the loop past B's close timeout, and B's server
+/// answers B's close frame (close 1000 "bye", then FIN) while it does.
 /// After A's callback the loop fires B's close timer before it reads B's
 /// socket: B's clean close becomes 1006 and the server's answer is lost.
 #[test]
 fn a_slow_callback_on_one_handle_does_not_turn_anothers_clean_close_into_a_timeout() {
     let _s = serial();
+    // Long enough for B's close frame to reach its server and A's
+    // callback to start before B's timer runs out, also on a loaded machine.
+    const CLOSE_MS: u64 = 3000;
     let a_server = echo_server();
-    let (got_close_tx, got_close_rx) = crossbeam_channel::bounded::<()>(1);
+    let (got_close_tx, got_close_rx) = crossbeam_channel::bounded::<Instant>(1);
+    let (a_started_tx, a_started_rx) = crossbeam_channel::bounded::<()>(1);
+    let (answered_tx, answered_rx) = crossbeam_channel::bounded::<()>(1);
     let b_server = raw_server(move |mut s| {
         raw_handshake(&mut s, "");
         s.set_read_timeout(Some(WAIT)).unwrap();
         let f = read_frame(&mut s).expect("the client's close frame");
         assert_eq!(f.first & 0x0f, 8);
-        let _ = got_close_tx.send(());
-        std::thread::sleep(Duration::from_millis(100));
+        let _ = got_close_tx.send(Instant::now());
+        // Answers while A's callback holds the loop.
+        if a_started_rx.recv_timeout(WAIT).is_err() {
+            return;
+        }
         use std::io::Write;
         s.write_all(&frame(0x88, &close_payload(1000, "bye"))).unwrap();
         let _ = s.shutdown(std::net::Shutdown::Write);
+        let _ = answered_tx.send(());
         let mut sink = [0u8; 256];
         while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
     });
@@ -135,30 +181,45 @@ fn a_slow_callback_on_one_handle_does_not_turn_anothers_clean_close_into_a_timeo
         assert_eq!(ws_loop_start(lp), WS_OK);
         let o = ws_options_new();
         assert_eq!(ws_options_set_loop(o, lp), WS_OK);
-        assert_eq!(ws_options_set_close_timeout_ms(o, 300), WS_OK);
+        assert_eq!(ws_options_set_close_timeout_ms(o, CLOSE_MS as u32), WS_OK);
         let a = Client::try_with_options(&a_server.url("/"), &[], o, Recorder::new()).unwrap();
         let b = Client::try_with_options(&b_server.url("/"), &[], o, Recorder::new()).unwrap();
         ws_options_free(o);
         a.wait_open();
         b.wait_open();
-        a.rec.set_hook(|_, ev| {
+        // B's close timer runs from when its close frame was written: after
+        // `asked`, before the server read it.
+        let asked = Instant::now();
+        assert_eq!(b.close(1000, None), WS_OK);
+        let read_at = got_close_rx.recv_timeout(WAIT).expect("B's close frame reached its server");
+        let close_timeout = Duration::from_millis(CLOSE_MS);
+        let late = Arc::new(AtomicBool::new(false));
+        let l = late.clone();
+        a.rec.set_hook(move |_, ev| {
             if matches!(ev, Ev::Message { .. }) {
-                std::thread::sleep(Duration::from_millis(1000));
+                l.store(Instant::now() >= asked + close_timeout, Ordering::SeqCst);
+                let _ = a_started_tx.send(());
+                let _ = answered_rx.recv_timeout(WAIT);
+                // When this returns, B's answer is in its socket and B's
+                // close timer has run out: both wait for the loop.
+                sleep_until(read_at + close_timeout + Duration::from_millis(200));
             }
         });
-        assert_eq!(b.close(1000, None), WS_OK);
-        got_close_rx.recv_timeout(WAIT).expect("B's close frame reached its server");
-        // A's echo comes back at once; its callback blocks the shared loop for 1 s.
+        // A's echo comes back at once; its callback holds the shared loop.
         assert_eq!(a.send_text("slow"), WS_OK);
         let evs = b.rec.wait_until(WAIT, "B's on_close", has_close);
         drop(a);
         drop(b);
         ws_loop_free(lp);
+        assert!(
+            !late.load(Ordering::SeqCst),
+            "set-up too slow: A's callback started after B's close timer ({CLOSE_MS} ms) could have fired"
+        );
         let close = evs.into_iter().find(|e| matches!(e, Ev::Close { .. })).unwrap();
         assert_eq!(
             close,
             Ev::Close { code: 1000, reason: "bye".into(), clean: true, state: WS_CLOSED },
-            "the server answered B's close within 100 ms"
+            "the server answered B's close while A's callback held the loop"
         );
     }
 }
@@ -215,10 +276,13 @@ fn ws_loop_free_while_another_thread_is_inside_ws_loop_run() {
         let c = client_on(lp, &server.url("/"), Recorder::new());
         let in_callback = Arc::new(AtomicBool::new(false));
         let flag = in_callback.clone();
+        // The callback returns only once the loop has been freed (and its
+        // memory reused): the rest of the turn runs after ws_loop_free.
+        let (freed_tx, freed_rx) = crossbeam_channel::bounded::<()>(1);
         c.rec.set_hook(move |_, ev| {
             if matches!(ev, Ev::Message { .. }) {
                 flag.store(true, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(300));
+                let _ = freed_rx.recv_timeout(WAIT);
             }
         });
         let lp_addr = lp as usize;
@@ -245,6 +309,7 @@ fn ws_loop_free_while_another_thread_is_inside_ws_loop_run() {
         ws_loop_free(lp);
         // Ordinary allocations of the same size reuse the freed box.
         let junk: Vec<Box<usize>> = (0..256).map(|_| Box::new(0x0bad_0bad_0bad_0bad)).collect();
+        freed_tx.send(()).unwrap();
         let r = runner.join();
         drop(junk);
         assert!(r.is_ok(), "the thread inside ws_loop_run panicked");
@@ -310,7 +375,8 @@ fn ws_loop_start_while_an_application_thread_waits_in_ws_loop_run() {
         let (tx, rx) = crossbeam_channel::unbounded::<i32>();
         let app = std::thread::spawn(move || {
             let lp = lp_addr as *mut ws_loop;
-            let deadline = Instant::now() + Duration::from_secs(6);
+            // Past any wait of the test below.
+            let deadline = Instant::now() + 3 * WAIT;
             loop {
                 // Capped only so that the test ends.
                 let r = ws_loop_run(lp, if Instant::now() < deadline { -1 } else { 0 });
@@ -321,11 +387,14 @@ fn ws_loop_start_while_an_application_thread_waits_in_ws_loop_run() {
             }
         });
         c.wait_open();
+        // Not needed by a right library; lets the application thread fall
+        // asleep in ws_loop_run(-1), so that a missing wake-up shows.
         std::thread::sleep(Duration::from_millis(200));
         while rx.try_recv().is_ok() {}
         assert_eq!(ws_loop_start(lp), WS_OK);
         let t = Instant::now();
-        let r = rx.recv_timeout(Duration::from_secs(2));
+        // Without the wake-up it returns only on the "wake" below.
+        let r = rx.recv_timeout(WAIT);
         let took = t.elapsed();
         // Unblock the application thread (a message is work) and clean up.
         assert_eq!(c.send_text("wake"), WS_OK);
@@ -334,6 +403,15 @@ fn ws_loop_start_while_an_application_thread_waits_in_ws_loop_run() {
         ws_loop_free(lp);
         assert!(r.is_ok(), "ws_loop_run(-1) was still blocked {took:?} after ws_loop_start");
     }
+}
+
+/// The library's threads in this process (named libws-io).
+fn library_threads() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end() == "libws-io")
+        .count()
 }
 
 static STALE_OPENS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -376,7 +454,9 @@ fn a_ws_new_that_returned_null_never_connects_nor_calls_back() {
         let o = ws_options_new();
         assert_eq!(ws_options_set_loop(o, lp), WS_OK);
         ws_loop_free(lp);
-        std::thread::sleep(Duration::from_millis(200)); // its thread ends: no connection
+        // Its thread ends (no connection), so that the next ws_new needs a
+        // new one. This child runs only this test: any libws-io is it.
+        poll_until("the freed loop's thread to end", || library_threads() == 0);
         let url = std::ffi::CString::new(server.url("/")).unwrap();
         let counting = ws_callbacks {
             user_data: std::ptr::null_mut(),
@@ -418,6 +498,9 @@ fn a_ws_new_that_returned_null_never_connects_nor_calls_back() {
         let c = Client::try_with_options(&server.url("/"), &[], o, Recorder::new()).unwrap();
         ws_options_free(o);
         c.wait_open();
+        // The server counts a connection after its 101 is out: wait for
+        // ours, then give an orphan time to connect and call back.
+        poll_until("the server to count our connection", || connections.load(Ordering::SeqCst) >= 1);
         std::thread::sleep(Duration::from_millis(500));
         let stale = STALE_OPENS.load(Ordering::SeqCst);
         let conns = connections.load(Ordering::SeqCst);
@@ -443,8 +526,9 @@ fn after_the_close_frames_cross_the_server_has_2_s_to_close_tcp() {
         assert_eq!(f.first & 0x0f, 8);
         std::thread::sleep(Duration::from_millis(1500));
         use std::io::Write;
-        s.write_all(&frame(0x88, &close_payload(1000, ""))).unwrap();
+        // Before the write: the client cannot receive the frame earlier.
         let t = Instant::now();
+        s.write_all(&frame(0x88, &close_payload(1000, ""))).unwrap();
         let mut sink = [0u8; 256];
         while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
         let _ = tx.send(t.elapsed());
@@ -461,24 +545,33 @@ fn after_the_close_frames_cross_the_server_has_2_s_to_close_tcp() {
 }
 
 /// The same cause with a worse symptom: B's server answers the upgrade
-/// 100 ms after the request, inside B's 400 ms connect timeout, while A's
-/// on_message holds the shared loop for 1 s. B fails with on_error
-/// "connect timeout" although its 101 has been waiting in its socket.
+/// while A's on_message holds the shared loop past B's connect timeout. B
+/// fails with on_error "connect timeout" although its 101 has been waiting
+/// in its socket.
 #[test]
 fn a_slow_callback_on_one_handle_does_not_fail_anothers_handshake_with_a_connect_timeout() {
     let _s = serial();
+    // Long enough for B's request to reach its server and A's callback to
+    // start before B's timer runs out, also on a loaded machine.
+    const CONNECT_MS: u64 = 3000;
     let a_server = echo_server();
     let (got_req_tx, got_req_rx) = crossbeam_channel::bounded::<()>(1);
+    let (a_started_tx, a_started_rx) = crossbeam_channel::bounded::<()>(1);
+    let (answered_tx, answered_rx) = crossbeam_channel::bounded::<()>(1);
     let b_server = raw_server(move |mut s| {
         let request = read_request(&mut s);
         let _ = got_req_tx.send(());
-        std::thread::sleep(Duration::from_millis(100));
+        // Answers while A's callback holds the loop.
+        if a_started_rx.recv_timeout(WAIT).is_err() {
+            return;
+        }
         let response = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
             accept_key(&request)
         );
         use std::io::Write;
         s.write_all(response.as_bytes()).unwrap();
+        let _ = answered_tx.send(());
         s.set_read_timeout(Some(WAIT)).unwrap();
         let mut sink = [0u8; 256];
         while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
@@ -490,20 +583,39 @@ fn a_slow_callback_on_one_handle_does_not_fail_anothers_handshake_with_a_connect
         assert_eq!(ws_options_set_loop(o, lp), WS_OK);
         let a = Client::try_with_options(&a_server.url("/"), &[], o, Recorder::new()).unwrap();
         a.wait_open();
-        a.rec.set_hook(|_, ev| {
-            if matches!(ev, Ev::Message { .. }) {
-                std::thread::sleep(Duration::from_millis(1000));
-            }
-        });
-        assert_eq!(ws_options_set_connect_timeout_ms(o, 400), WS_OK);
+        assert_eq!(ws_options_set_connect_timeout_ms(o, CONNECT_MS as u32), WS_OK);
+        // B's connect timer starts inside ws_new: between these two.
+        let connect_timeout = Duration::from_millis(CONNECT_MS);
+        let before = Instant::now();
         let b = Client::try_with_options(&b_server.url("/"), &[], o, Recorder::new()).unwrap();
+        let after = Instant::now();
         ws_options_free(o);
         got_req_rx.recv_timeout(WAIT).expect("B's request reached its server");
+        let late = Arc::new(AtomicBool::new(false));
+        let l = late.clone();
+        a.rec.set_hook(move |_, ev| {
+            if matches!(ev, Ev::Message { .. }) {
+                l.store(Instant::now() >= before + connect_timeout, Ordering::SeqCst);
+                let _ = a_started_tx.send(());
+                let _ = answered_rx.recv_timeout(WAIT);
+                // When this returns, B's 101 is in its socket and B's
+                // connect timer has run out: both wait for the loop.
+                sleep_until(after + connect_timeout + Duration::from_millis(200));
+            }
+        });
         assert_eq!(a.send_text("slow"), WS_OK);
         let evs = b.rec.wait_until(WAIT, "B's on_open or on_close", |e| !e.is_empty());
         drop(a);
         drop(b);
         ws_loop_free(lp);
-        assert_eq!(evs[0], Ev::Open { state: WS_OPEN }, "B's server answered within 100 ms; B's events: {evs:?}");
+        assert!(
+            !late.load(Ordering::SeqCst),
+            "set-up too slow: A's callback started after B's connect timer ({CONNECT_MS} ms) could have fired"
+        );
+        assert_eq!(
+            evs[0],
+            Ev::Open { state: WS_OPEN },
+            "B's server answered while A's callback held the loop; B's events: {evs:?}"
+        );
     }
 }

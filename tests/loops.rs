@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use std::io::Write;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -137,20 +138,48 @@ fn freeing_a_loop_leaves_no_connection_without_it() {
 /// calls, needs no wake-up: ws_loop_timeout_ms says there is work.
 #[test]
 fn a_send_between_runs_shows_in_the_timeout() {
-    let server = echo_server();
+    // Between runs this thread is not the loop's, so a send may be written
+    // to the socket right here, leaving nothing queued (and -1 would be
+    // right). The server reads nothing until told, and 2 MiB do not fit
+    // into a 4 KiB send buffer and the server's receive window: whether
+    // the send went direct (the rest queued as a flush) or was queued
+    // whole, work is left for the loop. (bufferedAmount goes down only
+    // once the whole message is written.)
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    let server = raw_server(move |mut s| {
+        raw_handshake(&mut s, "");
+        let _ = go_rx.recv_timeout(WAIT);
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let Some(f) = read_frame(&mut s) else { return };
+        let _ = s.write_all(&frame(0x81, format!("{} bytes", f.payload.len()).as_bytes()));
+        if read_until_close(&mut s).is_some() {
+            let _ = s.write_all(&frame(0x88, &close_payload(1000, "")));
+        }
+    });
     let lp = ws_loop_new();
-    let c = client_on(lp, &server.url("/"), Recorder::new());
+    let o = ws_options_new();
+    unsafe {
+        assert_eq!(ws_options_set_loop(o, lp), WS_OK);
+        ws::ffi::testing::set_send_buffer_size(o, 4096);
+    }
+    let c = unsafe { Client::try_with_options(&server.url("/"), &[], o, Recorder::new()) }.unwrap();
+    unsafe { ws_options_free(o) };
     run_until(lp, "on_open", || c.state() == WS_OPEN);
     // Let the loop settle: nothing to do, no timer while open.
     assert_eq!(unsafe { ws_loop_run(lp, 0) }, 1);
     assert_eq!(unsafe { ws_loop_timeout_ms(lp) }, -1);
-    assert_eq!(c.send_text("between runs"), WS_OK);
+    let big = vec![7u8; 2 << 20];
+    assert_eq!(c.send_bytes(&big), WS_OK);
+    assert!(c.buffered() > 0, "the socket took all 2 MiB: the test needs it stalled");
     assert_eq!(unsafe { ws_loop_timeout_ms(lp) }, 0, "a queued send is work");
+    go_tx.send(()).unwrap();
     run_until(lp, "the echo", || c.rec.messages().len() == 1);
+    assert_eq!(c.rec.messages()[0].0, format!("{} bytes", big.len()).into_bytes());
     assert_eq!(c.close(1000, None), WS_OK);
     let t = unsafe { ws_loop_timeout_ms(lp) };
     assert_eq!(t, 0, "the queued close is work");
     run_until(lp, "on_close", || c.state() == WS_CLOSED);
+    assert_eq!(close_event(&c), (1000, String::new(), true));
     assert_eq!(unsafe { ws_loop_run(lp, 0) }, 0, "no connection left");
     drop(c);
     unsafe { ws_loop_free(lp) };
@@ -160,16 +189,22 @@ fn a_send_between_runs_shows_in_the_timeout() {
 /// answer the close frame.
 #[test]
 fn timers_show_in_the_timeout_and_fire_from_ws_loop_run() {
-    let server = raw_server(|mut s| {
+    // 3 s: a thread descheduled for a while between the turn that writes
+    // the close frame and the reads below still finds the timer pending.
+    const CLOSE_MS: u32 = 3000;
+    // The server never answers, and holds the connection until the test
+    // is done (dropping `_done`), longer than any wait below.
+    let (_done, done_rx) = crossbeam_channel::bounded::<()>(0);
+    let server = raw_server(move |mut s| {
         raw_handshake(&mut s, "");
         read_until_close(&mut s);
-        std::thread::sleep(Duration::from_secs(3));
+        let _ = done_rx.recv_timeout(3 * WAIT);
     });
     let lp = ws_loop_new();
     let o = ws_options_new();
     unsafe {
         assert_eq!(ws_options_set_loop(o, lp), WS_OK);
-        assert_eq!(ws_options_set_close_timeout_ms(o, 300), WS_OK);
+        assert_eq!(ws_options_set_close_timeout_ms(o, CLOSE_MS), WS_OK);
     }
     let c = unsafe { Client::try_with_options(&server.url("/"), &[], o, Recorder::new()) }.unwrap();
     unsafe { ws_options_free(o) };
@@ -178,17 +213,23 @@ fn timers_show_in_the_timeout_and_fire_from_ws_loop_run() {
     let t = Instant::now();
     run_until(lp, "the close frame to go out", || unsafe { ws_loop_timeout_ms(lp) } > 0);
     let timeout = unsafe { ws_loop_timeout_ms(lp) };
-    assert!((1..=300).contains(&timeout), "{timeout}");
+    assert!((1..=CLOSE_MS as i32).contains(&timeout), "{timeout}");
     // Wait as an application would: poll the fd for the timeout, then run.
+    // A timeout of -1 (the timer lost) waits out the test's budget.
+    let deadline = t + WAIT;
     while c.state() != WS_CLOSED {
-        assert!(t.elapsed() < WAIT);
+        let left = deadline.saturating_duration_since(Instant::now()).as_millis() as i32;
+        assert!(left > 0, "the close timer never fired from ws_loop_run");
         let ms = unsafe { ws_loop_timeout_ms(lp) };
+        let ms = if (0..left).contains(&ms) { ms } else { left };
         let mut fds = [libc::pollfd { fd: unsafe { ws_loop_fd(lp) }, events: libc::POLLIN, revents: 0 }];
         unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
         assert!(unsafe { ws_loop_run(lp, 0) } >= 0);
     }
     assert_eq!(close_event(&c), (1006, String::new(), false));
-    assert!(t.elapsed() >= Duration::from_millis(300));
+    // The timer runs from the close frame's write, which came after `t`.
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(CLOSE_MS.into()) && took < WAIT, "{took:?}");
     drop(c);
     unsafe { ws_loop_free(lp) };
 }
@@ -197,7 +238,39 @@ fn timers_show_in_the_timeout_and_fire_from_ws_loop_run() {
 /// its thread), but none of their messages is lost or reordered.
 #[test]
 fn a_slow_callback_delays_others_on_its_loop_but_loses_nothing() {
-    let server = echo_server();
+    // Other's server reads its 100 messages, and echoes them only once the
+    // slow callback has started: they all wait in other's socket while the
+    // slow callback holds the loop.
+    let (got_all_tx, got_all_rx) = crossbeam_channel::bounded::<()>(1);
+    let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
+    let (echoed_tx, echoed_rx) = crossbeam_channel::bounded::<()>(1);
+    let server = ws_server(
+        |_| None,
+        move |mut ws, seen| {
+            if seen.path != "/other" {
+                return echo(ws);
+            }
+            let mut got = Vec::new();
+            while got.len() < 100 {
+                match ws.read() {
+                    Ok(m) if m.is_text() => got.push(m),
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+            let _ = got_all_tx.send(());
+            if started_rx.recv_timeout(WAIT).is_err() {
+                return;
+            }
+            for m in got {
+                if ws.send(m).is_err() {
+                    return;
+                }
+            }
+            let _ = echoed_tx.send(());
+            echo(ws)
+        },
+    );
     let lp = ws_loop_new();
     assert_eq!(unsafe { ws_loop_start(lp) }, WS_OK);
     let slow_done = Arc::new(Mutex::new(None::<Instant>));
@@ -205,7 +278,11 @@ fn a_slow_callback_delays_others_on_its_loop_but_loses_nothing() {
     let slow_rec = Recorder::new();
     slow_rec.set_hook(move |_, ev| {
         if matches!(ev, Ev::Message { .. }) {
-            std::thread::sleep(Duration::from_millis(300));
+            let _ = started_tx.send(());
+            // Other's echoes are in its socket now; a callback of other's
+            // that could run alongside this one gets 100 ms to do so.
+            let _ = echoed_rx.recv_timeout(WAIT);
+            std::thread::sleep(Duration::from_millis(100));
             *sd.lock().unwrap() = Some(Instant::now());
         }
     });
@@ -217,19 +294,20 @@ fn a_slow_callback_delays_others_on_its_loop_but_loses_nothing() {
             fo.lock().unwrap().get_or_insert_with(Instant::now);
         }
     });
-    let slow = client_on(lp, &server.url("/"), slow_rec);
-    let other = client_on(lp, &server.url("/"), other_rec);
+    let slow = client_on(lp, &server.url("/slow"), slow_rec);
+    let other = client_on(lp, &server.url("/other"), other_rec);
     slow.wait_open();
     other.wait_open();
-    assert_eq!(slow.send_text("take your time"), WS_OK);
-    slow.rec.wait_until(WAIT, "the slow callback", |e| e.iter().any(|e| matches!(e, Ev::Message { .. })));
     for i in 0..100 {
         assert_eq!(other.send_text(&format!("m{i}")), WS_OK);
     }
+    got_all_rx.recv_timeout(WAIT).expect("other's server got its 100 messages");
+    assert_eq!(slow.send_text("take your time"), WS_OK);
     let got = wait_messages(&other, 100);
     let expected: Vec<(Vec<u8>, bool)> = (0..100).map(|i| (format!("m{i}").into_bytes(), true)).collect();
     assert_eq!(got, expected);
-    let (done, first) = (slow_done.lock().unwrap().unwrap(), first_other.lock().unwrap().unwrap());
+    let done = slow_done.lock().unwrap().expect("the slow callback ran");
+    let first = first_other.lock().unwrap().unwrap();
     assert!(first >= done, "another handle's callback ran while the slow one did, on the same loop");
     drop((slow, other));
     unsafe { ws_loop_free(lp) };

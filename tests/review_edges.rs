@@ -28,12 +28,16 @@ fn a_wait_ended_by_another_threads_call_takes_that_call() {
         let lp = ws_loop_new();
         assert!(!lp.is_null());
         let lp_addr = lp as usize;
+        // Waits for far longer than the test allows it.
+        let wait_ms = (3 * WAIT).as_millis() as i32;
         let runner = std::thread::spawn(move || {
             let lp = lp_addr as *mut ws_loop;
             let t = Instant::now();
-            let r = ws_loop_run(lp, 5000);
+            let r = ws_loop_run(lp, wait_ms);
             (r, t.elapsed())
         });
+        // Not needed by a right library; lets the runner fall asleep in
+        // ws_loop_run before the handle is made, so that the bug shows.
         std::thread::sleep(Duration::from_millis(300));
         let mut c = client_on(lp, &server.url("/"), Recorder::new());
         let (r, took) = runner.join().unwrap();
@@ -47,7 +51,7 @@ fn a_wait_ended_by_another_threads_call_takes_that_call() {
         c.free();
         while ws_loop_run(lp, 0) > 0 && Instant::now() < deadline {}
         ws_loop_free(lp);
-        assert!(took < Duration::from_millis(4000), "the wake-up did not end the wait ({took:?})");
+        assert!(took < WAIT, "the wake-up did not end the wait ({took:?})");
         assert!(
             r == 1 || fd_readable,
             "ws_loop_run woken by ws_new on another thread returned {r} connections, did not take the \
@@ -76,7 +80,7 @@ fn the_close_echo_goes_out_when_the_server_half_closes_after_its_close_frame() {
         std::thread::sleep(Duration::from_millis(100));
         s.write_all(&frame(0x88, &close_payload(1000, "bye"))).unwrap();
         s.shutdown(Shutdown::Write).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
         let mut got = None;
         while let Some(f) = read_frame(&mut s) {
             if f.first & 0x0f == 8 {

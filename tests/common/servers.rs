@@ -4,6 +4,7 @@
 use super::frames::{accept_key, read_request};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -152,10 +153,29 @@ pub fn silent_server() -> (Server, Arc<Mutex<Vec<TcpStream>>>) {
     (server, held)
 }
 
-/// A port on 127.0.0.1 that nothing listens on.
+/// A port on 127.0.0.1 that nothing listens on: a connect is refused.
+/// A socket stays bound to it (not listening, without SO_REUSEADDR) until
+/// the process ends, so that no test running alongside can take the port.
 pub fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    static HELD: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+    // SAFETY: plain socket calls on a socket this function owns; the
+    // address structs are plain data of the sizes passed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let bound = libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        let mut len = len;
+        let named = libc::getsockname(fd.as_raw_fd(), (&mut addr as *mut libc::sockaddr_in).cast(), &mut len);
+        assert_eq!(named, 0, "getsockname: {}", std::io::Error::last_os_error());
+        HELD.lock().unwrap_or_else(|e| e.into_inner()).push(fd);
+        u16::from_be(addr.sin_port)
+    }
 }
 
 /// Echoes messages; the text "close CODE REASON" makes it close with them.

@@ -6,10 +6,19 @@ mod common;
 use common::*;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
+
+/// `program`, whose waits for an event (tests/c/contract.c, extensions.c)
+/// each take at most `wait`.
+fn waiting(program: impl AsRef<std::ffi::OsStr>, wait: Duration) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env("LIBWS_TEST_WAIT_S", wait.as_secs().max(1).to_string());
+    cmd
+}
 
 fn run_contract(binary: &Path) {
     let server = contract_server();
-    let out = run(Command::new(binary).arg(server.url("/contract")).arg("chat"));
+    let out = run(waiting(binary, WAIT).arg(server.url("/contract")).arg("chat"));
     assert!(out.contains("contract: all checks passed"), "{out}");
 }
 
@@ -151,7 +160,7 @@ fn install_puts_a_working_pkg_config_in_place() {
     ));
     run(&mut cmd);
     let server = contract_server();
-    let out = run(Command::new(&app).arg(server.url("/")).arg("chat").env("LD_LIBRARY_PATH", prefix.join("lib")));
+    let out = run(waiting(&app, WAIT).arg(server.url("/")).arg("chat").env("LD_LIBRARY_PATH", prefix.join("lib")));
     assert!(out.contains("all checks passed"), "{out}");
 
     // DESTDIR stages the same tree under another root.
@@ -200,7 +209,8 @@ fn contract_program_under_valgrind_has_no_memory_errors_or_leaks() {
     let binary = scratch.join("contract");
     compile(&repo_dir().join("tests/c/contract.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
     let server = contract_server();
-    let out = run(Command::new("valgrind")
+    // Valgrind runs one thread at a time and translates libws on first use.
+    let out = run(waiting("valgrind", 6 * WAIT)
         .args(["--error-exitcode=9", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect"])
         .args(["--show-leak-kinds=definite,indirect"])
         .arg(&binary)
@@ -272,7 +282,7 @@ fn c_program_sees_the_extension_against_a_compressing_server() {
     let binary = scratch.join("extensions");
     compile(&repo_dir().join("tests/c/extensions.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
     let server = pmd::pmd_echo_server("permessage-deflate; server_no_context_takeover");
-    let out = run(Command::new(&binary).arg(server.url("/")));
+    let out = run(waiting(&binary, WAIT).arg(server.url("/")));
     assert!(out.contains("extensions: permessage-deflate; server_no_context_takeover\n"), "{out}");
     assert!(out.contains("messages intact\n"), "{out}");
     assert!(out.contains("close 1000"), "{out}");

@@ -86,11 +86,29 @@ static void on_close(void *ud, ws_socket *ws, uint16_t code, const char *reason,
     pthread_mutex_unlock(&e->lock);
 }
 
-/* Waits until *counter >= want, at most 10 s. */
+/* Seconds one wait may take: LIBWS_TEST_WAIT_S (tests/c_programs.rs sets
+ * it, longer under valgrind), else 10. */
+static int wait_seconds(void) {
+    const char *s = getenv("LIBWS_TEST_WAIT_S");
+    int n = s != NULL ? atoi(s) : 0;
+    return n > 0 ? n : 10;
+}
+
+/* A condition variable timed on the monotonic clock: a step of the wall
+ * clock cannot end a wait early. */
+static void init_changed(pthread_cond_t *cond) {
+    pthread_condattr_t attr;
+    CHECK(pthread_condattr_init(&attr) == 0);
+    CHECK(pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0);
+    CHECK(pthread_cond_init(cond, &attr) == 0);
+    pthread_condattr_destroy(&attr);
+}
+
+/* Waits until *counter >= want, at most wait_seconds(). */
 static void wait_for(struct events *e, const int *counter, int want) {
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 10;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += wait_seconds();
     pthread_mutex_lock(&e->lock);
     while (*counter < want) {
         int rc = pthread_cond_timedwait(&e->changed, &e->lock, &deadline);
@@ -110,7 +128,7 @@ static ws_socket *connect_to(const char *url, struct events *e, const char *expe
     ws_socket *ws;
     memset(e, 0, sizeof *e);
     pthread_mutex_init(&e->lock, NULL);
-    pthread_cond_init(&e->changed, NULL);
+    init_changed(&e->changed);
     cb.user_data = e;
     cb.on_open = on_open;
     cb.on_message = on_message;

@@ -77,11 +77,29 @@ static void on_close(void *ud, ws_socket *ws, uint16_t code, const char *reason,
     pthread_mutex_unlock(&s->lock);
 }
 
-/* Waits up to 10 s for *flag >= want; returns 0 on time out. */
+/* Seconds one wait may take: LIBWS_TEST_WAIT_S (tests/c_programs.rs sets
+ * it), else 10. */
+static int wait_seconds(void) {
+    const char *s = getenv("LIBWS_TEST_WAIT_S");
+    int n = s != NULL ? atoi(s) : 0;
+    return n > 0 ? n : 10;
+}
+
+/* A condition variable timed on the monotonic clock: a step of the wall
+ * clock cannot end a wait early. */
+static void init_changed(pthread_cond_t *cond) {
+    pthread_condattr_t attr;
+    CHECK(pthread_condattr_init(&attr) == 0);
+    CHECK(pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0);
+    CHECK(pthread_cond_init(cond, &attr) == 0);
+    pthread_condattr_destroy(&attr);
+}
+
+/* Waits up to wait_seconds() for *flag >= want; returns 0 on time out. */
 static int wait_for(struct state *s, int *flag, int want) {
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 10;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += wait_seconds();
     pthread_mutex_lock(&s->lock);
     while (*flag < want) {
         if (pthread_cond_timedwait(&s->changed, &s->lock, &deadline) == ETIMEDOUT) break;
@@ -118,7 +136,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     pthread_mutex_init(&s.lock, NULL);
-    pthread_cond_init(&s.changed, NULL);
+    init_changed(&s.changed);
     cb.user_data = &s;
     cb.on_open = on_open;
     cb.on_message = on_message;

@@ -28,7 +28,24 @@ pub use servers::*;
 
 use std::time::Duration;
 
-pub const WAIT: Duration = Duration::from_secs(10);
+/// The bound on one wait for something that must happen: 10 s, times
+/// LIBWS_TEST_TIME_SCALE (a whole number, read when the tests are built)
+/// for slow builds: scripts/sanitize.sh sets it. It decides only how long a
+/// failing test takes to fail.
+pub const WAIT: Duration = Duration::from_secs(10 * time_scale());
+
+const fn time_scale() -> u64 {
+    let Some(s) = option_env!("LIBWS_TEST_TIME_SCALE") else { return 1 };
+    let s = s.as_bytes();
+    let (mut n, mut i) = (0u64, 0);
+    while i < s.len() {
+        assert!(s[i].is_ascii_digit() && n < 1000, "LIBWS_TEST_TIME_SCALE: a whole number, 1 to 1000");
+        n = n * 10 + (s[i] - b'0') as u64;
+        i += 1;
+    }
+    assert!(n >= 1, "LIBWS_TEST_TIME_SCALE: a whole number, 1 to 1000");
+    n
+}
 
 /// One test of the binary at a time, for tests that count threads and fds
 /// or rely on timing; a failed test does not block the rest.

@@ -471,14 +471,19 @@ impl Connection {
         let Phase::Upgrading(u) = &mut self.phase else { return Ok(()) };
         let lost =
             |e: io::Error| End::Failed(format!("connection lost during the handshake: {}", crate::error::io_text(&e)));
-        while u.written < u.request.len() {
-            match u.stream.write(&u.request[u.written..]) {
-                Ok(0) => return Err(End::Failed("connection lost during the handshake".into())),
-                Ok(n) => u.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(lost(e)),
+        if u.written < u.request.len() {
+            while u.written < u.request.len() {
+                match u.stream.write(&u.request[u.written..]) {
+                    Ok(0) => return Err(End::Failed("connection lost during the handshake".into())),
+                    Ok(n) => u.written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(lost(e)),
+                }
             }
+            // The answer cannot be here yet: the poller says when it is,
+            // and a read now would only say EAGAIN.
+            return Ok(());
         }
         loop {
             let spare = u.response.spare(4096);
@@ -528,6 +533,7 @@ impl Connection {
             // ws_close() won the race against the last handshake bytes.
             return Err(End::Failed(closed_before_open()));
         }
+        let tls = stream.is_tls();
         let mut open = Box::new(Open {
             stream,
             input: InputBuffer::from_tail(tail),
@@ -535,7 +541,8 @@ impl Connection {
             closing: Closing::default(),
             // The upgrade read the 101 out of a TLS record that may hold
             // frames too, now inside OpenSSL where epoll cannot see them.
-            more_input: true,
+            // What plain TCP holds, the (level-triggered) poller reports.
+            more_input: tls,
             write_wants: libc::POLLOUT,
             big_reads: false,
             failing: None,
@@ -715,8 +722,9 @@ fn write_out(shared: &Shared, o: &mut Open) -> io::Result<()> {
     r.map(|_| ())
 }
 
-/// Reads until the socket would block (true) or READS_PER_TURN reads were
-/// made (false), handling frames as they arrive. The read buffer comes
+/// Reads until the socket would block or a read from TCP comes back short
+/// (true), or READS_PER_TURN reads were made (false), handling frames as
+/// they arrive. The read buffer comes
 /// from the loop's pool and goes back once it holds nothing.
 fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &mut Vec<Vec<u8>>) -> Result<bool, End> {
     if o.input.is_empty() {
@@ -738,7 +746,12 @@ fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &
                     result = Err(end);
                     break;
                 }
-                if o.failing.is_some() {
+                // A short read from TCP took all the kernel held; the poller
+                // (level-triggered) reports what arrives after it, so the
+                // read that would only say EAGAIN is saved: one syscall per
+                // message in a request/response exchange. Not under TLS,
+                // whose records end short and whose library may hold more.
+                if o.failing.is_some() || (n < chunk && !o.stream.is_tls()) {
                     result = Ok(true);
                     break;
                 }

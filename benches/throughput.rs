@@ -4,7 +4,10 @@
 //! (this program, started again with LIBWS_BENCH_SERVER=1), so that their
 //! threads and memory are not counted here.
 //!
-//! Prints each figure for both and the ratio. For times, libws / tungstenite
+//! libws runs each workload in its three modes: a thread per handle, a
+//! shared loop on a library thread, and a loop that the benchmark's own
+//! thread runs with ws_loop_run while it waits (no thread hand-off).
+//! Prints each figure for each and the ratio. For times, libws / tungstenite
 //! (below 1.0: libws is faster); for rates, libws / tungstenite (above 1.0:
 //! libws is faster). Each time is the best of 5 runs.
 //! BENCH_FILTER=text runs only the sections and workloads whose name
@@ -16,7 +19,7 @@ use std::ffi::{c_void, CString};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
@@ -134,6 +137,8 @@ struct Counter {
     payload: Vec<u8>,
     lock: Mutex<()>,
     cv: Condvar,
+    /// The loop the waiting thread runs itself (Mode::AppLoop), or null.
+    app_loop: AtomicPtr<ws_loop>,
 }
 
 impl Counter {
@@ -147,6 +152,7 @@ impl Counter {
             payload,
             lock: Mutex::new(()),
             cv: Condvar::new(),
+            app_loop: AtomicPtr::new(std::ptr::null_mut()),
         })
     }
 
@@ -156,6 +162,16 @@ impl Counter {
     }
 
     fn wait(&self, what: &str, count: &AtomicUsize, n: usize) {
+        let lp = self.app_loop.load(Ordering::SeqCst);
+        if !lp.is_null() {
+            // The callbacks run here, inside ws_loop_run: no hand-off.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while count.load(Ordering::SeqCst) < n {
+                assert!(Instant::now() < deadline, "stuck waiting for {what}: {} of {n}", count.load(Ordering::SeqCst));
+                assert!(unsafe { ws_loop_run(lp, 100) } >= 0, "ws_loop_run failed");
+            }
+            return;
+        }
         let mut g = self.lock.lock().unwrap();
         while count.load(Ordering::SeqCst) < n {
             let (next, t) = self.cv.wait_timeout(g, Duration::from_secs(60)).unwrap();
@@ -203,25 +219,34 @@ unsafe extern "C" fn on_close(ud: *mut c_void, _: *mut ws_socket, _: u16, _: *co
 enum Mode {
     OwnThread,
     SharedLoop,
+    /// On a loop that the benchmark's thread runs with ws_loop_run while
+    /// it waits, as an application with its own event loop would.
+    AppLoop,
 }
 
 struct Libws {
     shared: *mut ws_loop,
+    app: *mut ws_loop,
 }
 
 impl Libws {
     fn new() -> Libws {
         let lp = ws_loop_new();
         assert_eq!(unsafe { ws_loop_start(lp) }, WS_OK);
-        Libws { shared: lp }
+        Libws { shared: lp, app: ws_loop_new() }
     }
 
     fn connect(&self, url: &str, mode: Mode, counter: &Arc<Counter>, tls: bool) -> *mut ws_socket {
         let url = CString::new(url).unwrap();
         unsafe {
             let o = ws_options_new();
-            if mode == Mode::SharedLoop {
-                ws_options_set_loop(o, self.shared);
+            match mode {
+                Mode::OwnThread => {}
+                Mode::SharedLoop => assert_eq!(ws_options_set_loop(o, self.shared), WS_OK),
+                Mode::AppLoop => {
+                    assert_eq!(ws_options_set_loop(o, self.app), WS_OK);
+                    counter.app_loop.store(self.app, Ordering::SeqCst);
+                }
             }
             if tls {
                 ws_options_danger_accept_invalid_certs(o, true);
@@ -258,7 +283,7 @@ enum Kind {
     Send,
 }
 
-fn run_libws(lib: &Libws, port: u16, load: Load, mode: Mode) -> Duration {
+fn run_libws(lib: &Libws, port: u16, load: Load, mode: Mode) -> Sample {
     let counter = Counter::new(vec![b'x'; load.size]);
     let path = match load.kind {
         Kind::Receive => format!("/push/{}/{}", load.count, load.size),
@@ -268,7 +293,7 @@ fn run_libws(lib: &Libws, port: u16, load: Load, mode: Mode) -> Duration {
     let ws = lib.connect(&format!("ws://127.0.0.1:{port}{path}"), mode, &counter, false);
     counter.wait("on_open", &counter.opened, 1);
     let payload = &counter.payload;
-    let start = Instant::now();
+    let start = Meter::start();
     match load.kind {
         Kind::Echo => {
             let mut sent = 0;
@@ -301,7 +326,7 @@ fn run_libws(lib: &Libws, port: u16, load: Load, mode: Mode) -> Duration {
             counter.wait("done", &counter.received, 1);
         }
     }
-    let took = start.elapsed();
+    let took = start.stop();
     unsafe { ws_close(ws, 1000, std::ptr::null()) };
     counter.wait("on_close", &counter.closed, 1);
     unsafe { ws_free(ws) };
@@ -335,7 +360,7 @@ fn tungstenite_close(mut ws: Tws) {
     while ws.read().is_ok() {}
 }
 
-fn run_tungstenite(port: u16, load: Load) -> Duration {
+fn run_tungstenite(port: u16, load: Load) -> Sample {
     let path = match load.kind {
         Kind::Receive => format!("/push/{}/{}", load.count, load.size),
         Kind::Send => format!("/sink/{}", load.count),
@@ -343,7 +368,7 @@ fn run_tungstenite(port: u16, load: Load) -> Duration {
     };
     let mut ws = tungstenite_connect(port, &path);
     let payload = tungstenite::Bytes::from(vec![b'x'; load.size]);
-    let start = Instant::now();
+    let start = Meter::start();
     match load.kind {
         Kind::Echo | Kind::ReplyFromCallback => {
             let mut sent = 0;
@@ -373,13 +398,61 @@ fn run_tungstenite(port: u16, load: Load) -> Duration {
             read_data(&mut ws);
         }
     }
-    let took = start.elapsed();
+    let took = start.stop();
     tungstenite_close(ws);
     took
 }
 
-fn best_of(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
-    (0..runs).map(|_| f()).min().unwrap()
+/// The fastest of `runs` runs, with the least CPU time and context
+/// switches any run took (these vary less than wall time when other
+/// processes share the cores).
+fn best_of(runs: usize, mut f: impl FnMut() -> Sample) -> Sample {
+    let all: Vec<Sample> = (0..runs).map(|_| f()).collect();
+    Sample {
+        wall: all.iter().map(|s| s.wall).min().unwrap(),
+        cpu: all.iter().map(|s| s.cpu).min().unwrap(),
+        switches: all.iter().map(|s| s.switches).min().unwrap(),
+    }
+}
+
+/// One run as this process lived it: wall time, CPU time of all its
+/// threads (the caller's and libws's; the servers are another process),
+/// and context switches, voluntary or not.
+#[derive(Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+    switches: u64,
+}
+
+struct Meter {
+    wall: Instant,
+    cpu: Duration,
+    switches: u64,
+}
+
+impl Meter {
+    fn start() -> Meter {
+        let (cpu, switches) = process_usage();
+        Meter { wall: Instant::now(), cpu, switches }
+    }
+
+    fn stop(&self) -> Sample {
+        let wall = self.wall.elapsed();
+        let (cpu, switches) = process_usage();
+        Sample { wall, cpu: cpu.saturating_sub(self.cpu), switches: switches - self.switches }
+    }
+}
+
+fn process_usage() -> (Duration, u64) {
+    // SAFETY: getrusage fills the struct it is given.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (tv(u.ru_utime) + tv(u.ru_stime), (u.ru_nvcsw + u.ru_nivcsw) as u64)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -421,22 +494,53 @@ fn throughput(servers: &Servers, lib: &Libws, filter: &str) {
         Load { name: "send 64 B x 200k", path: "", kind: Kind::Send, count: 200_000, size: 64, window: 0 },
         Load { name: "send 64 KiB x 5k", path: "", kind: Kind::Send, count: 5_000, size: 64 << 10, window: 0 },
     ];
-    println!(
-        "\n{:<34} {:>11} {:>11} {:>11} {:>7} {:>7}",
-        "workload (best of 5)", "own thread", "shared", "tungstenite", "own", "shared"
-    );
+    let mut costs = Vec::new();
     for load in loads.into_iter().filter(|l| l.name.contains(filter) || "throughput".contains(filter)) {
+        if costs.is_empty() {
+            println!(
+                "\n{:<34} {:>11} {:>11} {:>11} {:>11} {:>6} {:>6} {:>6}",
+                "workload (best of 5)", "own thread", "shared", "app loop", "tungstenite", "own", "shared", "app"
+            );
+        }
         let base = best_of(5, || run_tungstenite(servers.port, load));
         let own = best_of(5, || run_libws(lib, servers.port, load, Mode::OwnThread));
         let shared = best_of(5, || run_libws(lib, servers.port, load, Mode::SharedLoop));
+        let app = best_of(5, || run_libws(lib, servers.port, load, Mode::AppLoop));
+        let ratio = |s: Sample| s.wall.as_secs_f64() / base.wall.as_secs_f64();
         println!(
-            "{:<34} {:>9.1}ms {:>9.1}ms {:>9.1}ms {:>7.2} {:>7.2}",
+            "{:<34} {:>9.1}ms {:>9.1}ms {:>9.1}ms {:>9.1}ms {:>6.2} {:>6.2} {:>6.2}",
             load.name,
-            ms(own),
-            ms(shared),
-            ms(base),
-            own.as_secs_f64() / base.as_secs_f64(),
-            shared.as_secs_f64() / base.as_secs_f64()
+            ms(own.wall),
+            ms(shared.wall),
+            ms(app.wall),
+            ms(base.wall),
+            ratio(own),
+            ratio(shared),
+            ratio(app)
+        );
+        costs.push((load.name, load.count, [own, shared, app, base]));
+    }
+    print_costs("message", &costs);
+}
+
+/// What each message (or connection) cost this process: CPU time of all
+/// its threads, and context switches: where the wall-time ratios come from.
+fn print_costs(unit: &str, costs: &[(&str, usize, [Sample; 4])]) {
+    if costs.is_empty() {
+        return;
+    }
+    println!(
+        "\n{:<34} {:>31}  {:>27}",
+        format!("per {unit}, this process (least of 5)"),
+        "CPU us: own/shared/app/tung",
+        "switches: own/shared/app/tung"
+    );
+    for (name, count, samples) in costs {
+        let cpu = samples.map(|s| s.cpu.as_secs_f64() * 1e6 / *count as f64);
+        let sw = samples.map(|s| s.switches as f64 / *count as f64);
+        println!(
+            "{:<34} {:>7.2} {:>7.2} {:>7.2} {:>7.2}  {:>6.2} {:>6.2} {:>6.2} {:>6.2}",
+            name, cpu[0], cpu[1], cpu[2], cpu[3], sw[0], sw[1], sw[2], sw[3]
         );
     }
 }
@@ -448,7 +552,7 @@ fn connects(servers: &Servers, lib: &Libws) {
     let libws = |mode: Mode| {
         best_of(5, || {
             let counter = Counter::new(Vec::new());
-            let t = Instant::now();
+            let t = Meter::start();
             for i in 0..N {
                 let ws = lib.connect(&url, mode, &counter, false);
                 counter.wait("on_open", &counter.opened, i + 1);
@@ -456,27 +560,31 @@ fn connects(servers: &Servers, lib: &Libws) {
                 counter.wait("on_close", &counter.closed, i + 1);
                 unsafe { ws_free(ws) };
             }
-            t.elapsed()
+            t.stop()
         })
     };
     let own = libws(Mode::OwnThread);
     let shared = libws(Mode::SharedLoop);
+    let app = libws(Mode::AppLoop);
     let base = best_of(5, || {
-        let t = Instant::now();
+        let t = Meter::start();
         for _ in 0..N {
             tungstenite_close(tungstenite_connect(servers.port, "/echo"));
         }
-        t.elapsed()
+        t.stop()
     });
-    let rate = |d: Duration| N as f64 / d.as_secs_f64();
+    let rate = |s: Sample| N as f64 / s.wall.as_secs_f64();
     println!(
-        "\nsequential connects (open + close), per second: own thread {:.0}, shared loop {:.0}, tungstenite {:.0}; rate ratio own {:.2}, shared {:.2}",
+        "\nsequential connects (open + close), per second: own thread {:.0}, shared loop {:.0}, app loop {:.0}, tungstenite {:.0}; rate ratio own {:.2}, shared {:.2}, app {:.2}",
         rate(own),
         rate(shared),
+        rate(app),
         rate(base),
         rate(own) / rate(base),
-        rate(shared) / rate(base)
+        rate(shared) / rate(base),
+        rate(app) / rate(base)
     );
+    print_costs("connection", &[("sequential connects", N, [own, shared, app, base])]);
 }
 
 /// 1,000 connections each receiving 1,000 messages of 64 B as fast as the
@@ -607,5 +715,8 @@ fn main() {
     if "idle memory".contains(filter) {
         idle_memory(&servers, &lib);
     }
-    unsafe { ws_loop_free(lib.shared) };
+    unsafe {
+        ws_loop_free(lib.shared);
+        ws_loop_free(lib.app);
+    }
 }

@@ -120,8 +120,7 @@ asan() {
   # Puts libws.so and libws.a where tests/c_programs.rs links them from.
   step asan cargo_nightly build "${cargo[@]}" --lib
   # Left out: valgrind under ASan cannot work (both replace malloc); the
-  # README route links the uninstrumented target/release; two close tests
-  # whose fixed windows (300 ms, 1 s) assume an uninstrumented build; the
+  # README route links the uninstrumented target/release; the
   # zip bomb's memory bound (ASan's shadow and quarantine are hundreds of
   # MiB; tests/ping_flood.rs is not run for the same reason);
   # one that caps the address space, where ASan cannot map its shadow.
@@ -129,8 +128,6 @@ asan() {
     --test loops --test bad_input --test c_programs --test conformance --test compression \
     --test loop_edges --test review_edges --test new_returns_first --test fault_injection -- \
     --skip contract_program_under_valgrind --skip readme_route_without_installing \
-    --skip close_timeout_starts_when_the_close_frame_is_written \
-    --skip close_frames_cross_only_once_ours_is_written \
     --skip zip_bomb_fails_with_1009_quickly_and_in_bounded_memory \
     --skip a_ws_new_that_returned_null_never_connects_nor_calls_back
   check_instrumented asan __asan_init

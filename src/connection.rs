@@ -746,11 +746,12 @@ fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &
                     result = Err(end);
                     break;
                 }
-                // A short read from TCP took all the kernel held; the poller
-                // (level-triggered) reports what arrives after it, so the
-                // read that would only say EAGAIN is saved: one syscall per
-                // message in a request/response exchange. Not under TLS,
-                // whose records end short and whose library may hold more.
+                // A short read from TCP almost always took all the kernel
+                // held, and the poller is level-triggered: it reports what
+                // is left or arrives later. So the read that would only say
+                // EAGAIN is saved: one syscall per message in a
+                // request/response exchange. Not under TLS, whose records
+                // end short and whose library may hold more.
                 if o.failing.is_some() || (n < chunk && !o.stream.is_tls()) {
                     result = Ok(true);
                     break;

@@ -67,18 +67,34 @@ fn a_wait_ended_by_another_threads_call_takes_that_call() {
 /// its write side; it still reads). When the FIN is read in the same turn
 /// as the close frame, the connection ends at once and drops the echo it
 /// had just queued: the server never gets a close frame.
+///
+/// The loop stops reading plain TCP after a short read, so the FIN comes
+/// in the same turn only when the close frame ends a full first read
+/// (4,096 bytes): a message of 4,085 bytes fills the rest.
 #[test]
 fn the_close_echo_goes_out_when_the_server_half_closes_after_its_close_frame() {
+    close_echo_before_a_half_close(Some(4096 - 4 - 7));
+}
+
+/// The same, with the FIN read in the turn after the close frame's.
+#[test]
+fn the_close_echo_goes_out_when_the_half_close_is_read_in_a_later_turn() {
+    close_echo_before_a_half_close(None);
+}
+
+fn close_echo_before_a_half_close(filler: Option<usize>) {
     let _s = serial();
     let (tx, rx) = crossbeam_channel::bounded::<Option<Option<u16>>>(1);
     let tx = Mutex::new(tx);
     let server = raw_server(move |mut s| {
         raw_handshake(&mut s, "");
         // A message whose callback keeps the loop busy while the close
-        // frame and the FIN arrive: both are then read in one turn.
+        // frame and the FIN arrive: both are then there for one turn.
         s.write_all(&frame(0x81, b"hold")).unwrap();
         std::thread::sleep(Duration::from_millis(100));
-        s.write_all(&frame(0x88, &close_payload(1000, "bye"))).unwrap();
+        let mut burst = filler.map_or(Vec::new(), |n| frame(0x82, &vec![7; n]));
+        burst.extend(frame(0x88, &close_payload(1000, "bye")));
+        s.write_all(&burst).unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         s.set_read_timeout(Some(WAIT)).unwrap();
         let mut got = None;

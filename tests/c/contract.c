@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "wait.h"
+
 #define CHECK(cond)                                                              \
     do {                                                                         \
         if (!(cond)) {                                                           \
@@ -84,24 +86,6 @@ static void on_close(void *ud, ws_socket *ws, uint16_t code, const char *reason,
     e->close_state = ws_ready_state(ws);
     pthread_cond_broadcast(&e->changed);
     pthread_mutex_unlock(&e->lock);
-}
-
-/* Seconds one wait may take: LIBWS_TEST_WAIT_S (tests/c_programs.rs sets
- * it, longer under valgrind), else 10. */
-static int wait_seconds(void) {
-    const char *s = getenv("LIBWS_TEST_WAIT_S");
-    int n = s != NULL ? atoi(s) : 0;
-    return n > 0 ? n : 10;
-}
-
-/* A condition variable timed on the monotonic clock: a step of the wall
- * clock cannot end a wait early. */
-static void init_changed(pthread_cond_t *cond) {
-    pthread_condattr_t attr;
-    CHECK(pthread_condattr_init(&attr) == 0);
-    CHECK(pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0);
-    CHECK(pthread_cond_init(cond, &attr) == 0);
-    pthread_condattr_destroy(&attr);
 }
 
 /* Waits until *counter >= want, at most wait_seconds(). */

@@ -71,16 +71,7 @@ fn a_send_from_the_thread_that_ran_the_loop_last_wakes_the_poller() {
     // window: part of the message is left for the loop (queued whole, or
     // as a flush after a partial write), and only a wake-up gets it out.
     let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
-    let server = raw_server(move |mut s| {
-        raw_handshake(&mut s, "");
-        let _ = go_rx.recv_timeout(WAIT);
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let Some(f) = read_frame(&mut s) else { return };
-        use std::io::Write;
-        let _ = s.write_all(&frame(0x81, format!("{} bytes", f.payload.len()).as_bytes()));
-        let mut sink = [0u8; 256];
-        while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
-    });
+    let server = stalled_until(go_rx);
     unsafe {
         let lp = ws_loop_new();
         assert!(!lp.is_null());

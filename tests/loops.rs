@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::io::Write;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -146,16 +145,7 @@ fn a_send_between_runs_shows_in_the_timeout() {
     // whole, work is left for the loop. (bufferedAmount goes down only
     // once the whole message is written.)
     let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
-    let server = raw_server(move |mut s| {
-        raw_handshake(&mut s, "");
-        let _ = go_rx.recv_timeout(WAIT);
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let Some(f) = read_frame(&mut s) else { return };
-        let _ = s.write_all(&frame(0x81, format!("{} bytes", f.payload.len()).as_bytes()));
-        if read_until_close(&mut s).is_some() {
-            let _ = s.write_all(&frame(0x88, &close_payload(1000, "")));
-        }
-    });
+    let server = stalled_until(go_rx);
     let lp = ws_loop_new();
     let o = ws_options_new();
     unsafe {

@@ -1,7 +1,8 @@
 //! Servers on 127.0.0.1: tungstenite for well-behaved peers, raw TCP for
 //! misbehaving ones.
 
-use super::frames::{accept_key, read_request};
+use super::frames::{accept_key, close_payload, frame, raw_handshake, read_frame, read_request, read_until_close};
+use super::WAIT;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -215,5 +216,21 @@ pub fn answer(response: String) -> Server {
         let r = response.replace("{accept}", &accept_key(&request));
         let _ = s.write_all(r.as_bytes());
         std::thread::sleep(Duration::from_millis(500));
+    })
+}
+
+/// Reads nothing until `go` fires (so that a large send stalls in the
+/// socket buffers), then reads one frame and answers "<its length> bytes"
+/// as text, and answers the client's close frame with 1000.
+pub fn stalled_until(go: crossbeam_channel::Receiver<()>) -> Server {
+    raw_server(move |mut s| {
+        raw_handshake(&mut s, "");
+        let _ = go.recv_timeout(WAIT);
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let Some(f) = read_frame(&mut s) else { return };
+        let _ = s.write_all(&frame(0x81, format!("{} bytes", f.payload.len()).as_bytes()));
+        if read_until_close(&mut s).is_some() {
+            let _ = s.write_all(&frame(0x88, &close_payload(1000, "")));
+        }
     })
 }

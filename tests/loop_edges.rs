@@ -133,6 +133,31 @@ fn sleep_until(t: Instant) {
     std::thread::sleep(t.saturating_duration_since(Instant::now()));
 }
 
+/// Makes A's next on_message hold its loop: it tells `started`, waits for
+/// `answered` (B's server has answered), then sleeps until `until`, when
+/// B's timer has run out too. The flag it returns is set when the callback
+/// started at or after `timer_end`: B's timer could then have fired before
+/// the set-up was in place, and the test says so instead of blaming libws.
+fn hold_the_loop_in_on_message(
+    a: &Client,
+    timer_end: Instant,
+    started: crossbeam_channel::Sender<()>,
+    answered: crossbeam_channel::Receiver<()>,
+    until: Instant,
+) -> Arc<AtomicBool> {
+    let late = Arc::new(AtomicBool::new(false));
+    let l = late.clone();
+    a.rec.set_hook(move |_, ev| {
+        if matches!(ev, Ev::Message { .. }) {
+            l.store(Instant::now() >= timer_end, Ordering::SeqCst);
+            let _ = started.send(());
+            let _ = answered.recv_timeout(WAIT);
+            sleep_until(until);
+        }
+    });
+    late
+}
+
 /// SPEC §4 close codes: "The server's code and reason when the closing
 /// handshake completed ... was_clean true"; brief: "a slow callback on one
 /// handle must delay but not lose others' events". On a shared loop, A's
@@ -184,18 +209,10 @@ fn a_slow_callback_on_one_handle_does_not_turn_anothers_clean_close_into_a_timeo
         assert_eq!(b.close(1000, None), WS_OK);
         let read_at = got_close_rx.recv_timeout(WAIT).expect("B's close frame reached its server");
         let close_timeout = Duration::from_millis(CLOSE_MS);
-        let late = Arc::new(AtomicBool::new(false));
-        let l = late.clone();
-        a.rec.set_hook(move |_, ev| {
-            if matches!(ev, Ev::Message { .. }) {
-                l.store(Instant::now() >= asked + close_timeout, Ordering::SeqCst);
-                let _ = a_started_tx.send(());
-                let _ = answered_rx.recv_timeout(WAIT);
-                // When this returns, B's answer is in its socket and B's
-                // close timer has run out: both wait for the loop.
-                sleep_until(read_at + close_timeout + Duration::from_millis(200));
-            }
-        });
+        // When A's callback returns, B's answer is in its socket and B's
+        // close timer has run out: both wait for the loop.
+        let until = read_at + close_timeout + Duration::from_millis(200);
+        let late = hold_the_loop_in_on_message(&a, asked + close_timeout, a_started_tx, answered_rx, until);
         // A's echo comes back at once; its callback holds the shared loop.
         assert_eq!(a.send_text("slow"), WS_OK);
         let evs = b.rec.wait_until(WAIT, "B's on_close", has_close);
@@ -582,18 +599,10 @@ fn a_slow_callback_on_one_handle_does_not_fail_anothers_handshake_with_a_connect
         let after = Instant::now();
         ws_options_free(o);
         got_req_rx.recv_timeout(WAIT).expect("B's request reached its server");
-        let late = Arc::new(AtomicBool::new(false));
-        let l = late.clone();
-        a.rec.set_hook(move |_, ev| {
-            if matches!(ev, Ev::Message { .. }) {
-                l.store(Instant::now() >= before + connect_timeout, Ordering::SeqCst);
-                let _ = a_started_tx.send(());
-                let _ = answered_rx.recv_timeout(WAIT);
-                // When this returns, B's 101 is in its socket and B's
-                // connect timer has run out: both wait for the loop.
-                sleep_until(after + connect_timeout + Duration::from_millis(200));
-            }
-        });
+        // When A's callback returns, B's 101 is in its socket and B's
+        // connect timer has run out: both wait for the loop.
+        let until = after + connect_timeout + Duration::from_millis(200);
+        let late = hold_the_loop_in_on_message(&a, before + connect_timeout, a_started_tx, answered_rx, until);
         assert_eq!(a.send_text("slow"), WS_OK);
         let evs = b.rec.wait_until(WAIT, "B's on_open or on_close", |e| !e.is_empty());
         drop(a);

@@ -677,6 +677,35 @@ fn idle_memory(servers: &Servers, lib: &Libws) {
         std::thread::sleep(Duration::from_secs(1));
         kib
     };
+    // The same after traffic: each connection received one 1 MiB message
+    // and then sits idle. Large buffers must have been given back.
+    let after_1mib = |n: usize| {
+        let url = format!("ws://127.0.0.1:{}/push/1/{}", servers.port, 1 << 20);
+        let counter = Counter::new(Vec::new());
+        let before = rss_kib();
+        let handles: Vec<*mut ws_socket> =
+            (0..n).map(|_| lib.connect(&url, Mode::SharedLoop, &counter, false)).collect();
+        counter.wait("on_open", &counter.opened, n);
+        for (i, ws) in handles.iter().enumerate() {
+            unsafe { ws_send_string(*ws, c"go".as_ptr(), 2) };
+            // A few at a time: the figure is what idle connections keep,
+            // not the peak of many messages in flight at once.
+            if i % 10 == 9 {
+                counter.wait("messages", &counter.received, i + 1);
+            }
+        }
+        counter.wait("messages", &counter.received, n);
+        std::thread::sleep(Duration::from_millis(500));
+        let kib = per(before, n);
+        for ws in handles {
+            unsafe { ws_free(ws) };
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        kib
+    };
+    let after_traffic = after_1mib(1_000);
+    println!("
+resident memory per idle open connection after one 1 MiB message each: shared loop {after_traffic:.1} KiB (1,000 ws://)");
     let shared = libws(10_000, Mode::SharedLoop, false);
     let shared_tls = libws(2_000, Mode::SharedLoop, true);
     let own = libws(2_000, Mode::OwnThread, false);

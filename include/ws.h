@@ -70,6 +70,8 @@
  */
 #define WS_CLOSED 3
 
+
+
 /*
  An event loop that runs many connections on one thread. Opaque.
 
@@ -242,7 +244,10 @@ struct ws_socket *ws_new_with_options(const char *url,
 
  While `WS_CONNECTING`: `WS_ERR_INVALID_STATE`. While `WS_OPEN`: queued,
  `bufferedAmount` grows by `len`, returns at once (or `WS_ERR_BUFFER_FULL`
- past `ws_options_set_max_buffered_amount`). While `WS_CLOSING` or
+ past `ws_options_set_max_buffered_amount`, or `WS_ERR_RESOURCE` when
+ memory for the copy cannot be had; then nothing is queued or counted).
+ The state and the limit are checked before anything is copied, so a
+ refused send never allocates. While `WS_CLOSING` or
  `WS_CLOSED`: as browsers do, `bufferedAmount` grows, the data is
  discarded, `WS_OK`. Messages go out in the order of the calls that
  returned `WS_OK`. Any thread, also inside callbacks.
@@ -401,7 +406,7 @@ const char *ws_version(void);
  timeout 5000 ms, max message size 64 MiB, no max buffered amount, no
  extra headers, compression offered with a 32-byte threshold). The caller
  owns the result and releases it with `ws_options_free`. NULL only if
- memory ran out.
+ memory for it ran out.
  */
 struct ws_options *ws_options_new(void);
 
@@ -523,7 +528,8 @@ int ws_options_danger_accept_invalid_hostnames(struct ws_options *o, bool yes);
  A new event loop, not yet run by anyone: call `ws_loop_start` or run it
  with `ws_loop_run`. The caller owns it and releases it with
  `ws_loop_free`. NULL when the system refuses an epoll instance or an
- eventfd; then `ws_last_error_code()` and `ws_last_error()` say why.
+ eventfd, or memory for the handle runs out; then `ws_last_error_code()`
+ (`WS_ERR_RESOURCE`) and `ws_last_error()` say why.
  */
 struct ws_loop *ws_loop_new(void);
 
@@ -596,6 +602,13 @@ int ws_loop_timeout_ms(const struct ws_loop *loop_);
  the loop has ended. Their callbacks then run on that thread. Options
  set with `ws_options_set_loop` also keep the loop alive; handles created
  with them later are run by that library thread too.
+
+ When no thread can be started at that moment (a thread or memory
+ limit), no connection is left without its loop: each one still on it
+ ends at once, without a closing handshake, on the calling thread before
+ `ws_loop_free` returns (called from inside one of the loop's callbacks:
+ on that thread, when the callback's turn ends). `on_error` says that no
+ thread could be started and why, then `on_close` 1006.
 
  Called while an application thread is inside `ws_loop_run`, that call
  finishes its turn first. The `ws_loop` must not be used after this.

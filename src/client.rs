@@ -4,7 +4,7 @@ use crate::connection::Connection;
 use crate::error::{Error, ErrorKind};
 use crate::event_loop::Loop;
 use crate::options::Options;
-use crate::shared::{ReadyState, Shared, HEADROOM};
+use crate::shared::{ReadyState, Shared};
 use crate::target::Target;
 use std::ffi::{CStr, CString};
 use std::sync::Arc;
@@ -58,35 +58,34 @@ impl Client {
         })
     }
 
-    /// One copy of the caller's bytes, with room in front for the frame header.
-    fn with_headroom(&self, data: &[u8]) -> Vec<u8> {
-        let mut buf = self.shared.buffer(HEADROOM + data.len());
-        buf.resize(HEADROOM, 0);
-        buf.extend_from_slice(data);
-        buf
-    }
-
     pub fn send_text(&self, text: &[u8]) -> Result<(), Error> {
         if std::str::from_utf8(text).is_err() {
             return Err(Error::invalid_argument("text message is not valid UTF-8"));
         }
-        self.shared.send(self.with_headroom(text), true)
+        self.shared.send(text, true)
     }
 
     pub fn send_binary(&self, data: &[u8]) -> Result<(), Error> {
-        self.shared.send(self.with_headroom(data), false)
+        self.shared.send(data, false)
     }
 
     /// `code` 0 is "no code"; `reason` None is "no reason" (WHATWG close()).
     /// A reason that is present, even empty, without a code means 1000, as
-    /// the browser's `close(undefined, "")` sends it.
-    pub fn close(&self, code: u16, reason: Option<&str>) -> Result<(), Error> {
+    /// the browser's `close(undefined, "")` sends it. The code is checked
+    /// before the reason is looked at (WHATWG close() steps 1 and 2), so a
+    /// bad code wins over a reason that is not UTF-8.
+    pub fn close(&self, code: u16, reason: Option<&[u8]>) -> Result<(), Error> {
         if code != 0 && code != 1000 && !(3000..=4999).contains(&code) {
             return Err(Error::new(
                 ErrorKind::InvalidAccess,
                 format!("close code {code} is neither 1000 nor in 3000..4999"),
             ));
         }
+        let reason = match reason.map(std::str::from_utf8) {
+            None => None,
+            Some(Ok(r)) => Some(r),
+            Some(Err(_)) => return Err(Error::invalid_argument("close reason is not valid UTF-8")),
+        };
         let code = if code == 0 && reason.is_some() { 1000 } else { code };
         let reason = reason.unwrap_or("");
         if reason.len() > MAX_CLOSE_REASON {

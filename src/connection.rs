@@ -69,7 +69,9 @@ pub struct Connection {
 enum Phase {
     /// Registered, not yet started by the loop.
     New,
-    Resolving,
+    /// Waiting for the resolver pool; dropping the lookup (any change of
+    /// phase, or the connection's end) takes it out of the pool's queue.
+    Resolving(#[allow(dead_code)] crate::resolver::Lookup),
     Connecting(Box<Connecting>),
     Tls(Box<native_tls::MidHandshakeTlsStream<Tcp>>),
     Upgrading(Box<Upgrading>),
@@ -218,7 +220,7 @@ impl Connection {
                 let read = if o.failing.is_some() { 0 } else { libc::EPOLLIN as u32 };
                 (o.stream.fd(), read | write)
             }
-            Phase::New | Phase::Resolving | Phase::Done => return None,
+            Phase::New | Phase::Resolving(_) | Phase::Done => return None,
         };
         Some((fd, self.socket_serial, events))
     }
@@ -226,7 +228,7 @@ impl Connection {
     pub fn deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::New | Phase::Done => None,
-            Phase::Resolving | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_) => {
+            Phase::Resolving(_) | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_) => {
                 Some(self.connect_deadline)
             }
             Phase::Open(o) => {
@@ -258,7 +260,7 @@ impl Connection {
     }
 
     pub fn resolved(&mut self, result: io::Result<Vec<SocketAddr>>) {
-        if !matches!(self.phase, Phase::Resolving) {
+        if !matches!(self.phase, Phase::Resolving(_)) {
             return;
         }
         let host = self.target.host_name();
@@ -283,7 +285,7 @@ impl Connection {
 
     pub fn timer(&mut self, now: Instant) {
         let r = match &mut self.phase {
-            Phase::Resolving | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_) => {
+            Phase::Resolving(_) | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_) => {
                 if now >= self.connect_deadline {
                     Err(End::Failed(format!(
                         "connect timeout: {} did not finish within {} ms",
@@ -360,6 +362,14 @@ impl Connection {
         self.settle(r);
     }
 
+    /// Ends the connection at once, without a closing handshake: nothing
+    /// will run its loop again. `on_error` says why, `on_close` is 1006.
+    pub fn abort(&mut self, why: &str) {
+        if !self.is_done() {
+            self.finish(End::Failed(why.to_string()));
+        }
+    }
+
     /// A step's outcome: an `End` finishes the connection.
     fn settle(&mut self, r: Result<(), End>) {
         if let Err(end) = r {
@@ -379,10 +389,10 @@ impl Connection {
             TargetHost::Domain(name) => {
                 // getaddrinfo cannot be interrupted: a resolver thread runs
                 // it, so that close() and free during DNS stay prompt.
-                crate::resolver::lookup(name.clone(), self.target.port, cx.lp.clone(), cx.id).map_err(|e| {
+                let lookup = crate::resolver::lookup(name.clone(), self.target.port, cx.lp, cx.id).map_err(|e| {
                     End::Failed(format!("cannot start a resolver thread: {}", crate::error::io_text(&e)))
                 })?;
-                self.phase = Phase::Resolving;
+                self.phase = Phase::Resolving(lookup);
                 Ok(())
             }
         }
@@ -517,7 +527,7 @@ impl Connection {
     /// What the connect timeout interrupted, for its message.
     fn connecting_step(&self) -> String {
         match &self.phase {
-            Phase::Resolving => format!("resolving {}", self.target.host_name()),
+            Phase::Resolving(_) => format!("resolving {}", self.target.host_name()),
             Phase::Connecting(c) => format!("TCP connect to {}", c.addrs[c.at]),
             Phase::Tls(_) => "the TLS handshake".into(),
             _ => "the WebSocket handshake".into(),
@@ -771,6 +781,7 @@ fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &
     }
     if let Some(buf) = o.input.release() {
         give_buffer(pool, buf);
+        o.reader.release_idle();
     }
     result
 }
@@ -799,8 +810,8 @@ fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Re
                 shared.run_callback(|state| state == ReadyState::Open, || handler.on_message(data, text));
             }
             Incoming::Ping(payload) => {
-                // RFC 6455 5.5.3: only the most recent ping needs an answer,
-                // so a ping flood queues one pong, not one each.
+                // A pong for each ping while the output moves; once it is
+                // blocked, one for the latest (the writer's rule).
                 if !o.closing.queued && o.closing.pending.is_none() {
                     shared.lock_output().writer.push_pong(&payload);
                 }

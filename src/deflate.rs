@@ -78,10 +78,14 @@ impl Deflater {
             self.ctx.get_or_insert_with(|| Compress::new_with_window_bits(Compression::new(LEVEL), false, window_bits));
         // Room for the usual case in one call: deflate's worst case is a
         // little over the input, plus the flush's empty stored block.
-        out.reserve(input.len() / 2 + 64);
+        // The size is the caller's message: when the memory cannot be had,
+        // the message goes out uncompressed.
+        if out.try_reserve(input.len() / 2 + 64).is_err() {
+            return false;
+        }
         loop {
-            if out.capacity() - out.len() < 64 {
-                out.reserve(out.capacity().max(1024));
+            if out.capacity() - out.len() < 64 && out.try_reserve(out.capacity().max(1024)).is_err() {
+                return false;
             }
             let before = ctx.total_in();
             if ctx.compress_vec(input, out, FlushCompress::Sync).is_err() {
@@ -105,6 +109,8 @@ pub enum InflateError {
     TooBig,
     /// Not valid DEFLATE data.
     Corrupt(String),
+    /// Memory to inflate into could not be had (the length reached).
+    OutOfMemory(usize),
 }
 
 /// The decompressing side of one connection.
@@ -154,7 +160,8 @@ impl Inflater {
                 if room == 0 {
                     return Err(InflateError::TooBig);
                 }
-                out.reserve_exact(out.capacity().clamp(4096, 16 << 20).min(room));
+                let more = out.capacity().clamp(4096, 16 << 20).min(room);
+                out.try_reserve_exact(more).map_err(|_| InflateError::OutOfMemory(out.len()))?;
             }
             let (before_in, before_out) = (ctx.total_in(), ctx.total_out());
             let status = ctx

@@ -18,7 +18,7 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,9 @@ pub struct Loop {
     /// started loop's thread waits for more until the loop is freed.
     private: bool,
     released: AtomicBool,
+    /// Set when `ws_loop_free`, called from a callback of this loop, could
+    /// start no thread for it: why its connections must end.
+    orphaned: Mutex<Option<String>>,
 }
 
 /// The part of a loop that only its runner touches.
@@ -148,6 +151,7 @@ impl Loop {
             started: AtomicBool::new(false),
             private,
             released: AtomicBool::new(private),
+            orphaned: Mutex::new(None),
         }))
     }
 
@@ -166,6 +170,37 @@ impl Loop {
         let _ = self.queue.0.send(cmd);
         if !self.on_loop_thread() {
             self.waker.wake();
+        }
+    }
+
+    /// Posts a command that holds its handle's memory (a `Free` whose
+    /// `release` is set), and so this loop: left in a queue that nothing
+    /// runs again, it would keep the handle, the loop and its fds alive
+    /// forever. A library thread that ends looks at the queue once more
+    /// after saying it is gone, and this looks at whether it is gone after
+    /// queueing (`thread_main`); with a SeqCst fence on both sides, at
+    /// least one of the two sees the other, so either that thread runs
+    /// the command or a new one is started for it.
+    pub fn post_owning(self: &Arc<Self>, cmd: LoopCommand) {
+        self.post(cmd);
+        fence(Ordering::SeqCst);
+        if self.is_library_driven() && !self.thread_active.load(Ordering::SeqCst) && self.ensure_thread().is_err() {
+            // No thread to be had: nothing of this loop runs (the core is
+            // free), so what is queued for its gone connections is dropped
+            // here. A new connection's registration stops that: it is
+            // ws_new's to start (or to take back).
+            let core = self.try_core();
+            if core.as_ref().is_some_and(|core| core.live == 0) {
+                while let Ok(cmd) = self.queue.1.try_recv() {
+                    if let LoopCommand::Register(..) = cmd {
+                        // Its ws_new has not returned, so no command for
+                        // it can follow: to the back of the queue is safe.
+                        let _ = self.queue.0.send(cmd);
+                        break;
+                    }
+                }
+            }
+            drop(core);
         }
     }
 
@@ -216,14 +251,30 @@ impl Loop {
 
     /// `ws_loop_free`: the application lets go. The loop lives on while
     /// connections use it, run by a library thread, which ends with the
-    /// last of them.
+    /// last of them. When no thread can be started for connections an
+    /// application loop leaves behind, they end now (`end_orphans`).
     pub fn release(self: &Arc<Self>) {
         self.released.store(true, Ordering::SeqCst);
         self.library_driven.store(true, Ordering::SeqCst);
         // Wake a thread that waits for work, so that it can end; or start
         // one for connections an application loop left behind.
         self.waker.wake();
-        let _ = self.ensure_thread();
+        if let Err(e) = self.ensure_thread() {
+            let why = format!(
+                "the event loop was freed and no thread could be started to run it: {}",
+                crate::error::io_text(&e)
+            );
+            if self.on_loop_thread() {
+                // Inside one of this loop's callbacks: the turn that runs
+                // it ends them when the callback has returned (`run_once`).
+                *self.orphaned.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            } else {
+                // Waits for a turn another thread runs now; the wake-up
+                // above ends its wait.
+                let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+                core.end_all(self, &why);
+            }
+        }
     }
 
     pub fn is_library_driven(&self) -> bool {
@@ -253,9 +304,13 @@ impl Loop {
                 self.runner.store(0, Ordering::SeqCst);
             }
             self.thread_active.store(false, Ordering::SeqCst);
+            // Pairs with the fence in `post_owning`: a command queued
+            // before it is seen here, or that post sees this thread gone.
+            fence(Ordering::SeqCst);
             // A connection registered after the last check: run on, unless
             // another thread took over meanwhile.
             if self.queue.1.is_empty() || self.thread_active.swap(true, Ordering::SeqCst) {
+                crate::shared::testing::loop_thread_exiting();
                 return;
             }
         }
@@ -282,6 +337,12 @@ impl Loop {
         // since another thread may be the one that polls the loop's fd.
         self.runner.store(current_thread_tag(), Ordering::SeqCst);
         let r = core.turn(self, timeout);
+        // ws_loop_free from one of this turn's callbacks could start no
+        // thread for the loop: its connections end here, on this thread.
+        let orphaned = self.orphaned.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(why) = orphaned {
+            core.end_all(self, &why);
+        }
         self.runner.store(0, Ordering::SeqCst);
         r.map_err(RunError::Os)?;
         Ok(core.live)
@@ -367,6 +428,22 @@ impl Core {
         // never hides commands still queued.
         self.take_commands(lp);
         Ok(())
+    }
+
+    /// Ends every connection on the loop now, on this thread: `on_error`
+    /// with `why`, then `on_close` 1006, each socket closed. For a loop
+    /// that nothing will run again.
+    fn end_all(&mut self, lp: &Arc<Loop>, why: &str) {
+        let runner = lp.runner.swap(current_thread_tag(), Ordering::SeqCst);
+        self.take_commands(lp);
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            if slot.conn.is_some() {
+                let token = ConnId { index: index as u32, generation: slot.generation }.token();
+                self.with_conn(lp, token, |conn, _| conn.abort(why));
+            }
+        }
+        lp.runner.store(runner, Ordering::SeqCst);
     }
 
     fn handle_events(&mut self, lp: &Arc<Loop>, n: usize) {

@@ -365,7 +365,10 @@ pub unsafe extern "C" fn ws_new_with_options(
 ///
 /// While `WS_CONNECTING`: `WS_ERR_INVALID_STATE`. While `WS_OPEN`: queued,
 /// `bufferedAmount` grows by `len`, returns at once (or `WS_ERR_BUFFER_FULL`
-/// past `ws_options_set_max_buffered_amount`). While `WS_CLOSING` or
+/// past `ws_options_set_max_buffered_amount`, or `WS_ERR_RESOURCE` when
+/// memory for the copy cannot be had; then nothing is queued or counted).
+/// The state and the limit are checked before anything is copied, so a
+/// refused send never allocates. While `WS_CLOSING` or
 /// `WS_CLOSED`: as browsers do, `bufferedAmount` grows, the data is
 /// discarded, `WS_OK`. Messages go out in the order of the calls that
 /// returned `WS_OK`. Any thread, also inside callbacks.
@@ -432,14 +435,8 @@ pub unsafe extern "C" fn ws_close(ws: *mut ws_socket, code: u16, reason: *const 
         let Some(client) = client(ws) else {
             return WS_ERR_INVALID_ARGUMENT;
         };
-        let reason = if reason.is_null() {
-            None
-        } else {
-            match str_arg(reason) {
-                Some(r) => Some(r),
-                None => return WS_ERR_INVALID_ARGUMENT,
-            }
-        };
+        // The bytes, unchecked: the code is checked before the reason is.
+        let reason = (!reason.is_null()).then(|| CStr::from_ptr(reason).to_bytes());
         result_code(client.close(code, reason))
     })
 }
@@ -573,10 +570,29 @@ pub extern "C" fn ws_version() -> *const c_char {
 /// timeout 5000 ms, max message size 64 MiB, no max buffered amount, no
 /// extra headers, compression offered with a 32-byte threshold). The caller
 /// owns the result and releases it with `ws_options_free`. NULL only if
-/// memory ran out.
+/// memory for it ran out.
 #[no_mangle]
 pub extern "C" fn ws_options_new() -> *mut ws_options {
-    guard(std::ptr::null_mut(), || Box::into_raw(Box::new(ws_options { options: Options::default() })))
+    guard(std::ptr::null_mut(), || try_box(ws_options { options: Options::default() }))
+}
+
+/// `Box::into_raw(Box::new(value))`, or NULL when the allocation fails
+/// (where `Box::new` would abort the process).
+fn try_box<T>(value: T) -> *mut T {
+    let layout = std::alloc::Layout::new::<T>();
+    if layout.size() == 0 {
+        return Box::into_raw(Box::new(value));
+    }
+    // SAFETY: the layout has a non-zero size; the pointer is checked and,
+    // when not NULL, fits a T, so that `Box::from_raw` may free it later
+    // (same allocator, same layout).
+    unsafe {
+        let p = std::alloc::alloc(layout).cast::<T>();
+        if !p.is_null() {
+            p.write(value);
+        }
+        p
+    }
 }
 
 /// Releases settings from `ws_options_new`; NULL is ignored. Connections
@@ -750,11 +766,18 @@ pub unsafe extern "C" fn ws_options_danger_accept_invalid_hostnames(o: *mut ws_o
 /// A new event loop, not yet run by anyone: call `ws_loop_start` or run it
 /// with `ws_loop_run`. The caller owns it and releases it with
 /// `ws_loop_free`. NULL when the system refuses an epoll instance or an
-/// eventfd; then `ws_last_error_code()` and `ws_last_error()` say why.
+/// eventfd, or memory for the handle runs out; then `ws_last_error_code()`
+/// (`WS_ERR_RESOURCE`) and `ws_last_error()` say why.
 #[no_mangle]
 pub extern "C" fn ws_loop_new() -> *mut ws_loop {
     guard(std::ptr::null_mut(), || match Loop::new(false) {
-        Ok(inner) => Box::into_raw(Box::new(ws_loop { inner })),
+        Ok(inner) => {
+            let lp = try_box(ws_loop { inner });
+            if lp.is_null() {
+                set_last_error(&Error::new(crate::error::ErrorKind::Resource, "out of memory: cannot allocate a loop"));
+            }
+            lp
+        }
         Err(e) => {
             set_last_error(&Error::os("cannot create an event loop", &e));
             std::ptr::null_mut()
@@ -869,6 +892,13 @@ pub unsafe extern "C" fn ws_loop_timeout_ms(loop_: *const ws_loop) -> c_int {
 /// set with `ws_options_set_loop` also keep the loop alive; handles created
 /// with them later are run by that library thread too.
 ///
+/// When no thread can be started at that moment (a thread or memory
+/// limit), no connection is left without its loop: each one still on it
+/// ends at once, without a closing handshake, on the calling thread before
+/// `ws_loop_free` returns (called from inside one of the loop's callbacks:
+/// on that thread, when the callback's turn ends). `on_error` says that no
+/// thread could be started and why, then `on_close` 1006.
+///
 /// Called while an application thread is inside `ws_loop_run`, that call
 /// finishes its turn first. The `ws_loop` must not be used after this.
 ///
@@ -920,6 +950,8 @@ pub unsafe extern "C" fn ws_options_set_compression(o: *mut ws_options, on: bool
 #[doc(hidden)]
 pub mod testing {
     use super::ws_options;
+    pub use crate::resolver::testing::{lookup_threads, set_resolver, MAX_LOOKUP_THREADS};
+    pub use crate::shared::testing::{on_free_posting, on_loop_thread_exiting};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 

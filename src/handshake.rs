@@ -112,7 +112,11 @@ pub fn parse_response(
         [p] => return Err(format!("server chose subprotocol {p:?}, which was not offered")),
         _ => return Err("handshake response has more than one Sec-WebSocket-Protocol header".into()),
     };
-    Ok(Some(Agreed { protocol, extensions: extension_values.join(", "), deflate, head_len }))
+    // Empty list elements are ignored (RFC 9110 5.6.1.2), so ", ," agrees
+    // on nothing, and `extensions` (WHATWG: the extensions in use) is ""
+    // then. What was agreed keeps the server's spelling.
+    let extensions = if deflate.is_some() { extension_values.join(", ") } else { String::new() };
+    Ok(Some(Agreed { protocol, extensions, deflate, head_len }))
 }
 
 /// What an error page says, for the error message: its HTML title, or
@@ -170,6 +174,16 @@ mod tests {
         assert!(a.deflate.unwrap().server_no_context_takeover);
         let a = parse_response(response("").as_bytes(), KEY, &[], &on()).unwrap().unwrap();
         assert_eq!((a.extensions.as_str(), a.deflate), ("", None));
+        // Empty list elements are no extension (RFC 9110 5.6.1.2): nothing
+        // agreed, and `extensions` says so (a fuzzer found ",,,,," kept).
+        for empty in [",,,,,", " , ,", ","] {
+            let r = response(&format!("Sec-WebSocket-Extensions: {empty}\r\n"));
+            let a = parse_response(r.as_bytes(), KEY, &[], &on()).unwrap().unwrap();
+            assert_eq!((a.extensions.as_str(), a.deflate), ("", None), "{empty:?}");
+        }
+        let r = response("Sec-WebSocket-Extensions: ,permessage-deflate,\r\n");
+        let a = parse_response(r.as_bytes(), KEY, &[], &on()).unwrap().unwrap();
+        assert!(a.deflate.is_some() && !a.extensions.is_empty());
         let r = response("Sec-WebSocket-Extensions: permessage-deflate; bogus\r\n");
         let e = parse_response(r.as_bytes(), KEY, &[], &on()).unwrap_err();
         assert!(e.contains("unknown parameter bogus"), "{e}");

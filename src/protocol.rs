@@ -147,6 +147,8 @@ pub struct Reader {
 
 /// Big buffers are given back after the message that needed them.
 const KEEP_CAPACITY: usize = 1 << 20;
+/// What an idle connection may keep of its message buffer.
+const IDLE_CAPACITY: usize = 64 << 10;
 
 impl Reader {
     /// `deflate`: the permessage-deflate parameters, when agreed.
@@ -222,6 +224,11 @@ impl Reader {
                                 .map_err(|e| inflate_violation(e, max))?;
                         }
                     } else if is_data {
+                        // The sizes are the server's: memory that cannot be
+                        // had fails the connection, never the process.
+                        self.message
+                            .try_reserve(chunk.len())
+                            .map_err(|_| out_of_memory(self.message.len(), chunk.len()))?;
                         self.message.extend_from_slice(chunk);
                     } else {
                         self.control.extend_from_slice(chunk);
@@ -309,7 +316,7 @@ impl Reader {
                 ));
             }
             let want = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 24);
-            self.message.reserve(want);
+            self.message.try_reserve(want).map_err(|_| out_of_memory(self.message.len(), want))?;
         }
         Ok(())
     }
@@ -345,7 +352,7 @@ impl Reader {
                     self.check_utf8(true)?;
                 }
                 // Exactly one byte more: a full buffer must not double here.
-                self.message.reserve_exact(1);
+                self.message.try_reserve_exact(1).map_err(|_| out_of_memory(self.message.len(), 1))?;
                 self.message.push(0);
                 Ok(Some(Incoming::Message { text }))
             }
@@ -362,6 +369,20 @@ impl Reader {
         }
     }
 
+    /// Between messages, with no input left: a message buffer larger
+    /// than IDLE_CAPACITY goes back to the allocator, so that a connection
+    /// that once received a large message holds no more than one that never
+    /// did while it sits idle. A stream of large messages rarely reaches
+    /// this point (a read ends inside the next message), so it keeps its
+    /// buffer while the messages flow.
+    pub fn release_idle(&mut self) {
+        let between = self.open_message.is_none() && matches!(self.state, ReadState::Header);
+        if between && self.message.capacity() > IDLE_CAPACITY {
+            self.message = Vec::new();
+            self.utf8_valid = 0;
+        }
+    }
+
     fn clear_message(&mut self) {
         self.message.clear();
         if self.message.capacity() > KEEP_CAPACITY {
@@ -369,6 +390,12 @@ impl Reader {
         }
         self.utf8_valid = 0;
     }
+}
+
+/// A message buffer could not grow: the connection fails with 1009 (the
+/// message is too big for this process now), and on_error says why.
+fn out_of_memory(held: usize, more: usize) -> Violation {
+    violation(CLOSE_TOO_BIG, format!("out of memory: cannot grow a message of {held} bytes by {more} bytes"))
 }
 
 /// The max message size as a length in memory.
@@ -382,6 +409,7 @@ fn inflate_violation(e: InflateError, max_message_size: u64) -> Violation {
             violation(CLOSE_TOO_BIG, format!("compressed message inflates past the limit of {max_message_size} bytes"))
         }
         InflateError::Corrupt(why) => violation(CLOSE_PROTOCOL_ERROR, why),
+        InflateError::OutOfMemory(held) => out_of_memory(held, 4096),
     }
 }
 
@@ -465,8 +493,13 @@ pub struct Writer {
     /// Chunks written and dropped from the front so far: with it, `pong`
     /// names a chunk by its position since the start.
     popped: u64,
-    /// The queued pong, if one is queued and not yet started.
+    /// The latest queued pong, if it is not yet started.
     pong: Option<u64>,
+    /// Pongs queued, started or not.
+    pongs: usize,
+    /// The last write stopped because the socket would block, and the
+    /// queue has not been emptied since.
+    blocked: bool,
     close_written: bool,
     /// The stream keeps what a blocked write offered (OpenSSL: the records
     /// it sealed must be offered again, byte for byte).
@@ -475,6 +508,10 @@ pub struct Writer {
 
 /// The largest send buffer kept for the next compressed payload.
 const SPARE_MAX: usize = 64 * 1024 + HEADROOM;
+
+/// Pongs queued at most while the output moves; past it, as while the
+/// socket is blocked, a new pong replaces the latest unstarted one.
+const MAX_QUEUED_PONGS: usize = 256;
 
 /// How many frames one writev may carry.
 const MAX_IOVECS: usize = 1024;
@@ -568,18 +605,24 @@ impl Writer {
         bytes
     }
 
-    /// A pong for the most recent ping (RFC 6455 5.5.3): it replaces a
-    /// pong still queued and not yet started, so that pings from a server
-    /// that does not read cannot grow the queue.
+    /// A pong for a ping. While the output moves, every ping gets its own
+    /// pong, in order, as Chromium answers them (Autobahn 2.10, 2.11).
+    /// Once the socket would block, or MAX_QUEUED_PONGS are queued, a new
+    /// pong replaces the latest one not yet started (RFC 6455 5.5.3 lets
+    /// a client answer only the most recent ping), so that pings from a
+    /// server that does not read cannot grow the queue.
     pub fn push_pong(&mut self, payload: &[u8]) {
         let bytes = Self::control_frame(Control::Pong, payload);
-        if let Some(chunk) = self.unstarted_pong().and_then(|i| self.chunks.get_mut(i)) {
-            if chunk.kind == ChunkKind::Pong && chunk.pos == 0 {
-                chunk.bytes = bytes;
-                return;
+        if self.blocked || self.pongs >= MAX_QUEUED_PONGS {
+            if let Some(chunk) = self.unstarted_pong().and_then(|i| self.chunks.get_mut(i)) {
+                if chunk.kind == ChunkKind::Pong && chunk.pos == 0 {
+                    chunk.bytes = bytes;
+                    return;
+                }
             }
         }
         self.pong = Some(self.popped + self.chunks.len() as u64);
+        self.pongs += 1;
         self.chunks.push_back(Chunk { bytes, pos: 0, release: 0, kind: ChunkKind::Pong });
     }
 
@@ -617,6 +660,7 @@ impl Writer {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
                     self.pin_offered_pong();
                     return Ok(total);
                 }
@@ -640,11 +684,13 @@ impl Writer {
                     match done.kind {
                         ChunkKind::Data if done.release > 0 => released(done.release, done.bytes),
                         ChunkKind::Close => self.close_written = true,
-                        _ => {}
+                        ChunkKind::Pong => self.pongs -= 1,
+                        ChunkKind::Data => {}
                     }
                 }
             }
         }
+        self.blocked = false;
         Ok(total)
     }
 
@@ -1061,7 +1107,7 @@ mod tests {
     }
 
     #[test]
-    fn pongs_coalesce_until_one_is_started() {
+    fn pongs_coalesce_once_the_output_is_blocked() {
         struct Takes(usize, Vec<u8>);
         impl Write for Takes {
             fn write(&mut self, b: &[u8]) -> io::Result<usize> {
@@ -1083,11 +1129,29 @@ mod tests {
             p
         };
         let mut w = Writer::default();
+        // Ten pings in one read, output moving: ten pongs, in order.
+        for i in 0..10u32 {
+            w.push_pong(&i.to_be_bytes());
+        }
+        assert_eq!(w.chunks.len(), 10);
+        let mut out = Takes(usize::MAX, Vec::new());
+        w.write_to(&mut out, |_, _| {}).unwrap();
+        assert_eq!(out.1.len(), 100);
+        for i in 0..10u32 {
+            assert_eq!(unmask(&out.1[i as usize * 10..][..10]), i.to_be_bytes());
+        }
+        // Many at once: bounded, the latest kept last.
         for i in 0..10_000u32 {
             w.push_pong(&i.to_be_bytes());
         }
-        assert_eq!(w.chunks.len(), 1);
-        // Half of it goes out: the started pong stays, the next queues.
+        assert_eq!(w.chunks.len(), MAX_QUEUED_PONGS);
+        assert_eq!(unmask(&w.chunks.back().unwrap().bytes), 9_999u32.to_be_bytes());
+        let mut out = Takes(usize::MAX, Vec::new());
+        w.write_to(&mut out, |_, _| {}).unwrap();
+        assert!(w.is_empty() && w.pongs == 0);
+        // The socket blocks halfway through a pong: the started pong stays,
+        // later ones coalesce into one behind it.
+        w.push_pong(&0u32.to_be_bytes());
         let mut out = Takes(5, Vec::new());
         w.write_to(&mut out, |_, _| {}).unwrap();
         for i in 10_000..20_000u32 {
@@ -1098,8 +1162,11 @@ mod tests {
         w.write_to(&mut out, |_, _| {}).unwrap();
         assert!(w.is_empty());
         assert_eq!(out.1.len(), 20);
-        assert_eq!(unmask(&out.1[..10]), 9_999u32.to_be_bytes());
         assert_eq!(unmask(&out.1[10..]), 19_999u32.to_be_bytes());
+        // Moving again: each ping is answered.
+        w.push_pong(&[1]);
+        w.push_pong(&[2]);
+        assert_eq!(w.chunks.len(), 2);
         assert!(!w.close_written());
         w.push_close(1000, "");
         w.write_to(&mut out, |_, _| {}).unwrap();

@@ -1,25 +1,37 @@
 //! Name resolution off the loops: `getaddrinfo` cannot be interrupted, so
-//! it runs on a small shared pool of threads, created on demand and ended
-//! after a while without work. A result goes back through the loop's
-//! command queue; one for a connection that has gone meanwhile is dropped
-//! there (its slot's generation no longer matches).
+//! it runs on a shared pool of threads, created on demand and ended after
+//! a while without work. A result goes back through the loop's command
+//! queue; one for a connection that has gone meanwhile is dropped there
+//! (its slot's generation no longer matches).
+//!
+//! A lookup that never returns (a DNS server that does not answer) holds
+//! its thread until the system's resolver gives up, so the pool grows
+//! whenever no thread is idle, up to MAX_THREADS: a name that resolves at
+//! once still does while many others hang. A lookup whose connection ends
+//! first leaves the queue (`Lookup` is dropped), and a job holds its loop
+//! only weakly, so a freed connection's private loop and its fds go at
+//! once, not when a hung lookup returns.
 
 use crate::event_loop::{ConnId, Loop, LoopCommand};
 use crate::shared::spawn_quiet;
 use std::collections::VecDeque;
-use std::net::ToSocketAddrs;
-use std::sync::{Arc, Condvar, Mutex};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
-/// At most this many lookups run at once, process-wide.
-const MAX_THREADS: usize = 4;
+/// At most this many lookups run at once, process-wide: room for 32 that
+/// hang (a dead DNS server, tried by that many connections) and as many
+/// again that answer. An idle thread costs only its stack's address space.
+pub(crate) const MAX_THREADS: usize = 64;
 /// A resolver thread with nothing to do for this long ends.
 const IDLE: Duration = Duration::from_secs(5);
 
 struct Job {
+    serial: u64,
     host: String,
     port: u16,
-    reply: Arc<Loop>,
+    reply: Weak<Loop>,
     id: ConnId,
 }
 
@@ -28,6 +40,7 @@ struct Pool {
     jobs: VecDeque<Job>,
     threads: usize,
     idle: usize,
+    next_serial: u64,
 }
 
 fn pool() -> &'static (Mutex<Pool>, Condvar) {
@@ -35,41 +48,64 @@ fn pool() -> &'static (Mutex<Pool>, Condvar) {
     POOL.get_or_init(Default::default)
 }
 
+fn lock_pool() -> std::sync::MutexGuard<'static, Pool> {
+    pool().0.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A lookup in the pool, held by its connection while it resolves.
+/// Dropping it takes the job out of the queue if no thread has started it.
+pub struct Lookup {
+    serial: u64,
+}
+
+impl Drop for Lookup {
+    fn drop(&mut self) {
+        lock_pool().jobs.retain(|j| j.serial != self.serial);
+    }
+}
+
 /// Looks `host` up on a resolver thread; the addresses (or the error)
-/// reach connection `id` of `reply` as `LoopCommand::Resolved`.
-pub fn lookup(host: String, port: u16, reply: Arc<Loop>, id: ConnId) -> std::io::Result<()> {
-    let (lock, cv) = pool();
-    let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
-    p.jobs.push_back(Job { host, port, reply: reply.clone(), id });
-    if p.idle > 0 {
+/// reach connection `id` of `reply` as `LoopCommand::Resolved`, unless
+/// the `Lookup` was dropped before a thread took it.
+pub fn lookup(host: String, port: u16, reply: &Arc<Loop>, id: ConnId) -> io::Result<Lookup> {
+    let (_, cv) = pool();
+    let mut p = lock_pool();
+    let serial = p.next_serial;
+    p.next_serial += 1;
+    p.jobs.push_back(Job { serial, host, port, reply: Arc::downgrade(reply), id });
+    let lookup = Lookup { serial };
+    // Every queued job needs an idle thread of its own, or a new one.
+    if p.idle >= p.jobs.len() {
         cv.notify_one();
-        return Ok(());
+        return Ok(lookup);
     }
     if p.threads >= MAX_THREADS {
-        return Ok(());
+        return Ok(lookup);
     }
     p.threads += 1;
     drop(p);
-    let Err(e) = spawn_quiet("libws-dns", worker) else { return Ok(()) };
-    let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let Err(e) = spawn_quiet("libws-dns", worker) else { return Ok(lookup) };
+    let mut p = lock_pool();
     p.threads -= 1;
     if p.threads > 0 {
-        return Ok(()); // a running thread takes the job
+        return Ok(lookup); // a running thread takes the job
     }
-    // No thread at all would ever run it: take it back and fail now.
-    p.jobs.retain(|j| !(j.id == id && Arc::ptr_eq(&j.reply, &reply)));
+    drop(p);
+    // No thread at all would ever run it: `lookup` takes it back as it drops.
     Err(e)
 }
 
 fn worker() {
-    let (lock, cv) = pool();
-    let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, cv) = pool();
+    let mut p = lock_pool();
     loop {
         if let Some(job) = p.jobs.pop_front() {
             drop(p);
-            let result = (job.host.as_str(), job.port).to_socket_addrs().map(|a| a.collect::<Vec<_>>());
-            job.reply.post(LoopCommand::Resolved(job.id, result));
-            p = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let result = resolve(&job.host, job.port);
+            if let Some(lp) = job.reply.upgrade() {
+                lp.post(LoopCommand::Resolved(job.id, result));
+            }
+            p = lock_pool();
             continue;
         }
         p.idle += 1;
@@ -80,5 +116,43 @@ fn worker() {
             p.threads -= 1;
             return;
         }
+    }
+}
+
+fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    if let Some(answer) = testing::answer(host, port) {
+        return answer;
+    }
+    (host, port).to_socket_addrs().map(|a| a.collect())
+}
+
+/// Lets a test stand in for `getaddrinfo`, so that lookups that hang or
+/// answer at once can be made on a machine with no DNS server to break.
+#[doc(hidden)]
+pub mod testing {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    type Resolver = Arc<dyn Fn(&str, u16) -> Option<io::Result<Vec<SocketAddr>>> + Send + Sync>;
+    static RESOLVER: Mutex<Option<Resolver>> = Mutex::new(None);
+
+    /// From now on lookups ask `f` first; it may block (a hung lookup) and
+    /// answers None for names the system resolves. None removes it.
+    pub fn set_resolver(f: Option<Resolver>) {
+        *RESOLVER.lock().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    pub(super) fn answer(host: &str, port: u16) -> Option<io::Result<Vec<SocketAddr>>> {
+        let f = RESOLVER.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        f(host, port)
+    }
+
+    /// Lookups that may run at once.
+    pub const MAX_LOOKUP_THREADS: usize = super::MAX_THREADS;
+
+    /// Resolver threads alive now.
+    pub fn lookup_threads() -> usize {
+        super::lock_pool().threads
     }
 }

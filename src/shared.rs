@@ -147,15 +147,22 @@ impl Shared {
         }
     }
 
-    /// An empty buffer with room for `len` bytes, reused when one is spare.
-    pub fn buffer(&self, len: usize) -> Vec<u8> {
-        match self.spare_buffers.1.try_recv() {
+    /// A copy of `data` with HEADROOM free bytes in front, in a spare
+    /// buffer when one fits. The size is the caller's: the allocation may
+    /// fail, and then the send is refused rather than the process aborted.
+    fn copy_with_headroom(&self, data: &[u8]) -> Result<Vec<u8>, Error> {
+        let len = data.len().checked_add(HEADROOM).ok_or_else(|| out_of_memory(data.len()))?;
+        let mut buf = match self.spare_buffers.1.try_recv() {
             Ok(mut buf) if buf.capacity() >= len => {
                 buf.clear();
                 buf
             }
-            _ => Vec::with_capacity(len),
-        }
+            _ => Vec::new(),
+        };
+        buf.try_reserve_exact(len).map_err(|_| out_of_memory(data.len()))?;
+        buf.resize(HEADROOM, 0);
+        buf.extend_from_slice(data);
+        Ok(buf)
     }
 
     /// Keeps a written send buffer for reuse, if it is small enough and
@@ -305,29 +312,42 @@ impl Shared {
         self.lp.post(LoopCommand::Conn(self.id, cmd));
     }
 
-    /// The browser's send(): `payload` already holds HEADROOM + data.
-    pub fn send(&self, payload: Vec<u8>, text: bool) -> Result<(), Error> {
-        let len = (payload.len() - HEADROOM) as u64;
-        let _gate = self.state_gate.read().unwrap_or_else(|e| e.into_inner());
-        match self.state() {
-            ReadyState::Connecting => {
-                Err(Error::new(ErrorKind::InvalidState, "send() while the connection is CONNECTING"))
-            }
-            ReadyState::Open => {
-                self.reserve_buffered(len)?;
-                self.accepted.fetch_add(1, Ordering::SeqCst);
-                if let Err(buf) = self.send_direct(payload, text) {
-                    self.in_queue.fetch_add(1, Ordering::SeqCst);
-                    self.enqueue(Command::Send { buf, text });
+    /// The browser's send(). The state and the max buffered amount are
+    /// checked before the bytes are copied, so a send that must be refused
+    /// never allocates; the copy is made outside the state lock, so a large
+    /// one never holds up a state change on the loop's thread.
+    pub fn send(&self, data: &[u8], text: bool) -> Result<(), Error> {
+        let len = data.len() as u64;
+        {
+            let _gate = self.state_gate.read().unwrap_or_else(|e| e.into_inner());
+            match self.state() {
+                ReadyState::Connecting => {
+                    return Err(Error::new(ErrorKind::InvalidState, "send() while the connection is CONNECTING"))
                 }
-                Ok(())
-            }
-            // CLOSING or CLOSED: count the bytes, drop the data (WHATWG send() step 3).
-            _ => {
-                self.buffered.fetch_add(len, Ordering::SeqCst);
-                Ok(())
+                // Counted now: a getter right after send() sees it.
+                ReadyState::Open => self.reserve_buffered(len)?,
+                // CLOSING or CLOSED: count the bytes, drop the data (WHATWG send() step 3).
+                _ => {
+                    self.buffered.fetch_add(len, Ordering::SeqCst);
+                    return Ok(());
+                }
             }
         }
+        let payload = self.copy_with_headroom(data).inspect_err(|_| {
+            self.buffered.fetch_sub(len, Ordering::SeqCst);
+        })?;
+        let _gate = self.state_gate.read().unwrap_or_else(|e| e.into_inner());
+        if self.state() != ReadyState::Open {
+            // Closed while the bytes were copied: as a send made after the
+            // change, counted (above) and dropped.
+            return Ok(());
+        }
+        self.accepted.fetch_add(1, Ordering::SeqCst);
+        if let Err(buf) = self.send_direct(payload, text) {
+            self.in_queue.fetch_add(1, Ordering::SeqCst);
+            self.enqueue(Command::Send { buf, text });
+        }
+        Ok(())
     }
 
     /// From a thread other than the loop's, with nothing queued before it:
@@ -338,6 +358,16 @@ impl Shared {
     /// Only an isolated send goes direct: one that follows the previous
     /// direct send within BURST is part of a burst, which the loop writes
     /// with one writev for many frames instead of a syscall each.
+    ///
+    /// Why the loop need not hear of a direct write that finished: it
+    /// happens only while OPEN, with nothing queued before it (the writer
+    /// empty, no send command untaken) and under the output lock. So the
+    /// loop's epoll interest (output pending or not) stays right, and the
+    /// closing handshake's clocks are untouched: they start when a close is
+    /// asked for, after which no send is written (sends while CLOSING are
+    /// only counted), and count the loop's own write progress from there.
+    /// A direct write that left bytes queued posts `Flush`, so the loop
+    /// watches for room to write and writes the rest itself.
     fn send_direct(&self, buf: Vec<u8>, text: bool) -> Result<(), Vec<u8>> {
         const BURST: u64 = 10_000; // ns
         if !self.direct_allowed.load(Ordering::Relaxed) || self.lp.on_loop_thread() {
@@ -411,8 +441,18 @@ impl Shared {
         };
         // For a connection that has ended, the loop drops the command (and
         // `release`) when it takes it: no callback of it runs then.
-        self.enqueue(Command::Free { release });
+        match release {
+            None => self.enqueue(Command::Free { release }),
+            Some(release) => {
+                testing::free_posting();
+                self.lp.post_owning(LoopCommand::Conn(self.id, Command::Free { release: Some(release) }));
+            }
+        }
     }
+}
+
+fn out_of_memory(len: usize) -> Error {
+    Error::new(ErrorKind::Resource, format!("out of memory: cannot copy a message of {len} bytes"))
 }
 
 /// Runs a user callback: marked as inside one (see IN_CALLBACK), and a
@@ -429,6 +469,43 @@ fn epoch() -> std::time::Instant {
     *EPOCH.get_or_init(std::time::Instant::now)
 }
 
+/// Hooks that let a test hold the library at a point where a race would
+/// otherwise last microseconds. Each does nothing unless a test set it.
+#[doc(hidden)]
+pub mod testing {
+    use std::sync::Mutex;
+
+    type Hook = Box<dyn Fn() + Send>;
+    static FREE_POSTING: Mutex<Option<Hook>> = Mutex::new(None);
+    static LOOP_THREAD_EXITING: Mutex<Option<Hook>> = Mutex::new(None);
+
+    fn call(hook: &Mutex<Option<Hook>>) {
+        if let Some(f) = hook.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            f();
+        }
+    }
+
+    /// `ws_free`, inside a callback, is about to post a handle's memory to
+    /// its loop because a callback of that handle was running.
+    pub fn on_free_posting(f: Option<Hook>) {
+        *FREE_POSTING.lock().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    /// A library thread has found its loop's queue empty after saying it
+    /// is gone, and is about to end.
+    pub fn on_loop_thread_exiting(f: Option<Hook>) {
+        *LOOP_THREAD_EXITING.lock().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    pub(crate) fn free_posting() {
+        call(&FREE_POSTING);
+    }
+
+    pub(crate) fn loop_thread_exiting() {
+        call(&LOOP_THREAD_EXITING);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,11 +519,15 @@ mod tests {
         let buf = Vec::<u8>::with_capacity(1000);
         let ptr = buf.as_ptr();
         shared.recycle(buf);
-        let again = shared.buffer(800);
+        let again = shared.copy_with_headroom(&[1; 800]).unwrap();
         assert_eq!(again.as_ptr(), ptr, "a spare buffer that fits is reused");
-        assert!(again.is_empty());
+        assert_eq!(again.len(), HEADROOM + 800);
         shared.recycle(Vec::with_capacity(SPARE_BUFFER_MAX + HEADROOM + 1));
-        assert_eq!(shared.buffer(10).capacity(), 10, "an oversized buffer is not kept");
+        assert_eq!(
+            shared.copy_with_headroom(&[1; 10]).unwrap().capacity(),
+            HEADROOM + 10,
+            "an oversized buffer is not kept"
+        );
         for _ in 0..SPARE_BUFFERS + 5 {
             shared.recycle(Vec::with_capacity(64));
         }
@@ -461,11 +542,11 @@ mod tests {
         let shared = Shared::new(CString::default(), 0, lp, id);
         assert!(shared.transition(Some(ReadyState::Connecting), ReadyState::Open));
         for _ in 0..3 {
-            shared.send(vec![0; HEADROOM + 1], false).unwrap();
+            shared.send(&[0], false).unwrap();
         }
         assert_eq!(shared.transition_counting(Some(ReadyState::Open), ReadyState::Closing), Some(3));
         assert_eq!(shared.transition_counting(Some(ReadyState::Open), ReadyState::Closing), None, "not OPEN any more");
-        shared.send(vec![0; HEADROOM + 1], false).unwrap();
+        shared.send(&[0], false).unwrap();
         assert_eq!(shared.buffered.load(Ordering::SeqCst), 4, "counted, as browsers do");
         assert_eq!(shared.accepted.load(Ordering::SeqCst), 3, "but not queued");
     }

@@ -6,6 +6,8 @@ mod common;
 
 use common::*;
 use std::ffi::CStr;
+use std::io::Write;
+use std::net::TcpStream;
 use std::process::Command;
 use ws::ffi::*;
 
@@ -165,4 +167,208 @@ fn a_test_binary_that_dies_counts_as_failed() {
     let summary = run(Command::new("bash").arg(repo_dir().join("scripts/summary.sh")).arg(&log).arg(dir.join("none")));
     assert_eq!(closing_line(&summary), "0 passed, 1 failed, 0 skipped", "{summary}");
     assert!(summary.contains("CRASHED: tests/process.rs"), "{summary}");
+}
+
+/// `len` bytes that read as zeros and take no memory until written.
+fn zero_pages(len: usize) -> &'static [u8] {
+    // SAFETY: a fresh private anonymous mapping, read-only, never unmapped.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        std::slice::from_raw_parts(p.cast::<u8>(), len)
+    }
+}
+
+/// Limits the address space to what the process maps now plus `mib` MiB.
+fn limit_address_space(mib: u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let limit = libc::rlimit { rlim_cur: (kib + mib * 1024) * 1024, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: a plain syscall on this (child) process.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+}
+
+#[test]
+fn a_send_that_memory_cannot_hold_is_refused_not_an_abort() {
+    const NAME: &str = "a_send_that_memory_cannot_hold_is_refused_not_an_abort";
+    if in_child(NAME) {
+        let echo = echo_server();
+        let open = Client::open(&echo.url("/"));
+        let limited = Client::with(&echo.url("/"), &[], &Opts { max_buffered: Some(1 << 20), ..Opts::default() });
+        limited.wait_open();
+        let (silent, _held) = silent_server();
+        let connecting = Client::new(&silent.url("/"));
+        let big = zero_pages(1 << 30);
+        limit_address_space(256);
+        // Refused by state and by limit before anything is copied.
+        assert_eq!(connecting.send_bytes(big), WS_ERR_INVALID_STATE);
+        assert_eq!(limited.send_bytes(big), WS_ERR_BUFFER_FULL);
+        assert_eq!(limited.buffered(), 0, "nothing queued");
+        // While OPEN the copy cannot be made: an error, nothing counted.
+        assert_eq!(open.send_bytes(big), WS_ERR_RESOURCE);
+        assert_eq!(open.buffered(), 0, "nothing counted");
+        // The text path too; and the connection goes on working.
+        assert_eq!(open.send_text("still here"), WS_OK);
+        assert_eq!(wait_messages(&open, 1)[0], (b"still here".to_vec(), true));
+        assert_eq!(open.state(), WS_OPEN);
+        println!("child: checked");
+        return;
+    }
+    let out = run_child(NAME);
+    assert!(out.contains("child: checked"), "the child did not run the check:\n{out}");
+}
+
+#[test]
+fn a_message_that_memory_cannot_hold_fails_the_connection_with_1009() {
+    const NAME: &str = "a_message_that_memory_cannot_hold_fails_the_connection_with_1009";
+    if in_child(NAME) {
+        let (start, go) = crossbeam_channel::bounded::<()>(1);
+        let (tx, close_code) = crossbeam_channel::bounded(1);
+        let zeros = vec![0u8; 1 << 20];
+        let server = raw_server(move |mut s: TcpStream| {
+            raw_handshake(&mut s, "");
+            let _ = go.recv_timeout(WAIT);
+            // A 1 GiB binary frame, streamed until the client stops it.
+            let mut head = vec![0x82, 127];
+            head.extend_from_slice(&(1u64 << 30).to_be_bytes());
+            let mut writer = s.try_clone().unwrap();
+            let zeros = zeros.clone();
+            std::thread::spawn(move || {
+                let _ = writer.write_all(&head);
+                for _ in 0..1024 {
+                    if writer.write_all(&zeros).is_err() {
+                        break;
+                    }
+                }
+            });
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            let _ = tx.send(read_until_close(&mut s));
+        });
+        let opts = Opts { max_message_size: Some(2 << 30), ..Opts::default() };
+        let c = Client::with(&server.url("/"), &[], &opts);
+        c.wait_open();
+        limit_address_space(128);
+        start.send(()).unwrap();
+        let message = assert_failed(&c);
+        assert!(message.contains("out of memory"), "{message}");
+        assert_eq!(close_code.recv_timeout(WAIT).unwrap(), Some(1009), "the close code on the wire");
+        println!("child: checked ({message})");
+        return;
+    }
+    let out = run_child(NAME);
+    assert!(out.contains("child: checked"), "the child did not run the check:\n{out}");
+}
+
+#[test]
+fn a_freed_application_loop_with_no_thread_for_it_ends_its_connections() {
+    const NAME: &str = "a_freed_application_loop_with_no_thread_for_it_ends_its_connections";
+    if in_child(NAME) {
+        let echo = echo_server();
+        let lp = ws_loop_new();
+        assert!(!lp.is_null());
+        let c = client_on(lp, &echo.url("/"), Recorder::new());
+        let deadline = std::time::Instant::now() + WAIT;
+        while c.state() == WS_CONNECTING {
+            assert!(std::time::Instant::now() < deadline, "never opened");
+            assert!(unsafe { ws_loop_run(lp, 50) } >= 0);
+        }
+        assert_eq!(c.state(), WS_OPEN);
+        assert_eq!(c.send_text("queued, never run"), WS_OK);
+        exhaust_address_space();
+        // No thread can take the loop over: the connection ends here.
+        unsafe { ws_loop_free(lp) };
+        let evs = c.rec.events();
+        let n = evs.len();
+        assert!(n >= 2, "no ending: {evs:?}");
+        match (&evs[n - 2], &evs[n - 1]) {
+            (Ev::Error { message, .. }, Ev::Close { code: 1006, clean: false, .. }) => {
+                assert!(message.contains("no thread could be started"), "{message}");
+                println!("child: checked ({message})");
+            }
+            other => panic!("expected on_error then on_close 1006: {other:?}"),
+        }
+        assert_eq!(c.state(), WS_CLOSED);
+        return;
+    }
+    let out = run_child(NAME);
+    assert!(out.contains("child: checked"), "the child did not run the check:\n{out}");
+}
+
+/// The loop fds (epoll, eventfd) this process has open.
+fn loop_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.to_string_lossy().contains("eventpoll") || t.to_string_lossy().contains("eventfd"))
+        .count()
+}
+
+#[test]
+fn a_free_posted_as_the_private_loop_thread_ends_is_not_lost() {
+    const NAME: &str = "a_free_posted_as_the_private_loop_thread_ends_is_not_lost";
+    if in_child(NAME) {
+        use std::sync::{Arc, Mutex};
+        // B's on_message frees A while A's on_close runs (so ws_free cannot
+        // wait, and posts A's memory to A's loop); the post is held until
+        // A's loop thread has decided to end.
+        let (a_closing_tx, a_closing) = crossbeam_channel::bounded::<()>(1);
+        let (a_return_tx, a_return) = crossbeam_channel::bounded::<()>(1);
+        let (exited_tx, exited) = crossbeam_channel::unbounded::<()>();
+        let exited_tx = Mutex::new(exited_tx);
+        ws::ffi::testing::on_loop_thread_exiting(Some(Box::new(move || {
+            let _ = exited_tx.lock().unwrap().send(());
+        })));
+        let a_return_tx = Mutex::new(a_return_tx);
+        ws::ffi::testing::on_free_posting(Some(Box::new(move || {
+            let _ = a_return_tx.lock().unwrap().send(());
+            exited.recv_timeout(WAIT).expect("A's loop thread ended");
+        })));
+        let echo = echo_server();
+        let b = Client::open(&echo.url("/"));
+        let before = loop_fds();
+        let closer = contract_server();
+        let a_rec = Recorder::new();
+        let mut a = Client::try_with(&closer.url("/"), &[], None, a_rec.clone()).unwrap();
+        a.wait_open();
+        let a_ptr = Arc::new(Mutex::new(a.ws as usize));
+        a.forget();
+        a_rec.set_hook(move |_, ev| {
+            if matches!(ev, Ev::Close { .. }) {
+                let _ = a_closing_tx.send(());
+                a_return.recv_timeout(WAIT).expect("B freed A");
+            }
+        });
+        let freeing = a_ptr.clone();
+        b.rec.set_hook(move |_, ev| {
+            if matches!(ev, Ev::Message { .. }) {
+                let ws = *freeing.lock().unwrap() as *mut ws_socket;
+                unsafe { ws_free(ws) };
+            }
+        });
+        // The server closes A; once A is in on_close, B frees it.
+        assert_eq!(
+            unsafe {
+                ws_send_string(a_ptr.lock().map(|p| *p as *mut ws_socket).unwrap(), c"close 1000 bye".as_ptr(), 13)
+            },
+            WS_OK
+        );
+        a_closing.recv_timeout(WAIT).expect("A's on_close ran");
+        assert_eq!(b.send_text("free A"), WS_OK);
+        // A's handle, loop and two fds are released, by some thread.
+        poll_until("A's loop fds to close", || loop_fds() == before);
+        ws::ffi::testing::on_free_posting(None);
+        ws::ffi::testing::on_loop_thread_exiting(None);
+        println!("child: checked");
+        return;
+    }
+    let out = run_child(NAME);
+    assert!(out.contains("child: checked"), "the child did not run the check:\n{out}");
 }

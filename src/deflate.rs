@@ -109,8 +109,9 @@ pub enum InflateError {
     TooBig,
     /// Not valid DEFLATE data.
     Corrupt(String),
-    /// Memory to inflate into could not be had (the length reached).
-    OutOfMemory(usize),
+    /// Memory to inflate into could not be had: the length reached, and
+    /// how much more was asked for.
+    OutOfMemory { held: usize, more: usize },
 }
 
 /// The decompressing side of one connection.
@@ -161,7 +162,7 @@ impl Inflater {
                     return Err(InflateError::TooBig);
                 }
                 let more = out.capacity().clamp(4096, 16 << 20).min(room);
-                out.try_reserve_exact(more).map_err(|_| InflateError::OutOfMemory(out.len()))?;
+                out.try_reserve_exact(more).map_err(|_| InflateError::OutOfMemory { held: out.len(), more })?;
             }
             let (before_in, before_out) = (ctx.total_in(), ctx.total_out());
             let status = ctx

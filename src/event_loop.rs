@@ -184,23 +184,12 @@ impl Loop {
     pub fn post_owning(self: &Arc<Self>, cmd: LoopCommand) {
         self.post(cmd);
         fence(Ordering::SeqCst);
-        if self.is_library_driven() && !self.thread_active.load(Ordering::SeqCst) && self.ensure_thread().is_err() {
-            // No thread to be had: nothing of this loop runs (the core is
-            // free), so what is queued for its gone connections is dropped
-            // here. A new connection's registration stops that: it is
-            // ws_new's to start (or to take back).
-            let core = self.try_core();
-            if core.as_ref().is_some_and(|core| core.live == 0) {
-                while let Ok(cmd) = self.queue.1.try_recv() {
-                    if let LoopCommand::Register(..) = cmd {
-                        // Its ws_new has not returned, so no command for
-                        // it can follow: to the back of the queue is safe.
-                        let _ = self.queue.0.send(cmd);
-                        break;
-                    }
-                }
-            }
-            drop(core);
+        if self.is_library_driven() && !self.thread_active.load(Ordering::SeqCst) {
+            // When no thread can be had either, the command waits: the
+            // next post_owning or registration tries again. Nothing is
+            // dropped or reordered here, since a command queued behind a
+            // registration belongs to that connection.
+            let _ = self.ensure_thread();
         }
     }
 
@@ -264,16 +253,27 @@ impl Loop {
                 "the event loop was freed and no thread could be started to run it: {}",
                 crate::error::io_text(&e)
             );
-            if self.on_loop_thread() {
-                // Inside one of this loop's callbacks: the turn that runs
-                // it ends them when the callback has returned (`run_once`).
-                *self.orphaned.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-            } else {
-                // Waits for a turn another thread runs now; the wake-up
-                // above ends its wait.
-                let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
-                core.end_all(self, &why);
-            }
+            // Whoever holds the core when the flag is set ends them: this
+            // thread now if the core is free, else the thread running a
+            // turn (`run_once` looks at the flag after letting the core
+            // go). Never a blocking wait: two loops freed from each other's
+            // callbacks must not wait on each other.
+            *self.orphaned.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            self.end_orphans();
+        }
+    }
+
+    /// Ends the connections of a loop that no thread can run, if
+    /// `release` said so and the core is free.
+    fn end_orphans(self: &Arc<Self>) {
+        let flagged = || self.orphaned.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if !flagged() {
+            return;
+        }
+        let Some(mut core) = self.try_core() else { return };
+        let why = self.orphaned.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(why) = why {
+            core.end_all(self, &why);
         }
     }
 
@@ -337,15 +337,15 @@ impl Loop {
         // since another thread may be the one that polls the loop's fd.
         self.runner.store(current_thread_tag(), Ordering::SeqCst);
         let r = core.turn(self, timeout);
-        // ws_loop_free from one of this turn's callbacks could start no
-        // thread for the loop: its connections end here, on this thread.
-        let orphaned = self.orphaned.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(why) = orphaned {
-            core.end_all(self, &why);
-        }
         self.runner.store(0, Ordering::SeqCst);
+        let live = core.live;
+        drop(core);
+        // ws_loop_free, from one of this turn's callbacks or from another
+        // thread during the turn, could start no thread for the loop: its
+        // connections end here, on this thread.
+        self.end_orphans();
         r.map_err(RunError::Os)?;
-        Ok(core.live)
+        Ok(live)
     }
 
     fn try_core(&self) -> Option<MutexGuard<'_, Core>> {
@@ -435,12 +435,21 @@ impl Core {
     /// that nothing will run again.
     fn end_all(&mut self, lp: &Arc<Loop>, why: &str) {
         let runner = lp.runner.swap(current_thread_tag(), Ordering::SeqCst);
-        self.take_commands(lp);
-        for index in 0..self.slots.len() {
-            let slot = &self.slots[index];
-            if slot.conn.is_some() {
-                let token = ConnId { index: index as u32, generation: slot.generation }.token();
-                self.with_conn(lp, token, |conn, _| conn.abort(why));
+        // Rounds, because the callbacks that endings run may queue more:
+        // a ws_free from on_close (its handle's memory), a new connection.
+        // A ws_new on this loop cannot start one now (no thread), so the
+        // rounds end; the bound is for safety alone.
+        for _ in 0..64 {
+            while !self.take_commands(lp) {}
+            if self.live == 0 && lp.queue.1.is_empty() {
+                break;
+            }
+            for index in 0..self.slots.len() {
+                let slot = &self.slots[index];
+                if slot.conn.is_some() {
+                    let token = ConnId { index: index as u32, generation: slot.generation }.token();
+                    self.with_conn(lp, token, |conn, _| conn.abort(why));
+                }
             }
         }
         lp.runner.store(runner, Ordering::SeqCst);

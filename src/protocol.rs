@@ -409,7 +409,7 @@ fn inflate_violation(e: InflateError, max_message_size: u64) -> Violation {
             violation(CLOSE_TOO_BIG, format!("compressed message inflates past the limit of {max_message_size} bytes"))
         }
         InflateError::Corrupt(why) => violation(CLOSE_PROTOCOL_ERROR, why),
-        InflateError::OutOfMemory(held) => out_of_memory(held, 4096),
+        InflateError::OutOfMemory { held, more } => out_of_memory(held, more),
     }
 }
 

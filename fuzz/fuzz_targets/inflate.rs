@@ -89,7 +89,7 @@ fn round_trip_one(
         Ok(()) => assert_eq!(out, message, "round trip changed the message"),
         Err(InflateError::TooBig) => assert!(message.len() > limit, "TooBig for {} bytes of {limit}", message.len()),
         Err(InflateError::Corrupt(e)) => panic!("our own compressed message did not inflate: {e}"),
-        Err(InflateError::OutOfMemory(held)) => panic!("out of memory at {held} bytes under a small limit"),
+        Err(InflateError::OutOfMemory { held, .. }) => panic!("out of memory at {held} bytes under a small limit"),
     }
     result
 }

@@ -362,7 +362,7 @@ const char *ws_extensions(const struct ws_socket *ws);
    otherwise wait for each other forever. A running callback of this
    handle finishes normally (when it is the caller, it may still use the
    handle until it returns), and the handle's memory is released on its
-   I/O thread once it has returned. Free `user_data` only after that
+   loop's thread once it has returned. Free `user_data` only after that
    callback can no longer use it.
 
  # Safety

@@ -126,7 +126,8 @@ asan() {
   # one that caps the address space, where ASan cannot map its shadow.
   step asan cargo_nightly test "${cargo[@]}" --no-fail-fast --lib --test api --test callback_rules \
     --test loops --test bad_input --test c_programs --test conformance --test compression \
-    --test loop_edges --test review_edges --test new_returns_first --test fault_injection -- \
+    --test loop_edges --test review_edges --test new_returns_first --test fault_injection \
+    --test second_review --test resolver -- \
     --skip contract_program_under_valgrind --skip readme_route_without_installing \
     --skip zip_bomb_fails_with_1009_quickly_and_in_bounded_memory \
     --skip a_ws_new_that_returned_null_never_connects_nor_calls_back
@@ -169,11 +170,11 @@ miri() {
   MIRIFLAGS=-Zmiri-disable-isolation step miri cargo_nightly miri test --target-dir target/miri --lib -- \
     --skip deflate::tests::round_trip_every_window_and_takeover \
     --skip deflate::tests::inflated_size_is_bounded_by_the_limit \
-    --skip protocol::tests::zip_bomb_fails_with_1009_holding_at_most_the_limit \
-    --skip protocol::tests::random_fragmentation_and_chunking_round_trip \
-    --skip protocol::tests::non_minimal_length_encodings_are_refused \
-    --skip protocol::tests::pongs_coalesce_until_one_is_started \
-    --skip protocol::tests::a_pong_offered_to_a_blocked_tls_write_is_not_replaced
+    --skip frames::tests::zip_bomb_fails_with_1009_holding_at_most_the_limit \
+    --skip frames::tests::random_fragmentation_and_chunking_round_trip \
+    --skip frames::tests::non_minimal_length_encodings_are_refused \
+    --skip frames::tests::pongs_coalesce_once_the_output_is_blocked \
+    --skip frames::tests::a_pong_offered_to_a_blocked_tls_write_is_not_replaced
   report miri "$status" "$log_dir/miri.log" "$log_dir/miri.skips"
 }
 

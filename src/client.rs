@@ -1,28 +1,28 @@
 //! The browser's WebSocket object in safe Rust: what the C boundary wraps.
 
-use crate::connection::Connection;
+use crate::conn::connection::{self, ConnLoop, Connection};
+use crate::conn::options::Options;
+use crate::conn::shared::{ReadyState, Shared};
 use crate::error::{Error, ErrorKind};
-use crate::event_loop::Loop;
-use crate::options::Options;
-use crate::shared::{ReadyState, Shared};
-use crate::target::Target;
+use crate::proto::target::Target;
+use crate::runtime::event_loop::{ConnId, Loop};
 use std::ffi::{CStr, CString};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
-/// Receives a connection's events, always on its loop's thread, one at a time.
-pub trait Handler: Send {
-    fn on_open(&mut self);
-    /// `data` is followed in memory by one NUL byte not counted in its length.
-    fn on_message(&mut self, data: &[u8], text: bool);
-    fn on_error(&mut self, message: &CStr);
-    fn on_close(&mut self, code: u16, reason: &CStr, was_clean: bool);
-}
+pub use crate::conn::connection::Handler;
 
 /// One connection. Dropping it does not close it: call `free`.
 pub struct Client {
     shared: Arc<Shared>,
-    /// Until `start`, what the connection will need.
-    pending: Option<(Target, Options)>,
+    /// Until `start`, what the connection will need and where it runs.
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    target: Target,
+    options: Options,
+    lp: Arc<ConnLoop>,
+    id: ConnId,
 }
 
 /// Browsers limit a close reason to 123 bytes (WHATWG close() step 2).
@@ -30,32 +30,44 @@ pub(crate) const MAX_CLOSE_REASON: usize = 123;
 
 impl Client {
     /// The constructor's checks; nothing touches the network until `start`.
-    pub fn new(url: &str, protocols: &[&str], options: &Options) -> Result<Client, Error> {
+    /// `lp`: the loop to run on; None: a private loop on a thread of its own.
+    pub fn new(url: &str, protocols: &[&str], options: &Options, lp: Option<Arc<ConnLoop>>) -> Result<Client, Error> {
         let target = Target::parse(url, protocols)?;
         let url = CString::new(target.url.clone()).map_err(|_| Error::syntax("URL contains a NUL byte"))?;
-        let lp = match &options.event_loop {
-            Some(lp) => lp.clone(),
-            // The default: a private loop on a thread of its own.
+        let lp = match lp {
+            Some(lp) => lp,
             None => Loop::new(true).map_err(|e| Error::os("cannot create the connection's event loop", &e))?,
         };
         let id = lp.allocate();
-        let shared = Arc::new(Shared::new(url, options.max_buffered_amount, lp, id));
-        let mut options = options.clone();
-        options.event_loop = None;
-        Ok(Client { shared, pending: Some((target, options)) })
+        let shared = Arc::new(Shared::new(url, options.max_buffered_amount, connection::link(lp.clone(), id)));
+        Ok(Client { shared, pending: Some(Pending { target, options: options.clone(), lp, id }) })
     }
 
     /// Hands the connection to its loop, which connects at once.
     pub fn start(&mut self, handler: Box<dyn Handler>) -> Result<(), Error> {
-        let Some((target, options)) = self.pending.take() else {
+        let Some(Pending { target, options, lp, id }) = self.pending.take() else {
             return Err(Error::new(ErrorKind::Internal, "connection already started"));
         };
-        let lp = self.shared.event_loop().clone();
         let conn = Connection::new(self.shared.clone(), handler, target, options);
-        lp.register(self.shared.id(), Box::new(conn)).map_err(|e| {
+        lp.register(id, Box::new(conn)).map_err(|e| {
             self.shared.abandon();
             Error::os("cannot start the connection's I/O thread", &e)
         })
+    }
+
+    /// Keeps every callback of this connection from starting while the
+    /// guard lives: `ws_new` holds it until it has returned the handle.
+    pub fn hold_callbacks(&self) -> MutexGuard<'_, ()> {
+        self.shared.hold_callbacks()
+    }
+
+    /// What frees the handle: it stops every callback, lets the loop close
+    /// with 1001 in the background, and drops `release` (the handle's
+    /// memory, which holds this `Client`) once no callback of it runs. It
+    /// keeps what it needs alive itself, since `release` may go at once.
+    pub fn freer(&self) -> impl FnOnce(Box<dyn Send>) {
+        let shared = self.shared.clone();
+        move |release| shared.free(release)
     }
 
     pub fn send_text(&self, text: &[u8]) -> Result<(), Error> {
@@ -116,11 +128,5 @@ impl Client {
 
     pub fn extensions(&self) -> &CStr {
         self.shared.extensions()
-    }
-
-    /// The state shared with the I/O thread: what `ws_new` holds to keep
-    /// callbacks back and `ws_free` uses to stop them.
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
     }
 }

@@ -1,40 +1,36 @@
 //! libws: a WebSocket client for C, modelled on the browser's WebSocket.
 //!
-//! The core is safe Rust and private to the crate: `client` (the WebSocket
-//! object), `event_loop` and `connection` (the loop and the state machine
-//! it drives), `protocol` and `handshake` (RFC 6455), `net` and `tls`.
-//! `ffi` is the C boundary that `include/ws.h` describes.
+//! The code is layered as folders; each imports only from those below it
+//! (`tests/repository.rs` checks it):
+//!
+//! - `ffi`: the C boundary that `include/ws.h` describes;
+//! - `client`: the browser's WebSocket object in safe Rust;
+//! - `conn`: one connection, its settings and the state it shares with
+//!   its handle;
+//! - `runtime`: the event loop, threads and the resolver, which run tasks;
+//! - `proto`: WebSocket as bytes (URL, handshake, frames, deflate);
+//! - `transport`: sockets and TLS;
+//! - `error`: result codes, used by all.
 
 mod client;
-mod connection;
-mod deflate;
+mod conn;
 mod error;
-mod event_loop;
-mod extensions;
 pub mod ffi;
-mod handshake;
-mod net;
-mod options;
-mod protocol;
-mod resolver;
-mod shared;
-mod target;
-mod threads;
-mod tls;
-mod waker;
+mod proto;
+mod runtime;
+mod transport;
 
 /// The parsers that take outside bytes, for the fuzz targets in `fuzz/`
 /// (`cargo +nightly fuzz`, see `scripts/fuzz.sh`). Not part of the C API.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::deflate::{Deflater, InflateError, Inflater};
-    pub use crate::extensions::DeflateParams;
-    pub use crate::handshake::{parse_response, request, Agreed};
-    pub use crate::options::{CompressionOptions, Options};
-    pub use crate::protocol::{is_valid_wire_close_code, Incoming, InputBuffer, Reader, Violation};
-    pub use crate::target::Target;
+    pub use crate::proto::deflate::{Deflater, InflateError, Inflater};
+    pub use crate::proto::extensions::{CompressionOptions, DeflateParams};
+    pub use crate::proto::frames::{is_valid_wire_close_code, Incoming, InputBuffer, Reader, Violation};
+    pub use crate::proto::handshake::{parse_response, request, Agreed};
+    pub use crate::proto::target::Target;
 
     /// A response head larger than this fails the connection.
-    pub const MAX_RESPONSE_HEAD: usize = crate::handshake::MAX_RESPONSE_HEAD;
+    pub const MAX_RESPONSE_HEAD: usize = crate::proto::handshake::MAX_RESPONSE_HEAD;
 }

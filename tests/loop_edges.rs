@@ -17,7 +17,7 @@ fn has_close(e: &[Ev]) -> bool {
     e.iter().any(|e| matches!(e, Ev::Close { .. }))
 }
 
-/// SPEC §4 close: "While OPEN it starts the closing handshake (CLOSING);
+/// ws.h, ws_close: "While OPEN it starts the closing handshake (CLOSING);
 /// on_close follows when the server's close frame has arrived and TCP is
 /// closed, or after the close timeout (then 1006, not clean)", and "no
 /// input from the network ... blocks forever". A server that stops reading
@@ -57,7 +57,7 @@ fn close_with_a_server_that_stopped_reading_ends_after_the_close_timeout() {
 }
 
 /// ws.h: ws_loop_fd is "readable whenever ws_loop_run has I/O to do" and
-/// ws_loop_timeout_ms gives "-1 when no timer is set"; SPEC: sends from any
+/// ws_loop_timeout_ms gives "-1 when no timer is set"; sends from any
 /// thread. A thread that ran the loop once (here: to open the connection)
 /// and later sends, while another thread now drives the loop with
 /// poll(ws_loop_fd, ws_loop_timeout_ms), gets no wake-up: the poller sleeps
@@ -158,7 +158,7 @@ fn hold_the_loop_in_on_message(
     late
 }
 
-/// SPEC §4 close codes: "The server's code and reason when the closing
+/// The contract for close codes: "The server's code and reason when the closing
 /// handshake completed ... was_clean true"; brief: "a slow callback on one
 /// handle must delay but not lose others' events". On a shared loop, A's
 /// on_message holds the loop past B's close timeout, and B's server
@@ -518,7 +518,7 @@ fn a_ws_new_that_returned_null_never_connects_nor_calls_back() {
     });
 }
 
-/// SPEC §4 close: "Once both close frames have crossed, the client waits up
+/// The contract for close: "Once both close frames have crossed, the client waits up
 /// to 2 s for the server to close TCP, then closes it itself." The 2 s are
 /// counted from when the client's own close frame was written, not from
 /// when the frames crossed: a server that answers the close after 1.5 s
@@ -548,7 +548,7 @@ fn after_the_close_frames_cross_the_server_has_2_s_to_close_tcp() {
     assert_eq!((code, clean), (1000, true));
     assert!(
         waited >= Duration::from_millis(1800),
-        "the client closed TCP {waited:?} after the close frames crossed (SPEC: it waits up to 2 s)"
+        "the client closed TCP {waited:?} after the close frames crossed (it waits up to 2 s)"
     );
 }
 

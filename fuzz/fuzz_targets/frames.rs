@@ -1,4 +1,4 @@
-//! The frame and message layer (src/protocol.rs `Reader`) fed a server's
+//! The frame and message layer (src/proto/frames.rs `Reader`) fed a server's
 //! byte stream cut into chunks at points the fuzzer chooses.
 //!
 //! Input: byte 0's low 4 bits say how many chunk-size bytes follow (n);

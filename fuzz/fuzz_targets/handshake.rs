@@ -1,4 +1,4 @@
-//! The handshake response parser (src/handshake.rs `parse_response`) with
+//! The handshake response parser (src/proto/handshake.rs `parse_response`) with
 //! a fixed key and two offered subprotocols.
 //!
 //! Input: byte 0 times 512 is the size of an `X-Pad` header inserted after

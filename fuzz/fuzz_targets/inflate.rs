@@ -1,4 +1,4 @@
-//! The inflater (src/deflate.rs) fed a hostile stream under a small max
+//! The inflater (src/proto/deflate.rs) fed a hostile stream under a small max
 //! message size, in pieces the fuzzer chooses.
 //!
 //! Input: byte 0 sets the window (low 3 bits: 8 + n), no context takeover

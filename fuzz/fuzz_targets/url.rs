@@ -1,4 +1,4 @@
-//! URL and subprotocol validation (src/target.rs `Target::parse`, what
+//! URL and subprotocol validation (src/proto/target.rs `Target::parse`, what
 //! `ws_new` checks before touching the network), and the request that the
 //! handshake then writes from the result.
 //!
@@ -14,7 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ws::fuzzing::{request, Options, Target};
+use ws::fuzzing::{request, CompressionOptions, Target};
 
 fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(t.resource.starts_with('/'), "resource {:?}", t.resource);
 
-    let (req, key) = request(&t, &Options::default());
+    let (req, key) = request(&t, &[], &CompressionOptions::default());
     let mut headers = [httparse::EMPTY_HEADER; 16];
     let mut parsed = httparse::Request::new(&mut headers);
     let status = parsed.parse(&req).unwrap_or_else(|e| panic!("request for {url:?} does not parse: {e}"));

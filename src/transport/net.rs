@@ -1,5 +1,5 @@
 //! Sockets without blocking: a connect that poll(2) can finish, the poll
-//! call itself, and the stream type the I/O thread owns.
+//! call itself, and the stream type the loop's thread owns.
 
 use std::cell::Cell;
 use std::io::{self, Read, Write};

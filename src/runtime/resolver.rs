@@ -12,12 +12,12 @@
 //! only weakly, so a freed connection's private loop and its fds go at
 //! once, not when a hung lookup returns.
 
-use crate::event_loop::{ConnId, Loop, LoopCommand};
-use crate::shared::spawn_quiet;
+use crate::runtime::event_loop::{ConnId, Loop, LoopCommand, Task};
+use crate::runtime::threads::spawn_quiet;
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// At most this many lookups run at once, process-wide: room for 32 that
@@ -27,12 +27,14 @@ pub(crate) const MAX_THREADS: usize = 64;
 /// A resolver thread with nothing to do for this long ends.
 const IDLE: Duration = Duration::from_secs(5);
 
+/// Where a lookup's result goes: to its loop, if the loop still exists.
+type Reply = Box<dyn FnOnce(io::Result<Vec<SocketAddr>>) + Send>;
+
 struct Job {
     serial: u64,
     host: String,
     port: u16,
-    reply: Weak<Loop>,
-    id: ConnId,
+    reply: Reply,
 }
 
 #[derive(Default)]
@@ -67,12 +69,18 @@ impl Drop for Lookup {
 /// Looks `host` up on a resolver thread; the addresses (or the error)
 /// reach connection `id` of `reply` as `LoopCommand::Resolved`, unless
 /// the `Lookup` was dropped before a thread took it.
-pub fn lookup(host: String, port: u16, reply: &Arc<Loop>, id: ConnId) -> io::Result<Lookup> {
+pub fn lookup<T: Task>(host: String, port: u16, reply: &Arc<Loop<T>>, id: ConnId) -> io::Result<Lookup> {
+    let weak = Arc::downgrade(reply);
+    let reply: Reply = Box::new(move |result| {
+        if let Some(lp) = weak.upgrade() {
+            lp.post(LoopCommand::Resolved(id, result));
+        }
+    });
     let (_, cv) = pool();
     let mut p = lock_pool();
     let serial = p.next_serial;
     p.next_serial += 1;
-    p.jobs.push_back(Job { serial, host, port, reply: Arc::downgrade(reply), id });
+    p.jobs.push_back(Job { serial, host, port, reply });
     let lookup = Lookup { serial };
     // Every queued job needs an idle thread of its own, or a new one.
     if p.idle >= p.jobs.len() {
@@ -102,9 +110,7 @@ fn worker() {
         if let Some(job) = p.jobs.pop_front() {
             drop(p);
             let result = resolve(&job.host, job.port);
-            if let Some(lp) = job.reply.upgrade() {
-                lp.post(LoopCommand::Resolved(job.id, result));
-            }
+            (job.reply)(result);
             p = lock_pool();
             continue;
         }

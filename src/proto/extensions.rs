@@ -1,8 +1,43 @@
 //! Extension negotiation: the permessage-deflate offer (RFC 7692 section
 //! 7.1) and strict checks on the server's Sec-WebSocket-Extensions answer.
 
-use crate::deflate::MIN_DEFLATE_WINDOW_BITS;
-use crate::options::CompressionOptions;
+use crate::proto::deflate::MIN_DEFLATE_WINDOW_BITS;
+
+/// What the permessage-deflate offer (RFC 7692) asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompressionOptions {
+    /// Off: no offer, and an extension in the answer fails the connection.
+    pub enabled: bool,
+    /// Ask to compress each message on its own (client_no_context_takeover).
+    pub client_no_context_takeover: bool,
+    /// Ask the server to do the same (server_no_context_takeover).
+    pub server_no_context_takeover: bool,
+    /// 8..=15, or None: `client_max_window_bits` without a value, which lets
+    /// the server choose.
+    pub client_max_window_bits: Option<u8>,
+    /// 8..=15, or None: not asked for.
+    pub server_max_window_bits: Option<u8>,
+    /// Messages shorter than this many bytes go out uncompressed.
+    pub threshold: u64,
+}
+
+/// Messages shorter than this go out uncompressed by default: below it,
+/// deflate saves a few bytes at best (see README.md, Compression).
+pub(crate) const DEFAULT_COMPRESSION_THRESHOLD: u64 = 32;
+
+impl Default for CompressionOptions {
+    fn default() -> Self {
+        // As browsers offer: "permessage-deflate; client_max_window_bits".
+        CompressionOptions {
+            enabled: true,
+            client_no_context_takeover: false,
+            server_no_context_takeover: false,
+            client_max_window_bits: None,
+            server_max_window_bits: None,
+            threshold: DEFAULT_COMPRESSION_THRESHOLD,
+        }
+    }
+}
 
 pub(crate) const PERMESSAGE_DEFLATE: &str = "permessage-deflate";
 

@@ -2,18 +2,14 @@
 //! connection: the ready state, bufferedAmount, and when callbacks may run.
 
 use crate::error::{Error, ErrorKind};
-use crate::event_loop::{ConnId, Loop, LoopCommand};
-use crate::net::RawSocket;
-use crate::protocol::Writer;
+use crate::proto::frames::Writer;
+use crate::transport::net::RawSocket;
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-
-pub(crate) use crate::threads::{current_thread_tag, spawn_quiet};
-pub(crate) use crate::waker::Waker;
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
 
 thread_local! {
     /// True while this thread runs a libws callback (of any handle). Such a
@@ -45,10 +41,10 @@ impl ReadyState {
     }
 }
 
-/// Work for the I/O thread, in the order the API calls returned.
+/// Work for the loop's thread, in the order the API calls returned.
 pub enum Command {
     /// A data frame's payload with `HEADROOM` free bytes in front, so that
-    /// the I/O thread writes the header and masks in place: no second copy.
+    /// the loop's thread writes the header and masks in place: no second copy.
     Send { buf: Vec<u8>, text: bool },
     /// `code` 0 means a close frame with no body.
     Close { code: u16, reason: String },
@@ -57,12 +53,24 @@ pub enum Command {
     Flush,
     /// The handle was freed: close with 1001 if open, then end. `release`
     /// is the handle's memory when a callback of it was running as it was
-    /// freed: the I/O thread drops it once that callback has returned.
+    /// freed: the loop's thread drops it once that callback has returned.
     Free { release: Option<Box<dyn Send>> },
 }
 
-/// The longest frame header a client writes (2 + 8 length + 4 mask).
-pub(crate) const HEADROOM: usize = 14;
+pub(crate) use crate::proto::frames::HEADROOM;
+
+/// How a handle's side reaches the loop that runs its connection (the
+/// connection's module provides it, for the loop the handle was made on).
+pub trait LoopLink: Send + Sync {
+    /// Queues a command for the connection; wakes the loop unless the
+    /// calling thread runs it.
+    fn post(&self, cmd: Command);
+    /// As `post`, for a command that holds the handle's memory: it must
+    /// not be left in a queue that no thread will run again.
+    fn post_owning(&self, cmd: Command);
+    /// Whether the calling thread runs the loop now.
+    fn on_loop_thread(&self) -> bool;
+}
 
 /// What goes to the socket, shared by the loop and sending threads.
 #[derive(Default)]
@@ -105,15 +113,15 @@ pub struct Shared {
     extensions: OnceLock<CString>,
     freed: AtomicBool,
     abandoned: AtomicBool,
-    /// Held by the I/O thread while a callback runs (and by `ws_new` until
+    /// Held by the loop's thread while a callback runs (and by `ws_new` until
     /// it has returned the handle); taken by state changes from other
     /// threads, so that a callback's check of the state and its start are
     /// one step with respect to them.
     dispatch: Mutex<()>,
-    lp: Arc<Loop>,
-    id: ConnId,
+    /// The way to the loop that runs the connection.
+    link: Box<dyn LoopLink>,
     /// Written send buffers, for the next sends to reuse: the sending
-    /// thread allocates and the I/O thread frees, a pattern that makes
+    /// thread allocates and the loop's thread frees, a pattern that makes
     /// malloc return and re-fault pages on every burst.
     spare_buffers: (crossbeam_channel::Sender<Vec<u8>>, crossbeam_channel::Receiver<Vec<u8>>),
 }
@@ -124,7 +132,7 @@ const SPARE_BUFFERS: usize = 8;
 const SPARE_BUFFER_MAX: usize = 64 * 1024;
 
 impl Shared {
-    pub fn new(url: CString, max_buffered: u64, lp: Arc<Loop>, id: ConnId) -> Shared {
+    pub fn new(url: CString, max_buffered: u64, link: Box<dyn LoopLink>) -> Shared {
         Shared {
             state: AtomicU8::new(ReadyState::Connecting as u8),
             state_gate: RwLock::new(()),
@@ -141,8 +149,7 @@ impl Shared {
             freed: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             dispatch: Mutex::new(()),
-            lp,
-            id,
+            link,
             spare_buffers: crossbeam_channel::bounded(SPARE_BUFFERS),
         }
     }
@@ -228,7 +235,7 @@ impl Shared {
         self.freed.load(Ordering::SeqCst)
     }
 
-    /// Runs `callback` on the I/O thread unless the handle is freed or
+    /// Runs `callback` on the loop's thread unless the handle is freed or
     /// `may_run` refuses the current state. The check and the callback run
     /// under the dispatch lock, which `close` and `free` from other threads
     /// take: once they return, no callback that the change forbids starts.
@@ -282,14 +289,6 @@ impl Shared {
         Some(self.lock_dispatch())
     }
 
-    pub fn event_loop(&self) -> &Arc<Loop> {
-        &self.lp
-    }
-
-    pub fn id(&self) -> ConnId {
-        self.id
-    }
-
     /// Sets the state; with `from`, only when the state is `from` now.
     /// Returns whether it changed.
     pub fn transition(&self, from: Option<ReadyState>, to: ReadyState) -> bool {
@@ -309,7 +308,7 @@ impl Shared {
     }
 
     fn enqueue(&self, cmd: Command) {
-        self.lp.post(LoopCommand::Conn(self.id, cmd));
+        self.link.post(cmd);
     }
 
     /// The browser's send(). The state and the max buffered amount are
@@ -370,7 +369,7 @@ impl Shared {
     /// watches for room to write and writes the rest itself.
     fn send_direct(&self, buf: Vec<u8>, text: bool) -> Result<(), Vec<u8>> {
         const BURST: u64 = 10_000; // ns
-        if !self.direct_allowed.load(Ordering::Relaxed) || self.lp.on_loop_thread() {
+        if !self.direct_allowed.load(Ordering::Relaxed) || self.link.on_loop_thread() {
             // The loop flushes after the callback: many sends, one write.
             return Err(buf);
         }
@@ -425,10 +424,10 @@ impl Shared {
         }
     }
 
-    /// Stops every callback and lets the I/O thread close with 1001 in the
+    /// Stops every callback and lets the loop's thread close with 1001 in the
     /// background. `release` drops the handle's memory: here, once no
     /// callback of the handle runs (waiting for one running on another
-    /// thread), or on the I/O thread after the running callback returns
+    /// thread), or on the loop's thread after the running callback returns
     /// when waiting is not allowed (inside a callback).
     pub fn free(&self, release: Box<dyn Send>) {
         self.freed.store(true, Ordering::SeqCst);
@@ -445,7 +444,7 @@ impl Shared {
             None => self.enqueue(Command::Free { release }),
             Some(release) => {
                 testing::free_posting();
-                self.lp.post_owning(LoopCommand::Conn(self.id, Command::Free { release: Some(release) }));
+                self.link.post_owning(Command::Free { release: Some(release) });
             }
         }
     }
@@ -469,21 +468,14 @@ fn epoch() -> std::time::Instant {
     *EPOCH.get_or_init(std::time::Instant::now)
 }
 
-/// Hooks that let a test hold the library at a point where a race would
-/// otherwise last microseconds. Each does nothing unless a test set it.
+/// A hook that lets a test hold `ws_free` at a point where a race would
+/// otherwise last microseconds. It does nothing unless a test set it.
 #[doc(hidden)]
 pub mod testing {
     use std::sync::Mutex;
 
     type Hook = Box<dyn Fn() + Send>;
     static FREE_POSTING: Mutex<Option<Hook>> = Mutex::new(None);
-    static LOOP_THREAD_EXITING: Mutex<Option<Hook>> = Mutex::new(None);
-
-    fn call(hook: &Mutex<Option<Hook>>) {
-        if let Some(f) = hook.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            f();
-        }
-    }
 
     /// `ws_free`, inside a callback, is about to post a handle's memory to
     /// its loop because a callback of that handle was running.
@@ -491,18 +483,10 @@ pub mod testing {
         *FREE_POSTING.lock().unwrap_or_else(|e| e.into_inner()) = f;
     }
 
-    /// A library thread has found its loop's queue empty after saying it
-    /// is gone, and is about to end.
-    pub fn on_loop_thread_exiting(f: Option<Hook>) {
-        *LOOP_THREAD_EXITING.lock().unwrap_or_else(|e| e.into_inner()) = f;
-    }
-
     pub(crate) fn free_posting() {
-        call(&FREE_POSTING);
-    }
-
-    pub(crate) fn loop_thread_exiting() {
-        call(&LOOP_THREAD_EXITING);
+        if let Some(f) = FREE_POSTING.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            f();
+        }
     }
 }
 
@@ -510,12 +494,20 @@ pub mod testing {
 mod tests {
     use super::*;
 
+    /// No loop: commands are dropped, and no thread runs one.
+    struct Unlinked;
+
+    impl LoopLink for Unlinked {
+        fn post(&self, _: Command) {}
+        fn post_owning(&self, _: Command) {}
+        fn on_loop_thread(&self) -> bool {
+            false
+        }
+    }
+
     #[test]
-    #[cfg_attr(miri, ignore = "epoll as the loop uses it (level-triggered) is not in miri")]
     fn written_buffers_are_reused_within_bounds() {
-        let lp = Loop::new(false).unwrap();
-        let id = lp.allocate();
-        let shared = Shared::new(CString::default(), 0, lp, id);
+        let shared = Shared::new(CString::default(), 0, Box::new(Unlinked));
         let buf = Vec::<u8>::with_capacity(1000);
         let ptr = buf.as_ptr();
         shared.recycle(buf);
@@ -535,11 +527,8 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore = "epoll as the loop uses it (level-triggered) is not in miri")]
     fn transitions_report_the_sends_accepted_before_them() {
-        let lp = Loop::new(false).unwrap();
-        let id = lp.allocate();
-        let shared = Shared::new(CString::default(), 0, lp, id);
+        let shared = Shared::new(CString::default(), 0, Box::new(Unlinked));
         assert!(shared.transition(Some(ReadyState::Connecting), ReadyState::Open));
         for _ in 0..3 {
             shared.send(&[0], false).unwrap();

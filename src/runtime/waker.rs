@@ -58,7 +58,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     /// A producer pushes and wakes, a consumer polls, resets and drains, as
-    /// the I/O thread does. A lost wake-up leaves the consumer asleep with
+    /// the loop's thread does. A lost wake-up leaves the consumer asleep with
     /// items queued: the poll times out and the test fails.
     #[test]
     #[cfg_attr(miri, ignore = "poll(2) is not in miri, and 200 000 wake-ups would take hours")]

@@ -5,19 +5,18 @@
 //! command or a lookup result arrives, or its deadline passes, and then
 //! asks what it waits for (`interest`, `deadline`, `wants_turn`).
 
-use crate::client::Handler;
-use crate::event_loop::{give_buffer, take_buffer, ConnId, Loop};
-use crate::handshake::{self, Agreed};
-use crate::net::{self, Stream, Tcp};
-use crate::options::Options;
-use crate::protocol::{Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
-use crate::shared::{Command, ReadyState, Shared};
-use crate::target::{Target, TargetHost};
-use crate::tls;
-use std::ffi::CString;
+use crate::conn::options::Options;
+use crate::conn::shared::{Command, LoopLink, ReadyState, Shared};
+use crate::proto::frames::{Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
+use crate::proto::handshake::{self, Agreed};
+use crate::proto::target::{Target, TargetHost};
+use crate::runtime::event_loop::{give_buffer, take_buffer, ConnId, Cx, Interest, Loop, LoopCommand, Task};
+use crate::transport::net::{self, Stream, Tcp};
+use crate::transport::tls;
+use std::ffi::{CStr, CString};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,11 +33,41 @@ const FIRST_READ_CHUNK: usize = 4 * 1024;
 /// the loop's other connections, nor this one's sends and close.
 const READS_PER_TURN: usize = 16;
 
-/// What the loop lends a connection while it works.
-pub struct Cx<'a> {
-    pub lp: &'a Arc<Loop>,
-    pub id: ConnId,
-    pub buffers: &'a mut Vec<Vec<u8>>,
+/// Receives a connection's events, always on the thread that runs its
+/// loop, one at a time.
+pub trait Handler: Send {
+    fn on_open(&mut self);
+    /// `data` is followed in memory by one NUL byte not counted in its length.
+    fn on_message(&mut self, data: &[u8], text: bool);
+    fn on_error(&mut self, message: &CStr);
+    fn on_close(&mut self, code: u16, reason: &CStr, was_clean: bool);
+}
+
+/// A loop of connections.
+pub type ConnLoop = Loop<Connection>;
+
+/// The way from a handle to connection `id` on loop `lp`.
+pub fn link(lp: Arc<ConnLoop>, id: ConnId) -> Box<dyn LoopLink> {
+    Box::new(Link { lp, id })
+}
+
+struct Link {
+    lp: Arc<ConnLoop>,
+    id: ConnId,
+}
+
+impl LoopLink for Link {
+    fn post(&self, cmd: Command) {
+        self.lp.post(LoopCommand::Conn(self.id, cmd));
+    }
+
+    fn post_owning(&self, cmd: Command) {
+        self.lp.post_owning(LoopCommand::Conn(self.id, cmd));
+    }
+
+    fn on_loop_thread(&self) -> bool {
+        self.lp.on_loop_thread()
+    }
 }
 
 /// How a connection ended; each maps to the last callbacks.
@@ -71,7 +100,7 @@ enum Phase {
     New,
     /// Waiting for the resolver pool; dropping the lookup (any change of
     /// phase, or the connection's end) takes it out of the pool's queue.
-    Resolving(#[allow(dead_code)] crate::resolver::Lookup),
+    Resolving(#[allow(dead_code)] crate::runtime::resolver::Lookup),
     Connecting(Box<Connecting>),
     Tls(Box<native_tls::MidHandshakeTlsStream<Tcp>>),
     Upgrading(Box<Upgrading>),
@@ -200,14 +229,19 @@ impl Connection {
             socket_serial: 0,
         }
     }
+}
 
-    pub fn is_done(&self) -> bool {
+/// What the loop calls: events in, then what the connection waits for.
+impl Task for Connection {
+    type Command = Command;
+
+    fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done)
     }
 
     /// The socket, a number that changes with each new socket, and the
     /// epoll events wanted now.
-    pub fn interest(&self) -> Option<(RawFd, u32, u32)> {
+    fn interest(&self) -> Option<Interest> {
         let (fd, events) = match &self.phase {
             Phase::Connecting(c) => (c.tcp.as_raw_fd(), libc::EPOLLOUT as u32),
             Phase::Tls(mid) => (mid.get_ref().fd(), epoll_events(mid.get_ref().blocked_on())),
@@ -222,10 +256,10 @@ impl Connection {
             }
             Phase::New | Phase::Resolving(_) | Phase::Done => return None,
         };
-        Some((fd, self.socket_serial, events))
+        Some(Interest { fd, socket: self.socket_serial, events })
     }
 
-    pub fn deadline(&self) -> Option<Instant> {
+    fn deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::New | Phase::Done => None,
             Phase::Resolving(_) | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_) => {
@@ -242,13 +276,11 @@ impl Connection {
     }
 
     /// Work is left that epoll will not report.
-    pub fn wants_turn(&self) -> bool {
+    fn wants_turn(&self) -> bool {
         matches!(&self.phase, Phase::Open(o) if o.more_input && o.failing.is_none())
     }
 
-    // ----- events from the loop -----
-
-    pub fn start(&mut self, cx: &mut Cx) {
+    fn start(&mut self, cx: &mut Cx<'_, Self>) {
         if self.shared.is_abandoned() {
             // ws_new failed after queueing this (no thread for the loop):
             // it returned NULL, so nothing may connect or call back.
@@ -259,7 +291,7 @@ impl Connection {
         self.settle(r);
     }
 
-    pub fn resolved(&mut self, result: io::Result<Vec<SocketAddr>>) {
+    fn resolved(&mut self, result: io::Result<Vec<SocketAddr>>) {
         if !matches!(self.phase, Phase::Resolving(_)) {
             return;
         }
@@ -272,7 +304,7 @@ impl Connection {
         self.settle(r);
     }
 
-    pub fn ready(&mut self, events: u32, cx: &mut Cx) {
+    fn ready(&mut self, events: u32, cx: &mut Cx<'_, Self>) {
         let r = match &mut self.phase {
             Phase::Connecting(_) if events != 0 => self.connect_done(),
             Phase::Tls(_) if events != 0 => self.tls_step(None),
@@ -283,7 +315,7 @@ impl Connection {
         self.settle(r);
     }
 
-    pub fn timer(&mut self, now: Instant) {
+    fn timer(&mut self, now: Instant) {
         let r = match &mut self.phase {
             Phase::Resolving(_) | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_) => {
                 if now >= self.connect_deadline {
@@ -310,7 +342,7 @@ impl Connection {
 
     /// An API call. Data is only queued here; the loop calls `flush` once
     /// it has taken the commands at hand, so that many sends share writes.
-    pub fn command(&mut self, cmd: Command) {
+    fn command(&mut self, cmd: Command) {
         let r = match (&mut self.phase, cmd) {
             (Phase::Open(o), Command::Send { buf, text }) => {
                 let mut out = self.shared.lock_output();
@@ -354,7 +386,7 @@ impl Connection {
     }
 
     /// Writes what is queued, after commands were taken.
-    pub fn flush(&mut self) {
+    fn flush(&mut self) {
         let r = match &mut self.phase {
             Phase::Open(_) => self.write_and_check(),
             _ => Ok(()),
@@ -364,12 +396,14 @@ impl Connection {
 
     /// Ends the connection at once, without a closing handshake: nothing
     /// will run its loop again. `on_error` says why, `on_close` is 1006.
-    pub fn abort(&mut self, why: &str) {
+    fn abort(&mut self, why: &str) {
         if !self.is_done() {
             self.finish(End::Failed(why.to_string()));
         }
     }
+}
 
+impl Connection {
     /// A step's outcome: an `End` finishes the connection.
     fn settle(&mut self, r: Result<(), End>) {
         if let Err(end) = r {
@@ -379,7 +413,7 @@ impl Connection {
 
     // ----- CONNECTING -----
 
-    fn begin(&mut self, cx: &mut Cx) -> Result<(), End> {
+    fn begin(&mut self, cx: &mut Cx<'_, Self>) -> Result<(), End> {
         // Set up TLS first: a bad setting fails before any traffic.
         if self.target.secure {
             self.connector = Some(self.options.tls.connector().map_err(End::Failed)?);
@@ -389,9 +423,10 @@ impl Connection {
             TargetHost::Domain(name) => {
                 // getaddrinfo cannot be interrupted: a resolver thread runs
                 // it, so that close() and free during DNS stay prompt.
-                let lookup = crate::resolver::lookup(name.clone(), self.target.port, cx.lp, cx.id).map_err(|e| {
-                    End::Failed(format!("cannot start a resolver thread: {}", crate::error::io_text(&e)))
-                })?;
+                let lookup =
+                    crate::runtime::resolver::lookup(name.clone(), self.target.port, cx.lp, cx.id).map_err(|e| {
+                        End::Failed(format!("cannot start a resolver thread: {}", crate::error::io_text(&e)))
+                    })?;
                 self.phase = Phase::Resolving(lookup);
                 Ok(())
             }
@@ -466,7 +501,7 @@ impl Connection {
     }
 
     fn start_upgrade(&mut self, stream: Stream) -> Result<(), End> {
-        let (request, key) = handshake::request(&self.target, &self.options);
+        let (request, key) = handshake::request(&self.target, &self.options.headers, &self.options.compression);
         self.phase = Phase::Upgrading(Box::new(Upgrading {
             stream,
             request,
@@ -561,7 +596,7 @@ impl Connection {
         {
             let mut out = self.shared.lock_output();
             out.writer.set_deflate(agreed.deflate.as_ref(), self.options.compression.threshold);
-            out.writer.set_keeps_blocked_bytes(open.stream.is_tls());
+            out.writer.set_keeps_blocked_bytes(open.stream.is_tls().then_some(net::TLS_GATHER));
             // From now on other threads may write frames to a plain socket
             // themselves; not with compression, which runs on the loop's
             // thread, never on a caller's under a lock other senders need.
@@ -576,7 +611,7 @@ impl Connection {
         r
     }
 
-    fn open_ready(&mut self, events: u32, cx: &mut Cx) -> Result<(), End> {
+    fn open_ready(&mut self, events: u32, cx: &mut Cx<'_, Self>) -> Result<(), End> {
         let Phase::Open(o) = &mut self.phase else { return Ok(()) };
         if o.failing.is_some() {
             if events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {

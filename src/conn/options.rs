@@ -1,7 +1,9 @@
 //! Connection settings, copied into each connection when it is created.
 
 use crate::error::Error;
-use std::sync::{Arc, OnceLock};
+use crate::proto::extensions::CompressionOptions;
+use crate::proto::target::is_http_token;
+use crate::transport::tls::TlsOptions;
 use std::time::Duration;
 
 /// Headers the handshake writes itself; a caller may not replace them.
@@ -29,8 +31,6 @@ pub struct Options {
     /// SO_SNDBUF for the socket; None leaves the kernel's default. Only the
     /// tests set it (`ffi::testing`), to make partial writes certain.
     pub send_buffer_size: Option<u32>,
-    /// The loop to run on; None: a private loop on its own thread.
-    pub event_loop: Option<std::sync::Arc<crate::event_loop::Loop>>,
     pub compression: CompressionOptions,
 }
 
@@ -44,44 +44,7 @@ impl Default for Options {
             max_message_size: 64 << 20,
             max_buffered_amount: 0,
             send_buffer_size: None,
-            event_loop: None,
             compression: CompressionOptions::default(),
-        }
-    }
-}
-
-/// What the permessage-deflate offer (RFC 7692) asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CompressionOptions {
-    /// Off: no offer, and an extension in the answer fails the connection.
-    pub enabled: bool,
-    /// Ask to compress each message on its own (client_no_context_takeover).
-    pub client_no_context_takeover: bool,
-    /// Ask the server to do the same (server_no_context_takeover).
-    pub server_no_context_takeover: bool,
-    /// 8..=15, or None: `client_max_window_bits` without a value, which lets
-    /// the server choose.
-    pub client_max_window_bits: Option<u8>,
-    /// 8..=15, or None: not asked for.
-    pub server_max_window_bits: Option<u8>,
-    /// Messages shorter than this many bytes go out uncompressed.
-    pub threshold: u64,
-}
-
-/// Messages shorter than this go out uncompressed by default: below it,
-/// deflate saves a few bytes at best (see README.md, Compression).
-pub(crate) const DEFAULT_COMPRESSION_THRESHOLD: u64 = 32;
-
-impl Default for CompressionOptions {
-    fn default() -> Self {
-        // As browsers offer: "permessage-deflate; client_max_window_bits".
-        CompressionOptions {
-            enabled: true,
-            client_no_context_takeover: false,
-            server_no_context_takeover: false,
-            client_max_window_bits: None,
-            server_max_window_bits: None,
-            threshold: DEFAULT_COMPRESSION_THRESHOLD,
         }
     }
 }
@@ -93,71 +56,6 @@ fn window_bits(bits: i32, which: &str) -> Result<Option<u8>, Error> {
         8..=15 => Ok(Some(bits as u8)),
         _ => Err(Error::invalid_argument(format!("{which} must be 0 (no request) or 8..15, not {bits}"))),
     }
-}
-
-/// What `wss://` connections trust and present.
-#[derive(Clone, Default)]
-pub struct TlsOptions {
-    /// Trusted in addition to the system store.
-    extra_roots: Vec<native_tls::Certificate>,
-    /// A client certificate and key, for mutual TLS.
-    identity: Option<native_tls::Identity>,
-    accept_invalid_certs: bool,
-    accept_invalid_hostnames: bool,
-    /// The TLS context built from these settings, shared by every
-    /// connection made with them: it holds the parsed trust store, hundreds
-    /// of KiB that each connection would otherwise carry. Replaced by every
-    /// change, so a handle keeps the settings it was created with.
-    connector: Arc<OnceLock<Result<native_tls::TlsConnector, String>>>,
-}
-
-impl TlsOptions {
-    fn changed(&mut self) {
-        self.connector = Arc::default();
-    }
-
-    pub fn set_accept_invalid_certs(&mut self, yes: bool) {
-        self.accept_invalid_certs = yes;
-        self.changed();
-    }
-
-    pub fn set_accept_invalid_hostnames(&mut self, yes: bool) {
-        self.accept_invalid_hostnames = yes;
-        self.changed();
-    }
-
-    /// The connector for these settings, built once. Settings that add no
-    /// certificate (the defaults among them) share one per process.
-    pub fn connector(&self) -> Result<native_tls::TlsConnector, String> {
-        type Cache = OnceLock<Result<native_tls::TlsConnector, String>>;
-        // Without certificates of the caller's, only the two flags differ.
-        static SYSTEM_STORE: [Cache; 4] = [const { OnceLock::new() }; 4];
-        let system_store_only = self.extra_roots.is_empty() && self.identity.is_none();
-        let flags = usize::from(self.accept_invalid_certs) * 2 + usize::from(self.accept_invalid_hostnames);
-        let cache = if system_store_only { &SYSTEM_STORE[flags] } else { &*self.connector };
-        cache.get_or_init(|| crate::tls::connector(self)).clone()
-    }
-
-    pub fn extra_roots(&self) -> &[native_tls::Certificate] {
-        &self.extra_roots
-    }
-
-    pub fn identity(&self) -> Option<&native_tls::Identity> {
-        self.identity.as_ref()
-    }
-
-    pub fn accepts_invalid_certs(&self) -> bool {
-        self.accept_invalid_certs
-    }
-
-    pub fn accepts_invalid_hostnames(&self) -> bool {
-        self.accept_invalid_hostnames
-    }
-}
-
-/// RFC 9110 section 5.6.2: token = 1*tchar.
-pub fn is_http_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl Options {
@@ -221,8 +119,7 @@ impl Options {
         if certs.is_empty() {
             return Err(Error::invalid_argument("no PEM certificate found"));
         }
-        self.tls.extra_roots.extend(certs);
-        self.tls.changed();
+        self.tls.add_roots(certs);
         Ok(())
     }
 
@@ -235,8 +132,7 @@ impl Options {
                 "cannot use client certificate {cert_path} with key {key_path} (PEM certificate and PKCS#8 PEM key): {e}"
             ))
         })?;
-        self.tls.identity = Some(identity);
-        self.tls.changed();
+        self.tls.set_identity(identity);
         Ok(())
     }
 }
@@ -305,14 +201,14 @@ mod tests {
         o.add_ca_pem(ca.pem().as_bytes()).unwrap();
         let copy = o.clone();
         assert!(o.tls.connector().is_ok());
-        assert!(copy.tls.connector.get().is_some(), "a copy made before use shares the context");
-        assert!(Arc::ptr_eq(&o.tls.connector, &copy.tls.connector));
+        assert!(copy.tls.has_own_context(), "a copy made before use shares the context");
+        assert!(o.tls.shares_context_with(&copy.tls));
         o.tls.set_accept_invalid_certs(true);
-        assert!(!Arc::ptr_eq(&o.tls.connector, &copy.tls.connector), "a change must not reach earlier handles");
+        assert!(!o.tls.shares_context_with(&copy.tls), "a change must not reach earlier handles");
         // Without certificates of one's own, settings share per process.
         let (a, b) = (Options::default(), Options::default());
         assert!(a.tls.connector().is_ok() && b.tls.connector().is_ok());
-        assert!(a.tls.connector.get().is_none(), "the process-wide context is used, not a per-options one");
-        assert!(o.tls.connector.get().is_none());
+        assert!(!a.tls.has_own_context(), "the process-wide context is used, not a per-options one");
+        assert!(!o.tls.has_own_context());
     }
 }

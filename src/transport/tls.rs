@@ -1,9 +1,92 @@
 //! wss:// over native-tls (OpenSSL on Linux), driven without blocking: the
-//! handshake resumes from `poll(2)` like everything else on the I/O thread.
+//! handshake resumes when epoll says the socket is ready, like everything else on the loop's thread.
 
-use crate::net::Tcp as TcpStream;
-use crate::options::TlsOptions;
+use crate::transport::net::Tcp as TcpStream;
 use native_tls::{HandshakeError, MidHandshakeTlsStream, Protocol, TlsConnector, TlsStream};
+use std::sync::{Arc, OnceLock};
+
+/// What `wss://` connections trust and present.
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    /// Trusted in addition to the system store.
+    extra_roots: Vec<native_tls::Certificate>,
+    /// A client certificate and key, for mutual TLS.
+    identity: Option<native_tls::Identity>,
+    accept_invalid_certs: bool,
+    accept_invalid_hostnames: bool,
+    /// The TLS context built from these settings, shared by every
+    /// connection made with them: it holds the parsed trust store, hundreds
+    /// of KiB that each connection would otherwise carry. Replaced by every
+    /// change, so a handle keeps the settings it was created with.
+    connector: Arc<OnceLock<Result<native_tls::TlsConnector, String>>>,
+}
+
+impl TlsOptions {
+    fn changed(&mut self) {
+        self.connector = Arc::default();
+    }
+
+    /// Trusts these certificates too, besides the system store.
+    pub fn add_roots(&mut self, certs: Vec<native_tls::Certificate>) {
+        self.extra_roots.extend(certs);
+        self.changed();
+    }
+
+    /// Presents this client certificate (mutual TLS).
+    pub fn set_identity(&mut self, identity: native_tls::Identity) {
+        self.identity = Some(identity);
+        self.changed();
+    }
+
+    /// Whether these settings built a context of their own.
+    #[cfg(test)]
+    pub fn has_own_context(&self) -> bool {
+        self.connector.get().is_some()
+    }
+
+    #[cfg(test)]
+    pub fn shares_context_with(&self, other: &TlsOptions) -> bool {
+        Arc::ptr_eq(&self.connector, &other.connector)
+    }
+
+    pub fn set_accept_invalid_certs(&mut self, yes: bool) {
+        self.accept_invalid_certs = yes;
+        self.changed();
+    }
+
+    pub fn set_accept_invalid_hostnames(&mut self, yes: bool) {
+        self.accept_invalid_hostnames = yes;
+        self.changed();
+    }
+
+    /// The connector for these settings, built once. Settings that add no
+    /// certificate (the defaults among them) share one per process.
+    pub fn connector(&self) -> Result<native_tls::TlsConnector, String> {
+        type Cache = OnceLock<Result<native_tls::TlsConnector, String>>;
+        // Without certificates of the caller's, only the two flags differ.
+        static SYSTEM_STORE: [Cache; 4] = [const { OnceLock::new() }; 4];
+        let system_store_only = self.extra_roots.is_empty() && self.identity.is_none();
+        let flags = usize::from(self.accept_invalid_certs) * 2 + usize::from(self.accept_invalid_hostnames);
+        let cache = if system_store_only { &SYSTEM_STORE[flags] } else { &*self.connector };
+        cache.get_or_init(|| connector(self)).clone()
+    }
+
+    pub fn extra_roots(&self) -> &[native_tls::Certificate] {
+        &self.extra_roots
+    }
+
+    pub fn identity(&self) -> Option<&native_tls::Identity> {
+        self.identity.as_ref()
+    }
+
+    pub fn accepts_invalid_certs(&self) -> bool {
+        self.accept_invalid_certs
+    }
+
+    pub fn accepts_invalid_hostnames(&self) -> bool {
+        self.accept_invalid_hostnames
+    }
+}
 
 /// One step of the handshake.
 pub enum Step {

@@ -2,7 +2,8 @@
 //! connections it drives. A connection lives on exactly one loop; a loop is
 //! run by one thread at a time: a library thread (the private loop of a
 //! handle created without one, or `ws_loop_start`), or the application,
-//! turn by turn (`ws_loop_run`).
+//! turn by turn (`ws_loop_run`). Whichever it is, the comments call it
+//! "the loop's thread"; a "library thread" is one that libws made.
 //!
 //! Other threads reach a loop through its command queue and its wake-up
 //! (an eventfd registered in the epoll set, written only when the loop may
@@ -10,8 +11,8 @@
 //! generation, so a late one for a connection that has gone never reaches
 //! the connection that reuses its slot.
 
-use crate::connection::{Connection, Cx};
-use crate::shared::{current_thread_tag, spawn_quiet, Command, Waker};
+use crate::runtime::threads::{current_thread_tag, spawn_quiet};
+use crate::runtime::waker::Waker;
 use crossbeam_channel::{Receiver, Sender};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -50,12 +51,56 @@ const EVENTS_PER_WAIT: usize = 256;
 /// Read buffers kept for reuse; an idle connection holds none.
 const POOLED_BUFFERS: usize = 8;
 
+/// What a loop runs: a connection, as the loop sees it. The loop calls it
+/// when it starts, when its socket is ready, when a command or a lookup's
+/// result for it arrives, or when its deadline passes, and then asks it
+/// what it waits for (`interest`, `deadline`, `wants_turn`).
+pub trait Task: Send + Sized + 'static {
+    /// What other threads send it.
+    type Command: Send;
+    fn start(&mut self, cx: &mut Cx<'_, Self>);
+    fn command(&mut self, cmd: Self::Command);
+    /// Writes what commands queued (after a batch of them was taken).
+    fn flush(&mut self);
+    fn resolved(&mut self, result: io::Result<Vec<SocketAddr>>);
+    /// `events`: the epoll events of its socket, or 0 for a turn it asked
+    /// for with `wants_turn`.
+    fn ready(&mut self, events: u32, cx: &mut Cx<'_, Self>);
+    fn timer(&mut self, now: Instant);
+    /// Ends it at once: nothing will run its loop again.
+    fn abort(&mut self, why: &str);
+    fn is_done(&self) -> bool;
+    fn interest(&self) -> Option<Interest>;
+    fn deadline(&self) -> Option<Instant>;
+    /// Work is left that epoll will not report.
+    fn wants_turn(&self) -> bool;
+}
+
+/// What a task's socket is watched for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interest {
+    pub fd: RawFd,
+    /// Changes with each new socket of the task: epoll must learn of a new
+    /// one even when it has the old one's fd number.
+    pub socket: u32,
+    /// epoll events (EPOLLIN, EPOLLOUT).
+    pub events: u32,
+}
+
+/// What the loop lends a task while it works.
+pub struct Cx<'a, T: Task> {
+    pub lp: &'a Arc<Loop<T>>,
+    pub id: ConnId,
+    /// Read buffers for reuse: an idle task holds none.
+    pub buffers: &'a mut Vec<Vec<u8>>,
+}
+
 /// Work for a loop from other threads (and from its own callbacks).
-pub enum LoopCommand {
+pub enum LoopCommand<T: Task> {
     /// A new connection: the loop starts it (resolve or connect) at once.
-    Register(ConnId, Box<Connection>),
+    Register(ConnId, Box<T>),
     /// An API call on a connection.
-    Conn(ConnId, Command),
+    Conn(ConnId, T::Command),
     /// A name lookup finished.
     Resolved(ConnId, io::Result<Vec<SocketAddr>>),
 }
@@ -69,13 +114,13 @@ struct Ids {
 }
 
 /// The part of a loop that any thread may use.
-pub struct Loop {
+pub struct Loop<T: Task> {
     epoll: OwnedFd,
     waker: Waker,
-    queue: (Sender<LoopCommand>, Receiver<LoopCommand>),
+    queue: (Sender<LoopCommand<T>>, Receiver<LoopCommand<T>>),
     ids: Mutex<Ids>,
     /// Held by whoever runs the loop; `ws_loop_run` only tries it.
-    core: Mutex<Core>,
+    core: Mutex<Core<T>>,
     /// The tag of the thread that runs the loop (or ran it last): commands
     /// from it need no wake-up.
     runner: AtomicU64,
@@ -97,8 +142,8 @@ pub struct Loop {
 }
 
 /// The part of a loop that only its runner touches.
-pub struct Core {
-    slots: Vec<Slot>,
+pub struct Core<T: Task> {
+    slots: Vec<Slot<T>>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Connections that need a turn without waiting for epoll (input left
     /// in OpenSSL's buffer, or a read budget used up).
@@ -110,18 +155,23 @@ pub struct Core {
     live: usize,
 }
 
-#[derive(Default)]
-struct Slot {
+struct Slot<T> {
     generation: u32,
-    conn: Option<Box<Connection>>,
+    conn: Option<Box<T>>,
     /// What epoll watches for this slot: (socket serial, events).
     registered: Option<(u32, u32)>,
     /// The deadline last pushed on the timer heap.
     armed: Option<Instant>,
 }
 
-impl Loop {
-    pub fn new(private: bool) -> io::Result<Arc<Loop>> {
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot { generation: 0, conn: None, registered: None, armed: None }
+    }
+}
+
+impl<T: Task> Loop<T> {
+    pub fn new(private: bool) -> io::Result<Arc<Loop<T>>> {
         // SAFETY: epoll_create1 takes no pointers; the result is checked.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -165,7 +215,7 @@ impl Loop {
     }
 
     /// Queues a command; wakes the loop unless this thread runs it.
-    pub fn post(&self, cmd: LoopCommand) {
+    pub fn post(&self, cmd: LoopCommand<T>) {
         // The receiver lives in `self`: sending cannot fail.
         let _ = self.queue.0.send(cmd);
         if !self.on_loop_thread() {
@@ -181,7 +231,7 @@ impl Loop {
     /// queueing (`thread_main`); with a SeqCst fence on both sides, at
     /// least one of the two sees the other, so either that thread runs
     /// the command or a new one is started for it.
-    pub fn post_owning(self: &Arc<Self>, cmd: LoopCommand) {
+    pub fn post_owning(self: &Arc<Self>, cmd: LoopCommand<T>) {
         self.post(cmd);
         fence(Ordering::SeqCst);
         if self.is_library_driven() && !self.thread_active.load(Ordering::SeqCst) {
@@ -213,7 +263,7 @@ impl Loop {
     }
 
     /// Hands a new connection to the loop and makes sure something runs it.
-    pub fn register(self: &Arc<Self>, id: ConnId, conn: Box<Connection>) -> io::Result<()> {
+    pub fn register(self: &Arc<Self>, id: ConnId, conn: Box<T>) -> io::Result<()> {
         self.post(LoopCommand::Register(id, conn));
         self.ensure_thread().inspect_err(|_| {
             // No thread will take it: take the connection back, or it would
@@ -310,7 +360,7 @@ impl Loop {
             // A connection registered after the last check: run on, unless
             // another thread took over meanwhile.
             if self.queue.1.is_empty() || self.thread_active.swap(true, Ordering::SeqCst) {
-                crate::shared::testing::loop_thread_exiting();
+                testing::loop_thread_exiting();
                 return;
             }
         }
@@ -318,7 +368,7 @@ impl Loop {
 
     /// A library thread ends when no connection is left on a private loop,
     /// or on a loop the application has freed.
-    fn may_end(&self, core: &Core) -> bool {
+    fn may_end(&self, core: &Core<T>) -> bool {
         let idle = core.live == 0 && self.queue.1.is_empty();
         idle && (self.private || self.released.load(Ordering::SeqCst))
     }
@@ -348,7 +398,7 @@ impl Loop {
         Ok(live)
     }
 
-    fn try_core(&self) -> Option<MutexGuard<'_, Core>> {
+    fn try_core(&self) -> Option<MutexGuard<'_, Core<T>>> {
         match self.core.try_lock() {
             Ok(core) => Some(core),
             Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
@@ -386,10 +436,10 @@ pub enum RunError {
     Os(io::Error),
 }
 
-impl Core {
+impl<T: Task> Core<T> {
     /// One turn: commands, then waiting for I/O or the next timer, then
     /// the ready sockets, timers, and connections with work left.
-    fn turn(&mut self, lp: &Arc<Loop>, timeout: Option<Duration>) -> io::Result<()> {
+    fn turn(&mut self, lp: &Arc<Loop<T>>, timeout: Option<Duration>) -> io::Result<()> {
         let more_commands = !self.take_commands(lp);
         if lp.may_end(self) {
             // A library thread's last turn: nothing is left to wait for.
@@ -433,7 +483,7 @@ impl Core {
     /// Ends every connection on the loop now, on this thread: `on_error`
     /// with `why`, then `on_close` 1006, each socket closed. For a loop
     /// that nothing will run again.
-    fn end_all(&mut self, lp: &Arc<Loop>, why: &str) {
+    fn end_all(&mut self, lp: &Arc<Loop<T>>, why: &str) {
         let runner = lp.runner.swap(current_thread_tag(), Ordering::SeqCst);
         // Rounds, because the callbacks that endings run may queue more:
         // a ws_free from on_close (its handle's memory), a new connection.
@@ -455,7 +505,7 @@ impl Core {
         lp.runner.store(runner, Ordering::SeqCst);
     }
 
-    fn handle_events(&mut self, lp: &Arc<Loop>, n: usize) {
+    fn handle_events(&mut self, lp: &Arc<Loop<T>>, n: usize) {
         for i in 0..n {
             let event = self.events[i];
             let (token, bits) = (event.u64, event.events);
@@ -469,7 +519,7 @@ impl Core {
         }
     }
 
-    fn wait(&mut self, lp: &Loop, wait: Option<Duration>) -> io::Result<usize> {
+    fn wait(&mut self, lp: &Loop<T>, wait: Option<Duration>) -> io::Result<usize> {
         let timeout = match wait {
             None => -1,
             // Round up, so that a wake-up just before a deadline does not spin.
@@ -505,7 +555,7 @@ impl Core {
 
     /// Takes queued commands (at most COMMANDS_PER_TURN), then writes what
     /// they queued. True when the queue was emptied.
-    fn take_commands(&mut self, lp: &Arc<Loop>) -> bool {
+    fn take_commands(&mut self, lp: &Arc<Loop<T>>) -> bool {
         for _ in 0..COMMANDS_PER_TURN {
             let Ok(cmd) = lp.queue.1.try_recv() else { break };
             match cmd {
@@ -540,7 +590,7 @@ impl Core {
         lp.queue.1.is_empty()
     }
 
-    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut T> {
         let slot = self.slots.get_mut(id.index as usize)?;
         if slot.generation != id.generation {
             return None;
@@ -548,7 +598,7 @@ impl Core {
         slot.conn.as_deref_mut()
     }
 
-    fn fire_timers(&mut self, lp: &Arc<Loop>) {
+    fn fire_timers(&mut self, lp: &Arc<Loop<T>>) {
         let now = Instant::now();
         while let Some(Reverse((at, token))) = self.timers.peek().copied() {
             if at > now {
@@ -569,7 +619,7 @@ impl Core {
 
     /// Runs `f` on a live connection, then brings epoll, the timer heap
     /// and the ready list up to date with it, and removes it once done.
-    fn with_conn(&mut self, lp: &Arc<Loop>, token: u64, f: impl FnOnce(&mut Connection, &mut Cx)) {
+    fn with_conn(&mut self, lp: &Arc<Loop<T>>, token: u64, f: impl FnOnce(&mut T, &mut Cx<'_, T>)) {
         let id = ConnId::from_token(token);
         let Some(slot) = self.slots.get_mut(id.index as usize) else { return };
         if slot.generation != id.generation {
@@ -588,7 +638,7 @@ impl Core {
             lp.release_id(id);
             return;
         }
-        if let Some((fd, serial, events)) = conn.interest() {
+        if let Some(Interest { fd, socket: serial, events }) = conn.interest() {
             if slot.registered != Some((serial, events)) {
                 let fresh = slot.registered.is_none_or(|(s, _)| s != serial);
                 let op = if fresh { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_MOD };
@@ -635,14 +685,62 @@ pub fn give_buffer(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
     }
 }
 
+/// A hook that lets a test hold a library thread at the moment it has
+/// decided to end. It does nothing unless a test set it.
+#[doc(hidden)]
+pub mod testing {
+    use std::sync::Mutex;
+
+    type Hook = Box<dyn Fn() + Send>;
+    static LOOP_THREAD_EXITING: Mutex<Option<Hook>> = Mutex::new(None);
+
+    /// A library thread has found its loop's queue empty after saying it
+    /// is gone, and is about to end.
+    pub fn on_loop_thread_exiting(f: Option<Hook>) {
+        *LOOP_THREAD_EXITING.lock().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    pub(super) fn loop_thread_exiting() {
+        if let Some(f) = LOOP_THREAD_EXITING.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            f();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A task that does nothing: the loop's own mechanics are under test.
+    struct Idle;
+
+    impl Task for Idle {
+        type Command = ();
+        fn start(&mut self, _: &mut Cx<'_, Self>) {}
+        fn command(&mut self, _: ()) {}
+        fn flush(&mut self) {}
+        fn resolved(&mut self, _: io::Result<Vec<SocketAddr>>) {}
+        fn ready(&mut self, _: u32, _: &mut Cx<'_, Self>) {}
+        fn timer(&mut self, _: Instant) {}
+        fn abort(&mut self, _: &str) {}
+        fn is_done(&self) -> bool {
+            false
+        }
+        fn interest(&self) -> Option<Interest> {
+            None
+        }
+        fn deadline(&self) -> Option<Instant> {
+            None
+        }
+        fn wants_turn(&self) -> bool {
+            false
+        }
+    }
+
     #[test]
     #[cfg_attr(miri, ignore = "epoll as the loop uses it (level-triggered) is not in miri")]
     fn ids_are_reused_with_a_new_generation() {
-        let lp = Loop::new(false).unwrap();
+        let lp = Loop::<Idle>::new(false).unwrap();
         let a = lp.allocate();
         let b = lp.allocate();
         assert_ne!(a.index, b.index);
@@ -657,7 +755,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "epoll as the loop uses it (level-triggered) is not in miri")]
     fn run_is_refused_while_another_thread_runs_the_loop_and_once_started() {
-        let lp = Loop::new(false).unwrap();
+        let lp = Loop::<Idle>::new(false).unwrap();
         assert_eq!(lp.run_once(Some(Duration::ZERO)).unwrap(), 0);
         let held = lp.core.lock().unwrap();
         assert!(matches!(lp.run_once(Some(Duration::ZERO)), Err(RunError::Busy)));
@@ -671,7 +769,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "epoll as the loop uses it (level-triggered) is not in miri")]
     fn a_wake_up_ends_a_wait_for_work_and_commands_shorten_the_timeout() {
-        let lp = Loop::new(false).unwrap();
+        let lp = Loop::<Idle>::new(false).unwrap();
         assert_eq!(lp.timeout(), None, "no timer, nothing queued");
         let lp2 = lp.clone();
         let t = Instant::now();

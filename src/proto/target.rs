@@ -3,7 +3,6 @@
 //! constructor", steps 1-10).
 
 use crate::error::{io_text, Error};
-use crate::options::is_http_token;
 use url::{Host, Url};
 
 /// Where to connect and what to ask for, after every constructor check.
@@ -121,6 +120,11 @@ fn check_protocols(protocols: &[&str]) -> Result<Vec<String>, Error> {
         out.push(p.to_string());
     }
     Ok(out)
+}
+
+/// RFC 9110 section 5.6.2: token = 1*tchar.
+pub fn is_http_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

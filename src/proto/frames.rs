@@ -4,9 +4,8 @@
 //! RSV1, inflating as bytes arrive, compressing when a send is written),
 //! plus the client's frame writer. No I/O happens here.
 
-use crate::deflate::{Deflater, InflateError, Inflater};
-use crate::extensions::DeflateParams;
-use crate::shared::HEADROOM;
+use crate::proto::deflate::{Deflater, InflateError, Inflater};
+use crate::proto::extensions::DeflateParams;
 use std::collections::VecDeque;
 use std::io::{self, Cursor, IoSlice, Write};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -466,6 +465,11 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
     }
 }
 
+/// The longest frame header a client writes (2 + 8 length + 4 mask): a
+/// data frame's payload comes with this much free room in front, so that
+/// the header is written there and the payload masked in place.
+pub(crate) const HEADROOM: usize = 14;
+
 struct Chunk {
     bytes: Vec<u8>,
     pos: usize,
@@ -501,9 +505,10 @@ pub struct Writer {
     /// queue has not been emptied since.
     blocked: bool,
     close_written: bool,
-    /// The stream keeps what a blocked write offered (OpenSSL: the records
-    /// it sealed must be offered again, byte for byte).
-    keeps_blocked_bytes: bool,
+    /// Some(n): the stream keeps what a blocked write offered, at most n
+    /// bytes of it (OpenSSL: the records it sealed must be offered again,
+    /// byte for byte).
+    keeps_blocked_bytes: Option<usize>,
 }
 
 /// The largest send buffer kept for the next compressed payload.
@@ -538,10 +543,11 @@ impl Writer {
     }
 
     /// The stream is TLS: after a write that would block, OpenSSL holds a
-    /// record sealed from the bytes offered, and the next write must offer
-    /// them again unchanged. A pong among them can no longer be replaced.
-    pub fn set_keeps_blocked_bytes(&mut self, keeps: bool) {
-        self.keeps_blocked_bytes = keeps;
+    /// record sealed from the bytes offered (at most `max_offered` of
+    /// them), and the next write must offer them again unchanged. A pong
+    /// among them can no longer be replaced.
+    pub fn set_keeps_blocked_bytes(&mut self, max_offered: Option<usize>) {
+        self.keeps_blocked_bytes = max_offered;
     }
 
     /// A data frame from a buffer that has HEADROOM free bytes in front,
@@ -696,24 +702,19 @@ impl Writer {
 
     /// After a write that would block, on a stream that keeps what was
     /// offered: the queued pong, if it was among the bytes offered (the
-    /// first chunk, or within the first 16 KiB: no stream offers more in
-    /// one write), counts as started. OpenSSL may seal more records at
-    /// each blocked retry, so every one pins; pinned pongs all lie within
-    /// the first 16 KiB, so a ping flood still queues a bounded amount.
+    /// first chunk, or within the first bytes a write offers), counts as
+    /// started. OpenSSL may seal more records at each blocked retry, so
+    /// every one pins; pinned pongs all lie within what one write offers,
+    /// so a ping flood still queues a bounded amount.
     fn pin_offered_pong(&mut self) {
-        if !self.keeps_blocked_bytes {
-            return;
-        }
+        let Some(max_offered) = self.keeps_blocked_bytes else { return };
         let Some(index) = self.unstarted_pong() else { return };
         let offset: usize = self.chunks.iter().take(index).map(|c| c.bytes.len() - c.pos).sum();
-        if index == 0 || offset < MAX_OFFERED {
+        if index == 0 || offset < max_offered {
             self.pong = None;
         }
     }
 }
-
-/// The most a stream offers to one write.
-const MAX_OFFERED: usize = crate::net::TLS_GATHER;
 
 fn client_header(opcode: OpCode) -> FrameHeader {
     // RFC 6455 5.3: every client frame is masked with a fresh,
@@ -724,6 +725,9 @@ fn client_header(opcode: OpCode) -> FrameHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What one TLS write offers at most (the transport's TLS_GATHER).
+    const MAX_OFFERED: usize = 16 * 1024;
 
     fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![first];
@@ -790,7 +794,7 @@ mod tests {
     fn deflated(c: &mut flate2::Compress, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(data.len() + 64);
         c.compress_vec(data, &mut out, flate2::FlushCompress::Sync).unwrap();
-        assert!(out.len() < out.capacity() && out.ends_with(&crate::deflate::TAIL));
+        assert!(out.len() < out.capacity() && out.ends_with(&crate::proto::deflate::TAIL));
         out.truncate(out.len() - 4);
         out
     }
@@ -1081,7 +1085,7 @@ mod tests {
             }
         }
         let mut w = Writer::default();
-        w.set_keeps_blocked_bytes(true);
+        w.set_keeps_blocked_bytes(Some(MAX_OFFERED));
         let mut tls = Sealing { sealed: None, open: false, wire: Vec::new() };
         w.push_pong(&[1]);
         w.write_to(&mut tls, |_, _| {}).unwrap();

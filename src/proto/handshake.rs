@@ -1,16 +1,17 @@
 //! The opening handshake (RFC 6455 section 4.1) with the WHATWG rules for
 //! subprotocols and extensions, which are stricter than tungstenite's.
 
-use crate::extensions::{self, DeflateParams};
-use crate::options::{CompressionOptions, Options};
-use crate::target::Target;
+use crate::proto::extensions::{self, CompressionOptions, DeflateParams};
+use crate::proto::target::Target;
 
 /// A response head larger than this fails the connection.
 pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 
-/// The request bytes and the key whose accept value the server must return.
-pub fn request(target: &Target, options: &Options) -> (Vec<u8>, String) {
+/// The request bytes and the key whose accept value the server must return:
+/// the compression offer and the caller's extra headers (already checked)
+/// go in as given.
+pub fn request(target: &Target, headers: &[(String, String)], compression: &CompressionOptions) -> (Vec<u8>, String) {
     let key = tungstenite::handshake::client::generate_key();
     let mut req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -20,10 +21,10 @@ pub fn request(target: &Target, options: &Options) -> (Vec<u8>, String) {
     if !target.protocols.is_empty() {
         req.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", target.protocols.join(", ")));
     }
-    if let Some(offer) = extensions::offer(&options.compression) {
+    if let Some(offer) = extensions::offer(compression) {
         req.push_str(&format!("Sec-WebSocket-Extensions: {offer}\r\n"));
     }
-    for (name, value) in &options.headers {
+    for (name, value) in headers {
         req.push_str(&format!("{name}: {value}\r\n"));
     }
     req.push_str("\r\n");
@@ -152,17 +153,17 @@ mod tests {
     #[test]
     fn request_has_every_header() {
         let t = Target::parse("ws://h:9/p?q", &["a", "b"]).unwrap();
-        let mut o = Options::default();
-        o.add_header("X-Y", "z").unwrap();
-        let (req, key) = request(&t, &o);
+        let headers = vec![("X-Y".to_string(), "z".to_string())];
+        let mut compression = CompressionOptions::default();
+        let (req, key) = request(&t, &headers, &compression);
         let req = String::from_utf8(req).unwrap();
         assert!(req.starts_with("GET /p?q HTTP/1.1\r\nHost: h:9\r\n"));
         assert!(req.contains(&format!("Sec-WebSocket-Key: {key}\r\n")));
         assert!(req.contains("Sec-WebSocket-Protocol: a, b\r\n"));
         assert!(req.ends_with("X-Y: z\r\n\r\n"));
         assert!(req.contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"));
-        o.compression.enabled = false;
-        let (req, _) = request(&t, &o);
+        compression.enabled = false;
+        let (req, _) = request(&t, &headers, &compression);
         assert!(!String::from_utf8(req).unwrap().contains("Extensions"));
     }
 

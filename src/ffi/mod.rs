@@ -6,13 +6,14 @@
 #![allow(non_camel_case_types)]
 
 use crate::client::{Client, Handler};
+use crate::conn::connection::ConnLoop;
+use crate::conn::options::Options;
 use crate::error::{self, Error};
 pub use crate::error::{
     WS_ERR_BUFFER_FULL, WS_ERR_INTERNAL, WS_ERR_INVALID_ACCESS, WS_ERR_INVALID_ARGUMENT, WS_ERR_INVALID_STATE,
     WS_ERR_RESOURCE, WS_ERR_SYNTAX, WS_OK,
 };
-use crate::event_loop::{Loop, RunError};
-use crate::options::Options;
+use crate::runtime::event_loop::{Loop, RunError};
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -43,6 +44,9 @@ pub struct ws_socket {
 /// right after. Not thread-safe: use one `ws_options` from one thread at a time.
 pub struct ws_options {
     options: Options,
+    /// The loop connections made with these options run on (None: each
+    /// on a private loop).
+    event_loop: Option<std::sync::Arc<ConnLoop>>,
 }
 
 /// An event loop that runs many connections on one thread. Opaque.
@@ -60,7 +64,7 @@ pub struct ws_options {
 /// a connection without its loop (see there). Every `ws_loop_*` function
 /// may be called from any thread.
 pub struct ws_loop {
-    inner: std::sync::Arc<Loop>,
+    inner: std::sync::Arc<ConnLoop>,
 }
 
 /// The connection opened: readyState is `WS_OPEN`. Runs at most once.
@@ -114,7 +118,7 @@ pub struct ws_callbacks {
     pub on_close: ws_on_close,
 }
 
-/// Calls the C callbacks; lives on the I/O thread.
+/// Calls the C callbacks; lives on the loop's thread.
 struct CHandler {
     callbacks: ws_callbacks,
     ws: *mut ws_socket,
@@ -220,7 +224,7 @@ unsafe fn new_socket(
     protocols: *const *const c_char,
     num_protocols: usize,
     callbacks: *const ws_callbacks,
-    options: Option<&Options>,
+    options: Option<&ws_options>,
 ) -> Result<*mut ws_socket, Error> {
     if url.is_null() {
         return Err(Error::invalid_argument("url is NULL"));
@@ -245,8 +249,10 @@ unsafe fn new_socket(
             .map_err(|_| Error::new(crate::error::ErrorKind::Syntax, format!("protocols[{i}] is not an HTTP token")))?;
         names.push(name);
     }
-    let default_options = Options::default();
-    let client = Client::new(url, &names, options.unwrap_or(&default_options))?;
+    let client = match options {
+        Some(o) => Client::new(url, &names, &o.options, o.event_loop.clone())?,
+        None => Client::new(url, &names, &Options::default(), None)?,
+    };
     let callbacks = callbacks.as_ref().copied().unwrap_or(ws_callbacks {
         user_data: std::ptr::null_mut(),
         on_open: None,
@@ -254,13 +260,12 @@ unsafe fn new_socket(
         on_error: None,
         on_close: None,
     });
-    let shared = client.shared().clone();
     let ws = Box::into_raw(Box::new(ws_socket { client }));
     let handler = Box::new(CHandler { callbacks, ws });
     // No callback may start before the caller has the handle: one that
     // frees it (on_close after a refused connect) would hand back a freed
-    // pointer. The I/O thread waits for this hold before its first callback.
-    let hold = shared.hold_callbacks();
+    // pointer. The loop's thread waits for this hold before its first callback.
+    let hold = (*ws).client.hold_callbacks();
     if let Err(e) = (*ws).client.start(handler) {
         drop(hold);
         drop(Box::from_raw(ws));
@@ -271,7 +276,7 @@ unsafe fn new_socket(
     Ok(ws)
 }
 
-/// Owns a handle's memory until dropped; sent to the I/O thread when
+/// Owns a handle's memory until dropped; sent to the loop's thread when
 /// `ws_free` may not wait for a running callback of the handle.
 struct OwnedSocket(*mut ws_socket);
 
@@ -353,7 +358,7 @@ pub unsafe extern "C" fn ws_new_with_options(
     callbacks: *const ws_callbacks,
     options: *const ws_options,
 ) -> *mut ws_socket {
-    new_or_null(|| new_socket(url, protocols, num_protocols, callbacks, options.as_ref().map(|o| &o.options)))
+    new_or_null(|| new_socket(url, protocols, num_protocols, callbacks, options.as_ref()))
 }
 
 /// Queues one text message: copies `len` bytes of `utf8`, which must be valid
@@ -508,7 +513,7 @@ pub unsafe extern "C" fn ws_extensions(ws: *const ws_socket) -> *const c_char {
 ///   otherwise wait for each other forever. A running callback of this
 ///   handle finishes normally (when it is the caller, it may still use the
 ///   handle until it returns), and the handle's memory is released on its
-///   I/O thread once it has returned. Free `user_data` only after that
+///   loop's thread once it has returned. Free `user_data` only after that
 ///   callback can no longer use it.
 ///
 /// # Safety
@@ -519,8 +524,8 @@ pub unsafe extern "C" fn ws_free(ws: *mut ws_socket) {
         if !ws.is_null() {
             // The handle is released only once no callback can still use
             // it: the Box is not taken back before that.
-            let shared = (*ws).client.shared().clone();
-            shared.free(Box::new(OwnedSocket(ws)));
+            let free = (*ws).client.freer();
+            free(Box::new(OwnedSocket(ws)));
         }
     })
 }
@@ -573,7 +578,7 @@ pub extern "C" fn ws_version() -> *const c_char {
 /// memory for it ran out.
 #[no_mangle]
 pub extern "C" fn ws_options_new() -> *mut ws_options {
-    guard(std::ptr::null_mut(), || try_box(ws_options { options: Options::default() }))
+    guard(std::ptr::null_mut(), || try_box(ws_options { options: Options::default(), event_loop: None }))
 }
 
 /// `Box::into_raw(Box::new(value))`, or NULL when the allocation fails
@@ -922,10 +927,10 @@ pub unsafe extern "C" fn ws_loop_free(loop_: *mut ws_loop) {
 /// `o` is NULL or a live `ws_options`; `loop_` is NULL or a live `ws_loop`.
 #[no_mangle]
 pub unsafe extern "C" fn ws_options_set_loop(o: *mut ws_options, loop_: *mut ws_loop) -> c_int {
-    let lp = loop_.as_ref().map(|lp| lp.inner.clone());
-    with_options(o, |o| {
-        o.event_loop = lp;
-        Ok(())
+    guard(WS_ERR_INTERNAL, || {
+        let Some(o) = o.as_mut() else { return WS_ERR_INVALID_ARGUMENT };
+        o.event_loop = loop_.as_ref().map(|lp| lp.inner.clone());
+        WS_OK
     })
 }
 
@@ -950,8 +955,9 @@ pub unsafe extern "C" fn ws_options_set_compression(o: *mut ws_options, on: bool
 #[doc(hidden)]
 pub mod testing {
     use super::ws_options;
-    pub use crate::resolver::testing::{lookup_threads, set_resolver, MAX_LOOKUP_THREADS};
-    pub use crate::shared::testing::{on_free_posting, on_loop_thread_exiting};
+    pub use crate::conn::shared::testing::on_free_posting;
+    pub use crate::runtime::event_loop::testing::on_loop_thread_exiting;
+    pub use crate::runtime::resolver::testing::{lookup_threads, set_resolver, MAX_LOOKUP_THREADS};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
@@ -1063,7 +1069,7 @@ mod tests {
 
     #[test]
     fn ready_states_are_the_c_constants() {
-        use crate::shared::ReadyState;
+        use crate::conn::shared::ReadyState;
         let pairs = [
             (ReadyState::Connecting, WS_CONNECTING),
             (ReadyState::Open, WS_OPEN),

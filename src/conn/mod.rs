@@ -1,0 +1,7 @@
+//! One WebSocket connection: its settings, the state it shares with its
+//! handle (ready state, callbacks gate, outbox), and the state machine the
+//! loop drives through connecting, open and closing.
+
+pub mod connection;
+pub mod options;
+pub mod shared;

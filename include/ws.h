@@ -525,108 +525,14 @@ int ws_options_danger_accept_invalid_certs(struct ws_options *o, bool yes);
 int ws_options_danger_accept_invalid_hostnames(struct ws_options *o, bool yes);
 
 /*
- A new event loop, not yet run by anyone: call `ws_loop_start` or run it
- with `ws_loop_run`. The caller owns it and releases it with
- `ws_loop_free`. NULL when the system refuses an epoll instance or an
- eventfd, or memory for the handle runs out; then `ws_last_error_code()`
- (`WS_ERR_RESOURCE`) and `ws_last_error()` say why.
- */
-struct ws_loop *ws_loop_new(void);
-
-/*
- Runs the loop on a library thread from now on, until it is freed and its
- last connection has ended. `WS_ERR_INVALID_STATE` if it was started
- before; `WS_ERR_INVALID_ARGUMENT` for NULL. After it, `ws_loop_run` on
- this loop returns `WS_ERR_INVALID_STATE`. If an application thread is
- inside `ws_loop_run` at that moment, the library thread takes over when
- that call returns.
-
- # Safety
- `loop_` is NULL or a live `ws_loop`.
- */
-int ws_loop_start(struct ws_loop *loop_);
-
-/*
- Runs one turn of the loop on the calling thread: commands from other
- threads, ready I/O, due timers, and the callbacks they cause, all on this
- thread. Waits up to `timeout_ms` for something to do first: 0 does not
- wait, -1 waits until there is work (a socket event, a timer, or a call
- from another thread). Returns the number of connections still on the
- loop (0: none; a `-1` wait would then last until a new one is made), or:
- - `WS_ERR_INVALID_STATE` when another thread is running the loop now,
-   when called from inside one of its callbacks (it is not re-entrant),
-   or when the loop was started (`ws_loop_start`) or freed;
- - `WS_ERR_INVALID_ARGUMENT` for NULL or a timeout below -1.
-
- Any thread may run the loop, one at a time. Sends and closes made inside
- its callbacks take effect when the callback returns, without a wake-up;
- made anywhere else (another thread, or this one between calls) they wake
- the loop: `ws_loop_fd` becomes readable and `ws_loop_timeout_ms` returns
- 0 until `ws_loop_run` has taken them.
-
- # Safety
- `loop_` is NULL or a live `ws_loop`.
- */
-int ws_loop_run(struct ws_loop *loop_, int timeout_ms);
-
-/*
- A file descriptor that is readable whenever `ws_loop_run` has I/O to do
- (the loop's epoll instance). Put it in the application's own event loop
- with POLLIN / EPOLLIN and call `ws_loop_run(loop, 0)` when it is
- readable, and also when `ws_loop_timeout_ms` has passed. Owned by the
- loop: never close it, never read it. -1 for NULL.
-
- # Safety
- `loop_` is NULL or a live `ws_loop`.
- */
-int ws_loop_fd(const struct ws_loop *loop_);
-
-/*
- How long the application may wait on `ws_loop_fd` before it calls
- `ws_loop_run` again: milliseconds until the loop's next timer (connect,
- close or keepalive timeouts), 0 when work is waiting that the fd does
- not show (a send made on the loop's thread, input TLS has buffered), or
- -1 when no timer is set. Ask again after every `ws_loop_run`. -1 for
- NULL, and while a library thread runs the loop.
-
- # Safety
- `loop_` is NULL or a live `ws_loop`.
- */
-int ws_loop_timeout_ms(const struct ws_loop *loop_);
-
-/*
- Releases the caller's loop; NULL is ignored. Never waits on the network.
- Connections still on the loop keep it alive and keep working: from now
- on a library thread runs it (the one `ws_loop_start` made, or a new one
- for a loop the application ran), and it ends when the last connection on
- the loop has ended. Their callbacks then run on that thread. Options
- set with `ws_options_set_loop` also keep the loop alive; handles created
- with them later are run by that library thread too.
-
- When no thread can be started at that moment (a thread or memory
- limit), no connection is left without its loop: each one still on it
- ends at once, without a closing handshake, on the calling thread before
- `ws_loop_free` returns (called from inside one of the loop's callbacks:
- on that thread, when the callback's turn ends). `on_error` says that no
- thread could be started and why, then `on_close` 1006.
-
- Called while an application thread is inside `ws_loop_run`, that call
- finishes its turn first. The `ws_loop` must not be used after this.
-
- # Safety
- `loop_` is NULL or a live `ws_loop`, not used again afterwards.
- */
-void ws_loop_free(struct ws_loop *loop_);
-
-/*
- Connections created with these options run on `loop_` (NULL: each on a
+ Connections created with these options run on `loop` (NULL: each on a
  private loop with a thread of its own, the default). The options hold a
  reference to the loop until they are freed or set again.
 
  # Safety
- `o` is NULL or a live `ws_options`; `loop_` is NULL or a live `ws_loop`.
+ `o` is NULL or a live `ws_options`; `loop` is NULL or a live `ws_loop`.
  */
-int ws_options_set_loop(struct ws_options *o, struct ws_loop *loop_);
+int ws_options_set_loop(struct ws_options *o, struct ws_loop *loop);
 
 /*
  permessage-deflate (RFC 7692), on by default: the handshake offers
@@ -642,6 +548,7 @@ int ws_options_set_loop(struct ws_options *o, struct ws_loop *loop_);
 int ws_options_set_compression(struct ws_options *o, bool on);
 
 /*
+ Hooks for libws's own tests; not part of the C API, not in `ws.h`.
  With `yes`, the offer says client_no_context_takeover: libws compresses
  each message on its own, holding no compression context between
  messages (less memory, larger messages). Also done when the server asks
@@ -700,6 +607,100 @@ int ws_options_set_server_max_window_bits(struct ws_options *o, int bits);
  `o` is NULL or a live `ws_options`.
  */
 int ws_options_set_compression_threshold(struct ws_options *o, uint64_t bytes);
+
+/*
+ A new event loop, not yet run by anyone: call `ws_loop_start` or run it
+ with `ws_loop_run`. The caller owns it and releases it with
+ `ws_loop_free`. NULL when the system refuses an epoll instance or an
+ eventfd, or memory for the handle runs out; then `ws_last_error_code()`
+ (`WS_ERR_RESOURCE`) and `ws_last_error()` say why.
+ */
+struct ws_loop *ws_loop_new(void);
+
+/*
+ Runs the loop on a library thread from now on, until it is freed and its
+ last connection has ended. `WS_ERR_INVALID_STATE` if it was started
+ before; `WS_ERR_INVALID_ARGUMENT` for NULL. After it, `ws_loop_run` on
+ this loop returns `WS_ERR_INVALID_STATE`. If an application thread is
+ inside `ws_loop_run` at that moment, the library thread takes over when
+ that call returns.
+
+ # Safety
+ `loop` is NULL or a live `ws_loop`.
+ */
+int ws_loop_start(struct ws_loop *loop);
+
+/*
+ Runs one turn of the loop on the calling thread: commands from other
+ threads, ready I/O, due timers, and the callbacks they cause, all on this
+ thread. Waits up to `timeout_ms` for something to do first: 0 does not
+ wait, -1 waits until there is work (a socket event, a timer, or a call
+ from another thread). Returns the number of connections still on the
+ loop (0: none; a `-1` wait would then last until a new one is made), or:
+ - `WS_ERR_INVALID_STATE` when another thread is running the loop now,
+   when called from inside one of its callbacks (it is not re-entrant),
+   or when the loop was started (`ws_loop_start`) or freed;
+ - `WS_ERR_INVALID_ARGUMENT` for NULL or a timeout below -1.
+
+ Any thread may run the loop, one at a time. Sends and closes made inside
+ its callbacks take effect when the callback returns, without a wake-up;
+ made anywhere else (another thread, or this one between calls) they wake
+ the loop: `ws_loop_fd` becomes readable and `ws_loop_timeout_ms` returns
+ 0 until `ws_loop_run` has taken them.
+
+ # Safety
+ `loop` is NULL or a live `ws_loop`.
+ */
+int ws_loop_run(struct ws_loop *loop, int timeout_ms);
+
+/*
+ A file descriptor that is readable whenever `ws_loop_run` has I/O to do
+ (the loop's epoll instance). Put it in the application's own event loop
+ with POLLIN / EPOLLIN and call `ws_loop_run(loop, 0)` when it is
+ readable, and also when `ws_loop_timeout_ms` has passed. Owned by the
+ loop: never close it, never read it. -1 for NULL.
+
+ # Safety
+ `loop` is NULL or a live `ws_loop`.
+ */
+int ws_loop_fd(const struct ws_loop *loop);
+
+/*
+ How long the application may wait on `ws_loop_fd` before it calls
+ `ws_loop_run` again: milliseconds until the loop's next timer (connect,
+ close or keepalive timeouts), 0 when work is waiting that the fd does
+ not show (a send made on the loop's thread, input TLS has buffered), or
+ -1 when no timer is set. Ask again after every `ws_loop_run`. -1 for
+ NULL, and while a library thread runs the loop.
+
+ # Safety
+ `loop` is NULL or a live `ws_loop`.
+ */
+int ws_loop_timeout_ms(const struct ws_loop *loop);
+
+/*
+ Releases the caller's loop; NULL is ignored. Never waits on the network.
+ Connections still on the loop keep it alive and keep working: from now
+ on a library thread runs it (the one `ws_loop_start` made, or a new one
+ for a loop the application ran), and it ends when the last connection on
+ the loop has ended. Their callbacks then run on that thread. Options
+ set with `ws_options_set_loop` also keep the loop alive; handles created
+ with them later are run by that library thread too.
+
+ When no thread can be started at that moment (a thread or memory
+ limit), no connection is left without its loop: each one still on it
+ ends at once, without a closing handshake, on the calling thread before
+ `ws_loop_free` returns (called from inside one of the loop's callbacks:
+ on that thread, when the callback's turn ends). `on_error` says that no
+ thread could be started and why, then `on_close` 1006.
+
+ Called while an application thread is inside `ws_loop_run`, that call
+ finishes its turn first. The `ws_loop` must not be used after this.
+
+ # Safety
+ `loop` is NULL or a live `ws_loop`, not used again afterwards.
+ */
+void ws_loop_free(struct ws_loop *loop);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -7,7 +7,7 @@ use crate::error::{Error, ErrorKind};
 use crate::proto::target::Target;
 use crate::runtime::event_loop::{ConnId, Loop};
 use std::ffi::{CStr, CString};
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use crate::conn::connection::Handler;
 
@@ -15,7 +15,7 @@ pub use crate::conn::connection::Handler;
 pub struct Client {
     shared: Arc<Shared>,
     /// Until `start`, what the connection will need and where it runs.
-    pending: Option<Pending>,
+    pending: Mutex<Option<Pending>>,
 }
 
 struct Pending {
@@ -40,12 +40,14 @@ impl Client {
         };
         let id = lp.allocate();
         let shared = Arc::new(Shared::new(url, options.max_buffered_amount, connection::link(lp.clone(), id)));
-        Ok(Client { shared, pending: Some(Pending { target, options: options.clone(), lp, id }) })
+        let pending = Pending { target, options: options.clone(), lp, id };
+        Ok(Client { shared, pending: Mutex::new(Some(pending)) })
     }
 
     /// Hands the connection to its loop, which connects at once.
-    pub fn start(&mut self, handler: Box<dyn Handler>) -> Result<(), Error> {
-        let Some(Pending { target, options, lp, id }) = self.pending.take() else {
+    pub fn start(&self, handler: Box<dyn Handler>) -> Result<(), Error> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(Pending { target, options, lp, id }) = pending else {
             return Err(Error::new(ErrorKind::Internal, "connection already started"));
         };
         let conn = Connection::new(self.shared.clone(), handler, target, options);

@@ -128,8 +128,8 @@ fn os_text(code: i32) -> String {
     // SAFETY: the XSI strerror_r writes at most `buf.len()` bytes, NUL
     // included, into `buf`, which lives across the call.
     let rc = unsafe { libc::strerror_r(code, buf.as_mut_ptr(), buf.len()) };
-    // SAFETY: on success `buf` holds a NUL-terminated string.
     match rc {
+        // SAFETY: on success `buf` holds a NUL-terminated string.
         0 => unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned(),
         _ => format!("error {code}"),
     }

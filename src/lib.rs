@@ -12,6 +12,9 @@
 //! - `transport`: sockets and TLS;
 //! - `error`: result codes, used by all.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod client;
 mod conn;
 mod error;

@@ -443,6 +443,7 @@ impl Shared {
         match release {
             None => self.enqueue(Command::Free { release }),
             Some(release) => {
+                #[cfg(feature = "testing")]
                 testing::free_posting();
                 self.link.post_owning(Command::Free { release: Some(release) });
             }
@@ -469,8 +470,8 @@ fn epoch() -> std::time::Instant {
 }
 
 /// A hook that lets a test hold `ws_free` at a point where a race would
-/// otherwise last microseconds. It does nothing unless a test set it.
-#[doc(hidden)]
+/// otherwise last microseconds (the `testing` feature only).
+#[cfg(feature = "testing")]
 pub mod testing {
     use std::sync::Mutex;
 

@@ -360,6 +360,7 @@ impl<T: Task> Loop<T> {
             // A connection registered after the last check: run on, unless
             // another thread took over meanwhile.
             if self.queue.1.is_empty() || self.thread_active.swap(true, Ordering::SeqCst) {
+                #[cfg(feature = "testing")]
                 testing::loop_thread_exiting();
                 return;
             }
@@ -686,8 +687,8 @@ pub fn give_buffer(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
 }
 
 /// A hook that lets a test hold a library thread at the moment it has
-/// decided to end. It does nothing unless a test set it.
-#[doc(hidden)]
+/// decided to end (the `testing` feature only).
+#[cfg(feature = "testing")]
 pub mod testing {
     use std::sync::Mutex;
 

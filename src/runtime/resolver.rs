@@ -126,6 +126,7 @@ fn worker() {
 }
 
 fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    #[cfg(feature = "testing")]
     if let Some(answer) = testing::answer(host, port) {
         return answer;
     }
@@ -133,8 +134,9 @@ fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
 }
 
 /// Lets a test stand in for `getaddrinfo`, so that lookups that hang or
-/// answer at once can be made on a machine with no DNS server to break.
-#[doc(hidden)]
+/// answer at once can be made on a machine with no DNS server to break
+/// (the `testing` feature only).
+#[cfg(feature = "testing")]
 pub mod testing {
     use std::io;
     use std::net::SocketAddr;

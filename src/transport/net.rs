@@ -311,6 +311,7 @@ mod tests {
         let old = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
         let slices = [io::IoSlice::new(b"ab"), io::IoSlice::new(b"cd")];
         let results: Vec<bool> = (0..3).map(|_| stream.write_vectored(&slices).is_err()).collect();
+        // SAFETY: restores the action saved above.
         unsafe { libc::signal(libc::SIGPIPE, old) };
         assert!(results.iter().any(|e| *e), "writes to a closed peer kept succeeding");
     }

@@ -5,6 +5,7 @@
 //! command or a lookup result arrives, or its deadline passes, and then
 //! asks what it waits for (`interest`, `deadline`, `wants_turn`).
 
+use crate::conn::closing::{Closing, Ending};
 use crate::conn::options::Options;
 use crate::conn::shared::{Command, LoopLink, ReadyState, Shared};
 use crate::proto::frames::{Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
@@ -20,9 +21,6 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// After both close frames have crossed, how long the server has to close
-/// TCP before the client does (RFC 6455 7.1.1: the server closes first).
-const TCP_CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How long a failing connection tries to get its close frame out.
 const FAIL_LINGER: Duration = Duration::from_millis(500);
 const READ_CHUNK: usize = 64 * 1024;
@@ -139,65 +137,15 @@ struct Open {
     write_wants: i16,
     /// A read has filled FIRST_READ_CHUNK: read READ_CHUNK from now on.
     big_reads: bool,
-    /// The connection fails once its close frame is out (or `linger`).
-    failing: Option<(String, Instant)>,
     /// How long a failing connection tries to get its close frame out.
     linger: Duration,
 }
 
-/// The closing handshake (RFC 6455 7.1): what each side sent and the one
-/// deadline that applies. Timers start when our close frame is on the
-/// wire, not when it is queued, so that a backlog of sends does not eat
-/// the close timeout, and "both close frames have crossed" means both.
-#[derive(Default)]
-struct Closing {
-    /// Our close frame, waiting for the sends accepted while OPEN: it goes
-    /// out once that many send commands have been taken.
-    pending: Option<(u16, String, u64)>,
-    /// Our close frame is queued behind what was sent before it.
-    queued: bool,
-    /// When our close frame's last byte was written.
-    written_at: Option<Instant>,
-    /// The server's close frame: code (1005 for none) and reason.
-    received: Option<(u16, String)>,
-    received_at: Option<Instant>,
-    /// Set by ws_free: the close timeout runs from the request, since no
-    /// one waits for this connection and its end must be bounded.
-    bounded_from: Option<Instant>,
-    /// When our close frame was asked for, and when the last byte before
-    /// it was written: while it waits behind a backlog, the close timeout
-    /// runs from the later of the two, so a server that stops reading
-    /// cannot hold the connection open forever.
-    requested_at: Option<Instant>,
-    progress_at: Option<Instant>,
-}
-
-impl Closing {
-    /// The nearest of the close timeout and the wait for TCP close.
-    fn deadline(&self, close_timeout: Duration) -> Option<Instant> {
-        let waiting = self.requested_at.map(|r| self.progress_at.map_or(r, |p| p.max(r)));
-        let close = self.written_at.or(self.bounded_from).or(waiting).map(|t| t + close_timeout);
-        // Both frames crossed (the later of the two): the server has
-        // TCP_CLOSE_WAIT to close TCP.
-        let tcp = match (self.written_at, self.received_at) {
-            (Some(w), Some(r)) => Some(w.max(r) + TCP_CLOSE_WAIT),
-            _ => None,
-        };
-        match (close, tcp) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// The connection is gone: clean exactly when the closing handshake
-    /// completed, both close frames sent and received (RFC 6455 7.1.4);
-    /// a server's close frame whose answer never went out (a timeout, a
-    /// reset while our frame waited) is 1006 (7.1.5 leaves the code to
-    /// us then; ws.h promises 1006 for every end that is not clean).
-    fn ended(&self) -> End {
-        match (&self.received, self.written_at) {
-            (Some((code, reason)), Some(_)) => End::Clean { code: *code, reason: reason.clone() },
-            _ => End::Abnormal,
+impl From<Ending> for End {
+    fn from(e: Ending) -> End {
+        match e {
+            Ending::Clean { code, reason } => End::Clean { code, reason },
+            Ending::Abnormal => End::Abnormal,
         }
     }
 }
@@ -248,10 +196,10 @@ impl Task for Connection {
             Phase::Upgrading(u) if u.written < u.request.len() => (u.stream.fd(), epoll_events(u.stream.write_wants())),
             Phase::Upgrading(u) => (u.stream.fd(), libc::EPOLLIN as u32),
             Phase::Open(o) => {
-                let pending = !self.shared.lock_output().writer.is_empty();
+                let pending = !self.shared.outbox().lock().is_empty();
                 let write = if pending { epoll_events(o.write_wants) } else { 0 };
                 // A failing connection reads nothing more.
-                let read = if o.failing.is_some() { 0 } else { libc::EPOLLIN as u32 };
+                let read = if o.closing.is_failing() { 0 } else { libc::EPOLLIN as u32 };
                 (o.stream.fd(), read | write)
             }
             Phase::New | Phase::Resolving(_) | Phase::Done => return None,
@@ -267,7 +215,7 @@ impl Task for Connection {
             }
             Phase::Open(o) => {
                 let closing = o.closing.deadline(self.options.close_timeout);
-                match (closing, o.failing.as_ref().map(|f| f.1)) {
+                match (closing, o.closing.failing_until()) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 }
@@ -277,7 +225,7 @@ impl Task for Connection {
 
     /// Work is left that epoll will not report.
     fn wants_turn(&self) -> bool {
-        matches!(&self.phase, Phase::Open(o) if o.more_input && o.failing.is_none())
+        matches!(&self.phase, Phase::Open(o) if o.more_input && !o.closing.is_failing())
     }
 
     fn start(&mut self, cx: &mut Cx<'_, Self>) {
@@ -328,10 +276,10 @@ impl Task for Connection {
                     Ok(())
                 }
             }
-            Phase::Open(o) => match &o.failing {
-                Some((_, until)) if now >= *until => Err(self.give_up_failing()),
+            Phase::Open(o) => match o.closing.failing_until() {
+                Some(until) if now >= until => Err(self.give_up_failing()),
                 _ => match o.closing.deadline(self.options.close_timeout) {
-                    Some(d) if now >= d => Err(o.closing.ended()),
+                    Some(d) if now >= d => Err(o.closing.ending().into()),
                     _ => Ok(()),
                 },
             },
@@ -345,24 +293,18 @@ impl Task for Connection {
     fn command(&mut self, cmd: Command) {
         let r = match (&mut self.phase, cmd) {
             (Phase::Open(o), Command::Send { buf, text }) => {
-                let mut out = self.shared.lock_output();
-                self.shared.in_queue.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                out.sends_taken += 1;
                 // After our close frame no data frame may follow (RFC 6455
                 // 5.5.1). Sends accepted before a failure still go out
                 // before its close frame (Autobahn 4.1.3: an echo sent from
                 // on_message); those accepted later were only counted.
-                if !o.closing.queued {
-                    out.writer.push_data(buf, text);
-                }
-                drop(out);
+                self.shared.outbox().lock().take_send(buf, text, o.closing.ours_queued());
                 o.queue_close_when_due(&self.shared);
                 Ok(())
             }
             (Phase::Open(o), Command::Close { code, reason }) => {
                 // ws_close changed the state before queueing this, behind
                 // every send it accepted: the close frame goes next.
-                let taken = self.shared.lock_output().sends_taken;
+                let taken = self.shared.outbox().lock().sends_taken();
                 o.request_close(&self.shared, code, reason, taken);
                 Ok(())
             }
@@ -370,9 +312,9 @@ impl Task for Connection {
                 // No callback runs now: the handle's memory may go.
                 drop(release);
                 let accepted = self.shared.transition_counting(Some(ReadyState::Open), ReadyState::Closing);
-                let due = accepted.unwrap_or_else(|| self.shared.lock_output().sends_taken);
+                let due = accepted.unwrap_or_else(|| self.shared.outbox().lock().sends_taken());
                 o.request_close(&self.shared, CLOSE_GOING_AWAY, String::new(), due);
-                o.closing.bounded_from.get_or_insert_with(Instant::now);
+                o.closing.bound();
                 Ok(())
             }
             (_, Command::Flush) => Ok(()),
@@ -590,21 +532,16 @@ impl Connection {
             more_input: tls,
             write_wants: libc::POLLOUT,
             big_reads: false,
-            failing: None,
             linger: FAIL_LINGER.min(self.options.close_timeout),
         });
-        {
-            let mut out = self.shared.lock_output();
-            out.writer.set_deflate(agreed.deflate.as_ref(), self.options.compression.threshold);
-            out.writer.set_keeps_blocked_bytes(open.stream.is_tls().then_some(net::TLS_GATHER));
-            // From now on other threads may write frames to a plain socket
-            // themselves; not with compression, which runs on the loop's
-            // thread, never on a caller's under a lock other senders need.
-            if agreed.deflate.is_none() {
-                out.direct_fd = open.stream.direct_fd();
-                self.shared.allow_direct_sends();
-            }
-        }
+        // From now on other threads may write frames to a plain socket
+        // themselves (unless compressing).
+        self.shared.outbox().lock().open(
+            agreed.deflate.as_ref(),
+            self.options.compression.threshold,
+            open.stream.is_tls().then_some(net::TLS_GATHER),
+            open.stream.direct_fd(),
+        );
         // Frames that arrived in the same packets as the 101 response.
         let r = process_input(&self.shared, &mut *self.handler, &mut open);
         self.phase = Phase::Open(open);
@@ -613,7 +550,7 @@ impl Connection {
 
     fn open_ready(&mut self, events: u32, cx: &mut Cx<'_, Self>) -> Result<(), End> {
         let Phase::Open(o) = &mut self.phase else { return Ok(()) };
-        if o.failing.is_some() {
+        if o.closing.is_failing() {
             if events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
                 return Err(self.give_up_failing());
             }
@@ -629,7 +566,7 @@ impl Connection {
                     // before the socket is closed; whether it did decides
                     // whether the close was clean.
                     let _ = write_out(&self.shared, o);
-                    return Err(o.closing.ended());
+                    return Err(o.closing.ending().into());
                 }
             }
         }
@@ -641,18 +578,18 @@ impl Connection {
     fn write_and_check(&mut self) -> Result<(), End> {
         let Phase::Open(o) = &mut self.phase else { return Ok(()) };
         if let Err(e) = write_out(&self.shared, o) {
-            if o.failing.is_some() {
+            if o.closing.is_failing() {
                 return Err(self.give_up_failing());
             }
             // The peer is gone; what it sent before may still say how.
             let _ = e;
             let mut scratch = Vec::new();
             read_socket(&self.shared, &mut *self.handler, o, &mut scratch)?;
-            return Err(o.closing.ended());
+            return Err(o.closing.ending().into());
         }
-        if o.failing.is_some() {
-            let drained = self.shared.lock_output().writer.is_empty();
-            if drained && o.closing.queued {
+        if o.closing.is_failing() {
+            let drained = self.shared.outbox().lock().is_empty();
+            if drained && o.closing.ours_queued() {
                 return Err(self.give_up_failing());
             }
             // A failing TLS connection whose write needs a read cannot
@@ -677,8 +614,8 @@ impl Connection {
                 _ => break,
             }
         }
-        match o.failing.take() {
-            Some((message, _)) => End::Failed(message),
+        match o.closing.take_failure() {
+            Some(message) => End::Failed(message),
             None => End::Abnormal,
         }
     }
@@ -688,9 +625,7 @@ impl Connection {
         {
             // No thread writes to the socket from now on: it is about to
             // close, and its fd number may be reused at once.
-            let mut out = self.shared.lock_output();
-            out.direct_fd = None;
-            out.writer = Default::default();
+            self.shared.outbox().lock().shut();
         }
         // The socket closes before on_close runs.
         self.phase = Phase::Done;
@@ -717,22 +652,15 @@ impl Open {
     /// Asks for our close frame; it is queued once the sends accepted
     /// before it (`due` send commands) have been taken.
     fn request_close(&mut self, shared: &Shared, code: u16, reason: String, due: u64) {
-        self.closing.requested_at.get_or_insert_with(Instant::now);
-        if self.closing.pending.is_none() && !self.closing.queued {
-            self.closing.pending = Some((code, reason, due));
-            self.queue_close_when_due(shared);
-        }
+        self.closing.ask(code, reason, due);
+        self.queue_close_when_due(shared);
     }
 
+    /// Queues our close frame once the sends it waits for have been taken.
     fn queue_close_when_due(&mut self, shared: &Shared) {
-        if let Some((code, reason, due)) = self.closing.pending.take() {
-            let mut out = shared.lock_output();
-            if out.sends_taken >= due {
-                out.writer.push_close(code, &reason);
-                self.closing.queued = true;
-            } else {
-                self.closing.pending = Some((code, reason, due));
-            }
+        let mut out = shared.outbox().lock();
+        if let Some((code, reason)) = self.closing.due(out.sends_taken()) {
+            out.push_close(code, &reason);
         }
     }
 
@@ -740,10 +668,11 @@ impl Open {
     /// if none was sent yet, after the messages accepted while OPEN (an
     /// echo sent from on_message, say); then TCP is closed.
     fn fail(&mut self, shared: &Shared, code: u16, message: String) {
-        let accepted =
-            shared.transition_counting(None, ReadyState::Closing).unwrap_or_else(|| shared.lock_output().sends_taken);
+        let accepted = shared
+            .transition_counting(None, ReadyState::Closing)
+            .unwrap_or_else(|| shared.outbox().lock().sends_taken());
         self.request_close(shared, code, String::new(), accepted);
-        self.failing = Some((message, Instant::now() + self.linger));
+        self.closing.fail(message, Instant::now() + self.linger);
     }
 }
 
@@ -751,19 +680,14 @@ impl Open {
 /// frame's size once its last byte is written, and the closing handshake's
 /// timers start once our close frame is.
 fn write_out(shared: &Shared, o: &mut Open) -> io::Result<()> {
-    let mut out = shared.lock_output();
-    let r = out.writer.write_to(&mut o.stream, |n, buf| shared.written(n, buf));
-    if !out.writer.is_empty() {
+    let mut out = shared.outbox().lock();
+    let r = out.write_to(&mut o.stream);
+    if !out.is_empty() {
         // Plain TCP waits for room to write; TLS for what OpenSSL's last
         // write lacked (a read, during renegotiation).
         o.write_wants = o.stream.write_wants();
     }
-    if matches!(r, Ok(n) if n > 0) {
-        o.closing.progress_at = Some(Instant::now());
-    }
-    if o.closing.written_at.is_none() && out.writer.close_written() {
-        o.closing.written_at = Some(Instant::now());
-    }
+    o.closing.wrote(matches!(r, Ok(n) if n > 0), out.close_written());
     r.map(|_| ())
 }
 
@@ -781,7 +705,7 @@ fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &
         let spare = &mut o.input.spare(chunk)[..chunk];
         match o.stream.read(spare) {
             Ok(0) => {
-                result = Err(o.closing.ended());
+                result = Err(o.closing.ending().into());
                 break;
             }
             Ok(n) => {
@@ -797,7 +721,7 @@ fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &
                 // EAGAIN is saved: one syscall per message in a
                 // request/response exchange. Not under TLS, whose records
                 // end short and whose library may hold more.
-                if o.failing.is_some() || (n < chunk && !o.stream.is_tls()) {
+                if o.closing.is_failing() || (n < chunk && !o.stream.is_tls()) {
                     result = Ok(true);
                     break;
                 }
@@ -809,7 +733,7 @@ fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // A reset without a close frame: 1006, no on_error (as browsers).
             Err(_) => {
-                result = Err(o.closing.ended());
+                result = Err(o.closing.ending().into());
                 break;
             }
         }
@@ -823,7 +747,7 @@ fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &
 
 fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Result<(), End> {
     loop {
-        if o.failing.is_some() {
+        if o.closing.is_failing() {
             return Ok(());
         }
         let incoming = match o.reader.next(&mut o.input) {
@@ -847,16 +771,16 @@ fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Re
             Incoming::Ping(payload) => {
                 // A pong for each ping while the output moves; once it is
                 // blocked, one for the latest (the writer's rule).
-                if !o.closing.queued && o.closing.pending.is_none() {
-                    shared.lock_output().writer.push_pong(&payload);
+                if !o.closing.ours_asked() {
+                    shared.outbox().lock().push_pong(&payload);
                 }
             }
             Incoming::Pong => {}
-            // A second close frame: the handshake is already done.
-            Incoming::Close { .. } if o.closing.received.is_some() => {}
             Incoming::Close { code, reason } => {
-                o.closing.received = Some((code, reason.clone()));
-                o.closing.received_at = Some(Instant::now());
+                // A second close frame: the handshake is already done.
+                if !o.closing.received(code, reason.clone()) {
+                    continue;
+                }
                 // Echo the code (RFC 6455 5.5.1), after the sends accepted
                 // while OPEN; a close() racing this one goes out instead.
                 if let Some(accepted) = shared.transition_counting(Some(ReadyState::Open), ReadyState::Closing) {
@@ -890,27 +814,5 @@ mod tests {
     fn c_string_cuts_at_nul() {
         assert_eq!(c_string("ab\0cd".into()).as_bytes(), b"ab");
         assert_eq!(c_string("abc".into()).as_bytes(), b"abc");
-    }
-
-    #[test]
-    fn closing_deadlines_start_on_the_wire() {
-        let t = Instant::now();
-        let timeout = Duration::from_secs(5);
-        let mut c = Closing { queued: true, ..Closing::default() };
-        assert_eq!(c.deadline(timeout), None, "queued is not written");
-        c.received = Some((1000, String::new()));
-        c.received_at = Some(t);
-        assert_eq!(c.deadline(timeout), None, "not crossed until ours is written");
-        assert!(matches!(c.ended(), End::Abnormal), "theirs without ours written is not clean");
-        c.written_at = Some(t);
-        assert_eq!(c.deadline(timeout), Some(t + TCP_CLOSE_WAIT));
-        // Ours first, theirs 1.5 s later: the 2 s start at theirs.
-        let theirs = t + Duration::from_millis(1500);
-        c.received_at = Some(theirs);
-        assert_eq!(c.deadline(timeout), Some(theirs + TCP_CLOSE_WAIT));
-        assert!(matches!(c.ended(), End::Clean { code: 1000, .. }));
-        let freed = Closing { bounded_from: Some(t), ..Closing::default() };
-        assert_eq!(freed.deadline(timeout), Some(t + timeout), "a freed handle's close is bounded from the request");
-        assert!(matches!(freed.ended(), End::Abnormal));
     }
 }

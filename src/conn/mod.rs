@@ -2,6 +2,8 @@
 //! handle (ready state, callbacks gate, outbox), and the state machine the
 //! loop drives through connecting, open and closing.
 
+pub mod closing;
 pub mod connection;
 pub mod options;
+pub mod outbox;
 pub mod shared;

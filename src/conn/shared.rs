@@ -1,12 +1,10 @@
 //! State shared between a handle (any thread) and the loop that runs its
 //! connection: the ready state, bufferedAmount, and when callbacks may run.
 
+use crate::conn::outbox::{Direct, Outbox};
 use crate::error::{Error, ErrorKind};
-use crate::proto::frames::Writer;
-use crate::transport::net::RawSocket;
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
-use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
@@ -57,8 +55,6 @@ pub enum Command {
     Free { release: Option<Box<dyn Send>> },
 }
 
-pub(crate) use crate::proto::frames::HEADROOM;
-
 /// How a handle's side reaches the loop that runs its connection (the
 /// connection's module provides it, for the loop the handle was made on).
 pub trait LoopLink: Send + Sync {
@@ -72,42 +68,17 @@ pub trait LoopLink: Send + Sync {
     fn on_loop_thread(&self) -> bool;
 }
 
-/// What goes to the socket, shared by the loop and sending threads.
-#[derive(Default)]
-pub struct Output {
-    /// Frames waiting for the socket, in order.
-    pub writer: Writer,
-    /// The plain TCP socket while other threads may write to it directly;
-    /// None under TLS and once the loop closes the socket (under this
-    /// lock, so that no thread writes to an fd that was closed and reused).
-    pub direct_fd: Option<RawFd>,
-    /// Sends pushed into `writer` (or written) so far.
-    pub sends_taken: u64,
-}
-
 pub struct Shared {
     state: AtomicU8,
     /// Held shared by `send` across its state check and enqueue, and
     /// exclusively by every change away from OPEN, so that no message that
     /// `send` accepted while OPEN lands behind the close frame.
     state_gate: RwLock<()>,
-    buffered: AtomicU64,
     /// Sends accepted while OPEN: a close frame that the loop decides on
     /// (an echo, a failure, ws_free) goes out after this many sends.
     accepted: AtomicU64,
-    /// Send commands queued for the loop and not yet taken (changed under
-    /// the output lock): a thread writes directly only when none is, so
-    /// that no message overtakes one sent before it.
-    pub(crate) in_queue: AtomicU64,
-    output: Mutex<Output>,
-    /// When the last send was written directly (see `send_direct`), in ns
-    /// since `epoch()`.
-    last_direct: AtomicU64,
-    /// Set once the connection is open on a plain socket without
-    /// compression: only then may senders try to write directly (checked
-    /// before taking the output lock, which the loop holds to compress).
-    direct_allowed: AtomicBool,
-    max_buffered: u64,
+    /// What the connection sends, and bufferedAmount.
+    outbox: Outbox,
     url: CString,
     protocol: OnceLock<CString>,
     extensions: OnceLock<CString>,
@@ -120,29 +91,15 @@ pub struct Shared {
     dispatch: Mutex<()>,
     /// The way to the loop that runs the connection.
     link: Box<dyn LoopLink>,
-    /// Written send buffers, for the next sends to reuse: the sending
-    /// thread allocates and the loop's thread frees, a pattern that makes
-    /// malloc return and re-fault pages on every burst.
-    spare_buffers: (crossbeam_channel::Sender<Vec<u8>>, crossbeam_channel::Receiver<Vec<u8>>),
 }
-
-/// At most this many spare buffers of at most this size are kept per
-/// connection (512 KiB at the most).
-const SPARE_BUFFERS: usize = 8;
-const SPARE_BUFFER_MAX: usize = 64 * 1024;
 
 impl Shared {
     pub fn new(url: CString, max_buffered: u64, link: Box<dyn LoopLink>) -> Shared {
         Shared {
             state: AtomicU8::new(ReadyState::Connecting as u8),
             state_gate: RwLock::new(()),
-            buffered: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
-            in_queue: AtomicU64::new(0),
-            output: Mutex::new(Output::default()),
-            last_direct: AtomicU64::new(0),
-            direct_allowed: AtomicBool::new(false),
-            max_buffered,
+            outbox: Outbox::new(max_buffered),
             url,
             protocol: OnceLock::new(),
             extensions: OnceLock::new(),
@@ -150,33 +107,6 @@ impl Shared {
             abandoned: AtomicBool::new(false),
             dispatch: Mutex::new(()),
             link,
-            spare_buffers: crossbeam_channel::bounded(SPARE_BUFFERS),
-        }
-    }
-
-    /// A copy of `data` with HEADROOM free bytes in front, in a spare
-    /// buffer when one fits. The size is the caller's: the allocation may
-    /// fail, and then the send is refused rather than the process aborted.
-    fn copy_with_headroom(&self, data: &[u8]) -> Result<Vec<u8>, Error> {
-        let len = data.len().checked_add(HEADROOM).ok_or_else(|| out_of_memory(data.len()))?;
-        let mut buf = match self.spare_buffers.1.try_recv() {
-            Ok(mut buf) if buf.capacity() >= len => {
-                buf.clear();
-                buf
-            }
-            _ => Vec::new(),
-        };
-        buf.try_reserve_exact(len).map_err(|_| out_of_memory(data.len()))?;
-        buf.resize(HEADROOM, 0);
-        buf.extend_from_slice(data);
-        Ok(buf)
-    }
-
-    /// Keeps a written send buffer for reuse, if it is small enough and
-    /// there is room.
-    pub fn recycle(&self, buf: Vec<u8>) {
-        if buf.capacity() <= SPARE_BUFFER_MAX + HEADROOM {
-            let _ = self.spare_buffers.0.try_send(buf);
         }
     }
 
@@ -187,15 +117,12 @@ impl Shared {
     /// bufferedAmount (WHATWG): bytes accepted by send() and not yet
     /// written, plus every byte sent while CLOSING or CLOSED.
     pub fn buffered_amount(&self) -> u64 {
-        self.buffered.load(Ordering::SeqCst)
+        self.outbox.buffered_amount()
     }
 
-    /// A data frame's last byte was written: bufferedAmount drops by its
-    /// payload's length, and its buffer may serve a later send. The one
-    /// place where bufferedAmount goes down.
-    pub fn written(&self, len: u64, buf: Vec<u8>) {
-        self.buffered.fetch_sub(len, Ordering::SeqCst);
-        self.recycle(buf);
+    /// What the connection sends: the loop's thread writes through it.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     pub fn url(&self) -> &CStr {
@@ -210,14 +137,6 @@ impl Shared {
     /// The server's Sec-WebSocket-Extensions: "" until open, or if none.
     pub fn extensions(&self) -> &CStr {
         self.extensions.get().map_or(c"", |p| p.as_c_str())
-    }
-
-    pub fn allow_direct_sends(&self) {
-        self.direct_allowed.store(true, Ordering::SeqCst);
-    }
-
-    pub fn lock_output(&self) -> MutexGuard<'_, Output> {
-        self.output.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `ws_new` failed after handing the connection to its loop: the loop
@@ -324,17 +243,15 @@ impl Shared {
                     return Err(Error::new(ErrorKind::InvalidState, "send() while the connection is CONNECTING"))
                 }
                 // Counted now: a getter right after send() sees it.
-                ReadyState::Open => self.reserve_buffered(len)?,
+                ReadyState::Open => self.outbox.reserve(len)?,
                 // CLOSING or CLOSED: count the bytes, drop the data (WHATWG send() step 3).
                 _ => {
-                    self.buffered.fetch_add(len, Ordering::SeqCst);
+                    self.outbox.count_dropped(len);
                     return Ok(());
                 }
             }
         }
-        let payload = self.copy_with_headroom(data).inspect_err(|_| {
-            self.buffered.fetch_sub(len, Ordering::SeqCst);
-        })?;
+        let payload = self.outbox.copy(data).inspect_err(|_| self.outbox.unreserve(len))?;
         let _gate = self.state_gate.read().unwrap_or_else(|e| e.into_inner());
         if self.state() != ReadyState::Open {
             // Closed while the bytes were copied: as a send made after the
@@ -342,71 +259,19 @@ impl Shared {
             return Ok(());
         }
         self.accepted.fetch_add(1, Ordering::SeqCst);
-        if let Err(buf) = self.send_direct(payload, text) {
-            self.in_queue.fetch_add(1, Ordering::SeqCst);
-            self.enqueue(Command::Send { buf, text });
+        // From the loop's thread (a callback), the loop flushes after the
+        // callback: many sends, one write.
+        let direct =
+            if self.link.on_loop_thread() { Direct::NotNow(payload) } else { self.outbox.try_direct(payload, text) };
+        match direct {
+            Direct::Written => {}
+            Direct::Unfinished => self.enqueue(Command::Flush),
+            Direct::NotNow(buf) => {
+                self.outbox.queued_for_loop();
+                self.enqueue(Command::Send { buf, text });
+            }
         }
         Ok(())
-    }
-
-    /// From a thread other than the loop's, with nothing queued before it:
-    /// writes the frame to the socket here, saving the hand-off to the
-    /// loop and back. Whatever the socket does not take stays queued for
-    /// the loop. Err gives the buffer back when the loop must send it.
-    ///
-    /// Only an isolated send goes direct: one that follows the previous
-    /// direct send within BURST is part of a burst, which the loop writes
-    /// with one writev for many frames instead of a syscall each.
-    ///
-    /// Why the loop need not hear of a direct write that finished: it
-    /// happens only while OPEN, with nothing queued before it (the writer
-    /// empty, no send command untaken) and under the output lock. So the
-    /// loop's epoll interest (output pending or not) stays right, and the
-    /// closing handshake's clocks are untouched: they start when a close is
-    /// asked for, after which no send is written (sends while CLOSING are
-    /// only counted), and count the loop's own write progress from there.
-    /// A direct write that left bytes queued posts `Flush`, so the loop
-    /// watches for room to write and writes the rest itself.
-    fn send_direct(&self, buf: Vec<u8>, text: bool) -> Result<(), Vec<u8>> {
-        const BURST: u64 = 10_000; // ns
-        if !self.direct_allowed.load(Ordering::Relaxed) || self.link.on_loop_thread() {
-            // The loop flushes after the callback: many sends, one write.
-            return Err(buf);
-        }
-        let now = epoch().elapsed().as_nanos() as u64;
-        if now.saturating_sub(self.last_direct.swap(now, Ordering::Relaxed)) < BURST {
-            return Err(buf);
-        }
-        let mut out = self.lock_output();
-        let fd = match out.direct_fd {
-            Some(fd) if out.writer.is_empty() && self.in_queue.load(Ordering::SeqCst) == 0 => fd,
-            _ => return Err(buf),
-        };
-        out.writer.push_data(buf, text);
-        out.sends_taken += 1;
-        let written = out.writer.write_to(&mut RawSocket(fd), |n, buf| self.written(n, buf));
-        let unfinished = written.is_err() || !out.writer.is_empty();
-        drop(out);
-        if unfinished {
-            // The loop writes the rest when there is room, or finds out
-            // what became of the socket.
-            self.enqueue(Command::Flush);
-        }
-        Ok(())
-    }
-
-    fn reserve_buffered(&self, len: u64) -> Result<(), Error> {
-        let limit = self.max_buffered;
-        let update = |cur: u64| {
-            let next = cur.checked_add(len)?;
-            (limit == 0 || next <= limit).then_some(next)
-        };
-        self.buffered.fetch_update(Ordering::SeqCst, Ordering::SeqCst, update).map(|_| ()).map_err(|cur| {
-            Error::new(
-                ErrorKind::BufferFull,
-                format!("{len} bytes more would exceed the max buffered amount {limit} (now {cur})"),
-            )
-        })
     }
 
     /// The browser's close(), after its argument checks. From a thread that
@@ -451,22 +316,12 @@ impl Shared {
     }
 }
 
-fn out_of_memory(len: usize) -> Error {
-    Error::new(ErrorKind::Resource, format!("out of memory: cannot copy a message of {len} bytes"))
-}
-
 /// Runs a user callback: marked as inside one (see IN_CALLBACK), and a
 /// panicking Rust handler does not take the loop's thread with it.
 fn call_back(callback: impl FnOnce()) {
     let outer = IN_CALLBACK.with(|c| c.replace(true));
     let _ = catch_unwind(AssertUnwindSafe(callback));
     IN_CALLBACK.with(|c| c.set(outer));
-}
-
-/// The start of the clock `send_direct` measures with.
-fn epoch() -> std::time::Instant {
-    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
-    *EPOCH.get_or_init(std::time::Instant::now)
 }
 
 /// A hook that lets a test hold `ws_free` at a point where a race would
@@ -507,27 +362,6 @@ mod tests {
     }
 
     #[test]
-    fn written_buffers_are_reused_within_bounds() {
-        let shared = Shared::new(CString::default(), 0, Box::new(Unlinked));
-        let buf = Vec::<u8>::with_capacity(1000);
-        let ptr = buf.as_ptr();
-        shared.recycle(buf);
-        let again = shared.copy_with_headroom(&[1; 800]).unwrap();
-        assert_eq!(again.as_ptr(), ptr, "a spare buffer that fits is reused");
-        assert_eq!(again.len(), HEADROOM + 800);
-        shared.recycle(Vec::with_capacity(SPARE_BUFFER_MAX + HEADROOM + 1));
-        assert_eq!(
-            shared.copy_with_headroom(&[1; 10]).unwrap().capacity(),
-            HEADROOM + 10,
-            "an oversized buffer is not kept"
-        );
-        for _ in 0..SPARE_BUFFERS + 5 {
-            shared.recycle(Vec::with_capacity(64));
-        }
-        assert_eq!(shared.spare_buffers.1.len(), SPARE_BUFFERS);
-    }
-
-    #[test]
     fn transitions_report_the_sends_accepted_before_them() {
         let shared = Shared::new(CString::default(), 0, Box::new(Unlinked));
         assert!(shared.transition(Some(ReadyState::Connecting), ReadyState::Open));
@@ -537,7 +371,7 @@ mod tests {
         assert_eq!(shared.transition_counting(Some(ReadyState::Open), ReadyState::Closing), Some(3));
         assert_eq!(shared.transition_counting(Some(ReadyState::Open), ReadyState::Closing), None, "not OPEN any more");
         shared.send(&[0], false).unwrap();
-        assert_eq!(shared.buffered.load(Ordering::SeqCst), 4, "counted, as browsers do");
+        assert_eq!(shared.buffered_amount(), 4, "counted, as browsers do");
         assert_eq!(shared.accepted.load(Ordering::SeqCst), 3, "but not queued");
     }
 }

@@ -19,30 +19,36 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A connection's name on its loop: slot index and generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConnId {
     index: u32,
     generation: u32,
 }
 
 impl ConnId {
-    fn token(self) -> u64 {
-        (u64::from(self.index) << 32) | u64::from(self.generation)
+    /// The connection's epoll data.
+    fn token(self) -> Token {
+        Token((u64::from(self.index) << 32) | u64::from(self.generation))
     }
 
-    fn from_token(token: u64) -> ConnId {
-        ConnId { index: (token >> 32) as u32, generation: token as u32 }
+    fn from_token(token: Token) -> ConnId {
+        ConnId { index: (token.0 >> 32) as u32, generation: token.0 as u32 }
     }
 }
 
-/// The epoll token of the wake-up fd (no connection has it: slot indexes
-/// stay far below u32::MAX).
-const WAKE_TOKEN: u64 = u64::MAX;
+/// What epoll hands back with an event: which connection's socket, or the
+/// wake-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Token(u64);
+
+/// The wake-up fd's token (no connection has it: slot indexes stay far
+/// below u32::MAX).
+const WAKE_TOKEN: Token = Token(u64::MAX);
 /// Commands taken before the loop turns to I/O, so that a thread sending
 /// faster than the socket drains cannot starve reads, timers and closes.
 const COMMANDS_PER_TURN: usize = 4096;
@@ -113,6 +119,33 @@ struct Ids {
     free: Vec<u32>,
 }
 
+/// Who runs a loop, and until when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Driver {
+    /// The application, turn by turn (`ws_loop_run`).
+    Application = 0,
+    /// A library thread, from `ws_loop_start` until the loop is freed.
+    Started = 1,
+    /// Freed by the application: a library thread runs it until its last
+    /// connection has ended.
+    Released = 2,
+    /// A handle's own loop: a library thread runs it while its one
+    /// connection lives.
+    Private = 3,
+}
+
+impl Driver {
+    fn from_u8(v: u8) -> Driver {
+        match v {
+            0 => Driver::Application,
+            1 => Driver::Started,
+            2 => Driver::Released,
+            _ => Driver::Private,
+        }
+    }
+}
+
 /// The part of a loop that any thread may use.
 pub struct Loop<T: Task> {
     epoll: OwnedFd,
@@ -126,16 +159,8 @@ pub struct Loop<T: Task> {
     runner: AtomicU64,
     /// A library thread runs the loop or is about to.
     thread_active: AtomicBool,
-    /// The loop belongs to the library: a handle's private loop, or one the
-    /// application started or freed. A library thread runs it while it has
-    /// work, and ends when no connection is left.
-    library_driven: AtomicBool,
-    /// `ws_loop_start` was called (a second call is refused).
-    started: AtomicBool,
-    /// Only a private loop's thread ends with its last connection; a
-    /// started loop's thread waits for more until the loop is freed.
-    private: bool,
-    released: AtomicBool,
+    /// Who runs the loop, and until when (`Driver`).
+    driver: AtomicU8,
     /// Set when `ws_loop_free`, called from a callback of this loop, could
     /// start no thread for it: why its connections must end.
     orphaned: Mutex<Option<String>>,
@@ -144,12 +169,12 @@ pub struct Loop<T: Task> {
 /// The part of a loop that only its runner touches.
 pub struct Core<T: Task> {
     slots: Vec<Slot<T>>,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Connections that need a turn without waiting for epoll (input left
     /// in OpenSSL's buffer, or a read budget used up).
-    ready: Vec<u64>,
+    ready: Vec<ConnId>,
     /// Connections whose output grew while commands were taken.
-    dirty: Vec<u64>,
+    dirty: Vec<ConnId>,
     events: Vec<libc::epoll_event>,
     buffers: Vec<Vec<u8>>,
     live: usize,
@@ -197,10 +222,7 @@ impl<T: Task> Loop<T> {
             }),
             runner: AtomicU64::new(0),
             thread_active: AtomicBool::new(false),
-            library_driven: AtomicBool::new(private),
-            started: AtomicBool::new(false),
-            private,
-            released: AtomicBool::new(private),
+            driver: AtomicU8::new(if private { Driver::Private } else { Driver::Application } as u8),
             orphaned: Mutex::new(None),
         }))
     }
@@ -268,7 +290,7 @@ impl<T: Task> Loop<T> {
         self.ensure_thread().inspect_err(|_| {
             // No thread will take it: take the connection back, or it would
             // keep its handle's state, and that the loop, alive forever.
-            if self.private {
+            if self.driver() == Driver::Private {
                 while self.queue.1.try_recv().is_ok() {}
             }
         })
@@ -277,10 +299,14 @@ impl<T: Task> Loop<T> {
     /// `ws_loop_start`: a library thread runs the loop from now on. False
     /// when it was started before.
     pub fn start(self: &Arc<Self>) -> io::Result<bool> {
-        if self.started.swap(true, Ordering::SeqCst) {
+        let from_application = (Driver::Application as u8, Driver::Started as u8);
+        if self
+            .driver
+            .compare_exchange(from_application.0, from_application.1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
             return Ok(false);
         }
-        self.library_driven.store(true, Ordering::SeqCst);
         // An application thread waiting in ws_loop_run returns, and the
         // library thread takes over.
         self.waker.wake();
@@ -293,8 +319,10 @@ impl<T: Task> Loop<T> {
     /// last of them. When no thread can be started for connections an
     /// application loop leaves behind, they end now (`end_orphans`).
     pub fn release(self: &Arc<Self>) {
-        self.released.store(true, Ordering::SeqCst);
-        self.library_driven.store(true, Ordering::SeqCst);
+        // A private loop is never the application's to free.
+        let _ = self.driver.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| {
+            (d != Driver::Private as u8).then_some(Driver::Released as u8)
+        });
         // Wake a thread that waits for work, so that it can end; or start
         // one for connections an application loop left behind.
         self.waker.wake();
@@ -327,8 +355,12 @@ impl<T: Task> Loop<T> {
         }
     }
 
+    fn driver(&self) -> Driver {
+        Driver::from_u8(self.driver.load(Ordering::SeqCst))
+    }
+
     pub fn is_library_driven(&self) -> bool {
-        self.library_driven.load(Ordering::SeqCst)
+        self.driver() != Driver::Application
     }
 
     fn ensure_thread(self: &Arc<Self>) -> io::Result<()> {
@@ -371,7 +403,7 @@ impl<T: Task> Loop<T> {
     /// or on a loop the application has freed.
     fn may_end(&self, core: &Core<T>) -> bool {
         let idle = core.live == 0 && self.queue.1.is_empty();
-        idle && (self.private || self.released.load(Ordering::SeqCst))
+        idle && matches!(self.driver(), Driver::Private | Driver::Released)
     }
 
     /// `ws_loop_run`: one turn on the calling thread, waiting up to
@@ -467,8 +499,8 @@ impl<T: Task> Core<T> {
         }
         // Input left over (a capped read, or bytes inside OpenSSL) also
         // comes before the timers.
-        for token in std::mem::take(&mut self.ready) {
-            self.with_conn(lp, token, |conn, cx| conn.ready(0, cx));
+        for id in std::mem::take(&mut self.ready) {
+            self.with_conn(lp, id, |conn, cx| conn.ready(0, cx));
             self.take_commands(lp);
         }
         self.fire_timers(lp);
@@ -498,8 +530,8 @@ impl<T: Task> Core<T> {
             for index in 0..self.slots.len() {
                 let slot = &self.slots[index];
                 if slot.conn.is_some() {
-                    let token = ConnId { index: index as u32, generation: slot.generation }.token();
-                    self.with_conn(lp, token, |conn, _| conn.abort(why));
+                    let id = ConnId { index: index as u32, generation: slot.generation };
+                    self.with_conn(lp, id, |conn, _| conn.abort(why));
                 }
             }
         }
@@ -509,12 +541,12 @@ impl<T: Task> Core<T> {
     fn handle_events(&mut self, lp: &Arc<Loop<T>>, n: usize) {
         for i in 0..n {
             let event = self.events[i];
-            let (token, bits) = (event.u64, event.events);
+            let (token, bits) = (Token(event.u64), event.events);
             if token == WAKE_TOKEN {
                 lp.waker.reset();
                 continue;
             }
-            self.with_conn(lp, token, |conn, cx| conn.ready(bits, cx));
+            self.with_conn(lp, ConnId::from_token(token), |conn, cx| conn.ready(bits, cx));
             // Sends made from the callbacks go out in this turn.
             self.take_commands(lp);
         }
@@ -540,8 +572,7 @@ impl<T: Task> Core<T> {
     /// re-armed, or whose connection has gone, are dropped here as they
     /// surface, so that they never cut a wait short.
     fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, token))) = self.timers.peek().copied() {
-            let id = ConnId::from_token(token);
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             let live = self
                 .slots
                 .get(id.index as usize)
@@ -568,25 +599,25 @@ impl<T: Task> Core<T> {
                     self.slots[index] =
                         Slot { generation: id.generation, conn: Some(conn), registered: None, armed: None };
                     self.live += 1;
-                    self.with_conn(lp, id.token(), |conn, cx| conn.start(cx));
+                    self.with_conn(lp, id, |conn, cx| conn.start(cx));
                 }
                 // A command for a connection that has gone is dropped (with
                 // a freed handle's memory: no callback of it can run now).
                 LoopCommand::Conn(id, cmd) => {
                     if let Some(conn) = self.conn_mut(id) {
                         conn.command(cmd);
-                        if !self.dirty.contains(&id.token()) {
-                            self.dirty.push(id.token());
+                        if !self.dirty.contains(&id) {
+                            self.dirty.push(id);
                         }
                     }
                 }
                 LoopCommand::Resolved(id, result) => {
-                    self.with_conn(lp, id.token(), |conn, _| conn.resolved(result));
+                    self.with_conn(lp, id, |conn, _| conn.resolved(result));
                 }
             }
         }
-        for token in std::mem::take(&mut self.dirty) {
-            self.with_conn(lp, token, |conn, _| conn.flush());
+        for id in std::mem::take(&mut self.dirty) {
+            self.with_conn(lp, id, |conn, _| conn.flush());
         }
         lp.queue.1.is_empty()
     }
@@ -601,12 +632,11 @@ impl<T: Task> Core<T> {
 
     fn fire_timers(&mut self, lp: &Arc<Loop<T>>) {
         let now = Instant::now();
-        while let Some(Reverse((at, token))) = self.timers.peek().copied() {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let id = ConnId::from_token(token);
             // Lazy deletion: a timer that was re-armed or whose connection
             // has gone is skipped.
             let Some(slot) = self.slots.get_mut(id.index as usize) else { continue };
@@ -614,14 +644,13 @@ impl<T: Task> Core<T> {
                 continue;
             }
             slot.armed = None;
-            self.with_conn(lp, token, |conn, _| conn.timer(now));
+            self.with_conn(lp, id, |conn, _| conn.timer(now));
         }
     }
 
     /// Runs `f` on a live connection, then brings epoll, the timer heap
     /// and the ready list up to date with it, and removes it once done.
-    fn with_conn(&mut self, lp: &Arc<Loop<T>>, token: u64, f: impl FnOnce(&mut T, &mut Cx<'_, T>)) {
-        let id = ConnId::from_token(token);
+    fn with_conn(&mut self, lp: &Arc<Loop<T>>, id: ConnId, f: impl FnOnce(&mut T, &mut Cx<'_, T>)) {
         let Some(slot) = self.slots.get_mut(id.index as usize) else { return };
         if slot.generation != id.generation {
             return;
@@ -643,11 +672,11 @@ impl<T: Task> Core<T> {
             if slot.registered != Some((serial, events)) {
                 let fresh = slot.registered.is_none_or(|(s, _)| s != serial);
                 let op = if fresh { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_MOD };
-                let done = epoll_ctl(lp.fd(), op, fd, events, token).or_else(|e| {
+                let done = epoll_ctl(lp.fd(), op, fd, events, id.token()).or_else(|e| {
                     // A reused fd number, or one epoll dropped on close.
                     let retry =
                         if e.raw_os_error() == Some(libc::EEXIST) { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
-                    epoll_ctl(lp.fd(), retry, fd, events, token)
+                    epoll_ctl(lp.fd(), retry, fd, events, id.token())
                 });
                 slot.registered = done.ok().map(|_| (serial, events));
             }
@@ -656,17 +685,17 @@ impl<T: Task> Core<T> {
         if deadline != slot.armed {
             slot.armed = deadline;
             if let Some(at) = deadline {
-                self.timers.push(Reverse((at, token)));
+                self.timers.push(Reverse((at, id)));
             }
         }
-        if conn.wants_turn() && !self.ready.contains(&token) {
-            self.ready.push(token);
+        if conn.wants_turn() && !self.ready.contains(&id) {
+            self.ready.push(id);
         }
     }
 }
 
-fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-    let mut event = libc::epoll_event { events, u64: token };
+fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: Token) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: token.0 };
     // SAFETY: `event` is a live epoll_event for the duration of the call.
     if unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) } < 0 {
         return Err(io::Error::last_os_error());

@@ -11,7 +11,7 @@ use crate::conn::shared::{Command, LoopLink, ReadyState, Shared};
 use crate::proto::frames::{Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
 use crate::proto::handshake::{self, Agreed};
 use crate::proto::target::{Target, TargetHost};
-use crate::runtime::event_loop::{give_buffer, take_buffer, ConnId, Cx, Interest, Loop, LoopCommand, Task};
+use crate::runtime::event_loop::{give_buffer, take_buffer, ConnId, Cx, Events, Interest, Loop, LoopCommand, Task};
 use crate::transport::net::{self, Stream, Tcp};
 use crate::transport::tls;
 use std::ffi::{CStr, CString};
@@ -150,19 +150,6 @@ impl From<Ending> for End {
     }
 }
 
-fn epoll_events(poll: i16) -> u32 {
-    let mut e = 0;
-    if poll & libc::POLLIN != 0 {
-        e |= libc::EPOLLIN as u32;
-    }
-    if poll & libc::POLLOUT != 0 {
-        e |= libc::EPOLLOUT as u32;
-    }
-    e
-}
-
-const READABLE: u32 = (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32;
-
 impl Connection {
     pub fn new(shared: Arc<Shared>, handler: Box<dyn Handler>, target: Target, options: Options) -> Connection {
         let connect_deadline = Instant::now() + options.connect_timeout;
@@ -191,15 +178,17 @@ impl Task for Connection {
     /// epoll events wanted now.
     fn interest(&self) -> Option<Interest> {
         let (fd, events) = match &self.phase {
-            Phase::Connecting(c) => (c.tcp.as_raw_fd(), libc::EPOLLOUT as u32),
-            Phase::Tls(mid) => (mid.get_ref().fd(), epoll_events(mid.get_ref().blocked_on())),
-            Phase::Upgrading(u) if u.written < u.request.len() => (u.stream.fd(), epoll_events(u.stream.write_wants())),
-            Phase::Upgrading(u) => (u.stream.fd(), libc::EPOLLIN as u32),
+            Phase::Connecting(c) => (c.tcp.as_raw_fd(), Events::WRITE),
+            Phase::Tls(mid) => (mid.get_ref().fd(), Events::from_poll(mid.get_ref().blocked_on())),
+            Phase::Upgrading(u) if u.written < u.request.len() => {
+                (u.stream.fd(), Events::from_poll(u.stream.write_wants()))
+            }
+            Phase::Upgrading(u) => (u.stream.fd(), Events::READ),
             Phase::Open(o) => {
                 let pending = !self.shared.outbox().lock().is_empty();
-                let write = if pending { epoll_events(o.write_wants) } else { 0 };
+                let write = if pending { Events::from_poll(o.write_wants) } else { Events::NONE };
                 // A failing connection reads nothing more.
-                let read = if o.closing.is_failing() { 0 } else { libc::EPOLLIN as u32 };
+                let read = if o.closing.is_failing() { Events::NONE } else { Events::READ };
                 (o.stream.fd(), read | write)
             }
             Phase::New | Phase::Resolving(_) | Phase::Done => return None,
@@ -252,11 +241,11 @@ impl Task for Connection {
         self.settle(r);
     }
 
-    fn ready(&mut self, events: u32, cx: &mut Cx<'_, Self>) {
+    fn ready(&mut self, events: Events, cx: &mut Cx<'_, Self>) {
         let r = match &mut self.phase {
-            Phase::Connecting(_) if events != 0 => self.connect_done(),
-            Phase::Tls(_) if events != 0 => self.tls_step(None),
-            Phase::Upgrading(_) if events != 0 => self.upgrade_step(),
+            Phase::Connecting(_) if !events.is_none() => self.connect_done(),
+            Phase::Tls(_) if !events.is_none() => self.tls_step(None),
+            Phase::Upgrading(_) if !events.is_none() => self.upgrade_step(),
             Phase::Open(_) => self.open_ready(events, cx),
             _ => Ok(()),
         };
@@ -548,15 +537,15 @@ impl Connection {
         r
     }
 
-    fn open_ready(&mut self, events: u32, cx: &mut Cx<'_, Self>) -> Result<(), End> {
+    fn open_ready(&mut self, events: Events, cx: &mut Cx<'_, Self>) -> Result<(), End> {
         let Phase::Open(o) = &mut self.phase else { return Ok(()) };
         if o.closing.is_failing() {
-            if events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+            if events.is_hangup_or_error() {
                 return Err(self.give_up_failing());
             }
             return self.write_and_check();
         }
-        if o.more_input || events & READABLE != 0 {
+        if o.more_input || events.is_readable() {
             match read_socket(&self.shared, &mut *self.handler, o, cx.buffers) {
                 Ok(drained) => o.more_input = !drained,
                 Err(_) => {

@@ -69,9 +69,9 @@ pub trait Task: Send + Sized + 'static {
     /// Writes what commands queued (after a batch of them was taken).
     fn flush(&mut self);
     fn resolved(&mut self, result: io::Result<Vec<SocketAddr>>);
-    /// `events`: the epoll events of its socket, or 0 for a turn it asked
-    /// for with `wants_turn`.
-    fn ready(&mut self, events: u32, cx: &mut Cx<'_, Self>);
+    /// `events`: what its socket is ready for, or `Events::NONE` for a
+    /// turn it asked for with `wants_turn`.
+    fn ready(&mut self, events: Events, cx: &mut Cx<'_, Self>);
     fn timer(&mut self, now: Instant);
     /// Ends it at once: nothing will run its loop again.
     fn abort(&mut self, why: &str);
@@ -82,6 +82,51 @@ pub trait Task: Send + Sized + 'static {
     fn wants_turn(&self) -> bool;
 }
 
+/// epoll readiness: what a task's socket is watched for, or what it is
+/// ready for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Events(u32);
+
+impl Events {
+    /// Nothing: a turn the task asked for, not a socket event.
+    pub const NONE: Events = Events(0);
+    pub const READ: Events = Events(libc::EPOLLIN as u32);
+    pub const WRITE: Events = Events(libc::EPOLLOUT as u32);
+
+    /// What a `poll(2)` interest (POLLIN, POLLOUT) asks of epoll.
+    pub fn from_poll(poll: i16) -> Events {
+        let mut e = Events::NONE;
+        if poll & libc::POLLIN != 0 {
+            e = e | Events::READ;
+        }
+        if poll & libc::POLLOUT != 0 {
+            e = e | Events::WRITE;
+        }
+        e
+    }
+
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Input, an end of input or an error to read.
+    pub fn is_readable(self) -> bool {
+        self.0 & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32 != 0
+    }
+
+    /// The socket was hung up or has an error.
+    pub fn is_hangup_or_error(self) -> bool {
+        self.0 & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0
+    }
+}
+
+impl std::ops::BitOr for Events {
+    type Output = Events;
+    fn bitor(self, other: Events) -> Events {
+        Events(self.0 | other.0)
+    }
+}
+
 /// What a task's socket is watched for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Interest {
@@ -89,8 +134,7 @@ pub struct Interest {
     /// Changes with each new socket of the task: epoll must learn of a new
     /// one even when it has the old one's fd number.
     pub socket: u32,
-    /// epoll events (EPOLLIN, EPOLLOUT).
-    pub events: u32,
+    pub events: Events,
 }
 
 /// What the loop lends a task while it works.
@@ -184,7 +228,7 @@ struct Slot<T> {
     generation: u32,
     conn: Option<Box<T>>,
     /// What epoll watches for this slot: (socket serial, events).
-    registered: Option<(u32, u32)>,
+    registered: Option<(u32, Events)>,
     /// The deadline last pushed on the timer heap.
     armed: Option<Instant>,
 }
@@ -205,7 +249,7 @@ impl<T: Task> Loop<T> {
         // SAFETY: a fresh descriptor that nothing else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
         let waker = Waker::new()?;
-        epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, waker.fd(), libc::EPOLLIN as u32, WAKE_TOKEN)?;
+        epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, waker.fd(), Events::READ, WAKE_TOKEN)?;
         Ok(Arc::new(Loop {
             epoll,
             waker,
@@ -500,7 +544,7 @@ impl<T: Task> Core<T> {
         // Input left over (a capped read, or bytes inside OpenSSL) also
         // comes before the timers.
         for id in std::mem::take(&mut self.ready) {
-            self.with_conn(lp, id, |conn, cx| conn.ready(0, cx));
+            self.with_conn(lp, id, |conn, cx| conn.ready(Events::NONE, cx));
             self.take_commands(lp);
         }
         self.fire_timers(lp);
@@ -546,7 +590,7 @@ impl<T: Task> Core<T> {
                 lp.waker.reset();
                 continue;
             }
-            self.with_conn(lp, ConnId::from_token(token), |conn, cx| conn.ready(bits, cx));
+            self.with_conn(lp, ConnId::from_token(token), |conn, cx| conn.ready(Events(bits), cx));
             // Sends made from the callbacks go out in this turn.
             self.take_commands(lp);
         }
@@ -694,8 +738,8 @@ impl<T: Task> Core<T> {
     }
 }
 
-fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: Token) -> io::Result<()> {
-    let mut event = libc::epoll_event { events, u64: token.0 };
+fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: Events, token: Token) -> io::Result<()> {
+    let mut event = libc::epoll_event { events: events.0, u64: token.0 };
     // SAFETY: `event` is a live epoll_event for the duration of the call.
     if unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) } < 0 {
         return Err(io::Error::last_os_error());
@@ -750,7 +794,7 @@ mod tests {
         fn command(&mut self, _: ()) {}
         fn flush(&mut self) {}
         fn resolved(&mut self, _: io::Result<Vec<SocketAddr>>) {}
-        fn ready(&mut self, _: u32, _: &mut Cx<'_, Self>) {}
+        fn ready(&mut self, _: Events, _: &mut Cx<'_, Self>) {}
         fn timer(&mut self, _: Instant) {}
         fn abort(&mut self, _: &str) {}
         fn is_done(&self) -> bool {

@@ -682,6 +682,8 @@ fn idle_memory(servers: &Servers, lib: &Libws) {
     let after_1mib = |n: usize| {
         let url = format!("ws://127.0.0.1:{}/push/1/{}", servers.port, 1 << 20);
         let counter = Counter::new(Vec::new());
+        // Wake the waiter at every message.
+        counter.target.store(1, Ordering::SeqCst);
         let before = rss_kib();
         let handles: Vec<*mut ws_socket> =
             (0..n).map(|_| lib.connect(&url, Mode::SharedLoop, &counter, false)).collect();

@@ -677,6 +677,16 @@ fn idle_memory(servers: &Servers, lib: &Libws) {
         std::thread::sleep(Duration::from_secs(1));
         kib
     };
+    let shared = libws(10_000, Mode::SharedLoop, false);
+    let shared_tls = libws(2_000, Mode::SharedLoop, true);
+    let own = libws(2_000, Mode::OwnThread, false);
+    let before = rss_kib();
+    let held: Vec<Tws> = (0..2_000).map(|_| tungstenite_connect(servers.port, "/echo")).collect();
+    let base = per(before, held.len());
+    drop(held);
+    println!(
+        "\nresident memory per idle open connection: shared loop {shared:.1} KiB (10,000 ws://), {shared_tls:.1} KiB (2,000 wss://); own thread {own:.1} KiB (2,000); tungstenite {base:.1} KiB (2,000)"
+    );
     // The same after traffic: each connection received one 1 MiB message
     // and then sits idle. Large buffers must have been given back.
     let after_1mib = |n: usize| {
@@ -705,18 +715,10 @@ fn idle_memory(servers: &Servers, lib: &Libws) {
         std::thread::sleep(Duration::from_secs(1));
         kib
     };
+    // Last: the transient 1 MiB buffers must not lower the figures above.
     let after_traffic = after_1mib(1_000);
-    println!("
-resident memory per idle open connection after one 1 MiB message each: shared loop {after_traffic:.1} KiB (1,000 ws://)");
-    let shared = libws(10_000, Mode::SharedLoop, false);
-    let shared_tls = libws(2_000, Mode::SharedLoop, true);
-    let own = libws(2_000, Mode::OwnThread, false);
-    let before = rss_kib();
-    let held: Vec<Tws> = (0..2_000).map(|_| tungstenite_connect(servers.port, "/echo")).collect();
-    let base = per(before, held.len());
-    drop(held);
     println!(
-        "\nresident memory per idle open connection: shared loop {shared:.1} KiB (10,000 ws://), {shared_tls:.1} KiB (2,000 wss://); own thread {own:.1} KiB (2,000); tungstenite {base:.1} KiB (2,000)"
+        "\nresident memory per idle open connection after one 1 MiB message each: shared loop {after_traffic:.1} KiB (1,000 ws://)"
     );
 }
 

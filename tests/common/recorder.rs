@@ -104,6 +104,11 @@ impl Recorder {
     }
 }
 
+/// Whether `on_close` is among the events (for `Recorder::wait_until`).
+pub fn has_close(e: &[Ev]) -> bool {
+    e.iter().any(|e| matches!(e, Ev::Close { .. }))
+}
+
 fn summary(events: &[Ev]) -> Vec<String> {
     events
         .iter()

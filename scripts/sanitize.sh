@@ -8,7 +8,7 @@
 #         direct_writes,callbacks_wait_for_ws_new,fault_injection,resolver,
 #         c_programs}.rs; the C
 #         programs are built with -fsanitize=address,undefined against the
-#         instrumented libws (LIBWS_C_SANITIZE, tests/common/cbuild.rs).
+#         instrumented libws (LIBWS_C_SANITIZE, tests/support/cbuild.rs).
 #   tsan  ThreadSanitizer over tests/{callback_rules,loops,close_handshake,
 #         wake_ups,slow_callbacks,loop_teardown}.rs and
 #         the tests of tests/api.rs that race sends, closes and frees.

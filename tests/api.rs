@@ -2,8 +2,17 @@
 //! behaviour that include/ws.h documents.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use servers::*;
 use std::ffi::CString;
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -10,8 +10,16 @@
 //! panic), so hooks record what they saw and the test thread asserts.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use handles::*;
+use servers::*;
 use std::ffi::{c_char, CStr, CString};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,9 +1,26 @@
 //! Real C (and C++) programs against include/ws.h, linked against libws.so
 //! and libws.a, talking to a local server.
 
+#[path = "support/cbuild.rs"]
+mod cbuild;
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/paths.rs"]
+mod paths;
+#[path = "support/peers.rs"]
+mod peers;
+#[path = "support/pmd.rs"]
+mod pmd;
+#[path = "support/servers.rs"]
+mod servers;
 
+use cbuild::*;
 use common::*;
+use frames::*;
+use paths::*;
+use peers::*;
+use servers::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

@@ -4,8 +4,15 @@
 //! rule. Alone in its process: the hook applies to the next ws_new.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
-use common::*;
+use handles::*;
+use servers::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ws::ffi::*;

@@ -4,8 +4,17 @@
 //! server has to close TCP once the close frames have crossed.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use servers::*;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::sync::Mutex;

@@ -1,11 +1,22 @@
 //! permessage-deflate (RFC 7692) against a server that speaks raw bytes:
 //! every malformed negotiation, the RSV1 rules, zip bombs, fragments, and
-//! what libws puts on the wire (tests/common/pmd.rs is the server's side).
+//! what libws puts on the wire (tests/support/pmd.rs is the server's side).
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/pmd.rs"]
+mod pmd;
+#[path = "support/servers.rs"]
+mod servers;
 
-use common::pmd::*;
 use common::*;
+use frames::*;
+use handles::*;
+use pmd::*;
+use servers::*;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

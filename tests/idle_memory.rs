@@ -4,8 +4,17 @@
 //! library holds (the process's RSS would also count what malloc keeps).
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use servers::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::c_void;
 use std::io::Write;

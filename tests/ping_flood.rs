@@ -3,8 +3,17 @@
 //! because it measures the process's resident memory.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use servers::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use ws::ffi::*;

@@ -3,8 +3,17 @@
 //! empty and a 125-byte ping answered with two pongs, as Chromium does.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use servers::*;
 use std::io::Write;
 use std::net::TcpStream;
 

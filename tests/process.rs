@@ -3,8 +3,23 @@
 //! limit (or a crash) touches the child alone.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/paths.rs"]
+mod paths;
+#[path = "support/peers.rs"]
+mod peers;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use paths::*;
+use peers::*;
+use servers::*;
 use std::ffi::CStr;
 use std::io::Write;
 use std::net::TcpStream;

@@ -5,9 +5,17 @@
 //! binary, one test at a time: the hook and the pool are process-wide.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
 use crossbeam_channel::{Receiver, Sender};
+use handles::*;
+use servers::*;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,16 @@
 //! run in this process while it counts threads, fds, memory and CPU time.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use handles::*;
+use servers::*;
 use std::time::{Duration, Instant};
 
 fn count(dir: &str) -> usize {

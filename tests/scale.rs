@@ -2,9 +2,12 @@
 //! the Node.js `ws` server (one event loop on the other side too). Scaled
 //! down, with a printed reason, only when the open-file limit is lower.
 
-mod common;
+#[path = "support/paths.rs"]
+mod paths;
+#[path = "support/peers.rs"]
+mod peers;
 
-use common::*;
+use peers::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,12 +4,30 @@
 
 #![allow(clippy::result_large_err)] // tungstenite's handshake callback type
 
+#[path = "support/cbuild.rs"]
+mod cbuild;
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/paths.rs"]
+mod paths;
+#[path = "support/peers.rs"]
+mod peers;
+#[path = "support/servers.rs"]
+mod servers;
 
+use cbuild::*;
 use common::*;
+use frames::*;
+use handles::*;
+use paths::*;
+use peers::*;
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
+use servers::*;
 use std::ffi::CString;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};

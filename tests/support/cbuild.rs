@@ -1,6 +1,10 @@
 //! Compiling C and C++ programs against the library.
 
-use super::paths::{lib_dir, repo_dir, run};
+// Shared by test binaries that each use a part of it (tests/common/mod.rs
+// lists the support modules): what one binary leaves unused is not dead.
+#![allow(dead_code)]
+
+use crate::paths::{lib_dir, repo_dir, run};
 use std::process::Command;
 
 // ----- compiling C programs against the library -----

@@ -1,7 +1,7 @@
 //! The event recorder behind the C callbacks: every event of a handle,
 //! with readyState as the callback saw it, and a hook to call back in.
 
-use super::WAIT;
+use crate::common::WAIT;
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -8,6 +8,8 @@
 //!
 //! A hook's assertion would be lost inside a callback (libws catches the
 //! panic), so hooks record what they saw and the test thread asserts.
+//!
+//! sanitize: asan
 
 mod common;
 #[path = "support/frames.rs"]

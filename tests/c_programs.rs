@@ -1,5 +1,7 @@
 //! Real C (and C++) programs against include/ws.h, linked against libws.so
 //! and libws.a, talking to a local server.
+//!
+//! sanitize: asan
 
 #[path = "support/cbuild.rs"]
 mod cbuild;
@@ -216,6 +218,7 @@ fn a_reset_does_not_kill_a_c_program_with_sigpipe() {
     assert!(out.contains("closed with 1006, still alive"), "{out}");
 }
 
+// sanitize: not asan: valgrind and ASan both replace malloc
 #[test]
 fn contract_program_under_valgrind_has_no_memory_errors_or_leaks() {
     if Command::new("valgrind").arg("--version").output().is_err() {
@@ -252,6 +255,7 @@ fn a_failing_ws_new_during_thread_exit_does_not_abort() {
 /// The README's route without installing, command for command: `make
 /// build`, then `cc -I include app.c -L target/release -lws -lpthread`, run
 /// with `LD_LIBRARY_PATH=target/release` or linked with an rpath.
+// sanitize: not asan: it links the uninstrumented target/release
 #[test]
 fn readme_route_without_installing_works() {
     let readme = std::fs::read_to_string(repo_dir().join("README.md")).unwrap();

@@ -2,6 +2,8 @@
 //! `on_message` only while OPEN (also against a concurrent ws_close), and
 //! ws_free called from inside callbacks never waits (two handles freeing
 //! each other from their callbacks must not deadlock).
+//!
+//! sanitize: asan tsan
 
 mod common;
 #[path = "support/frames.rs"]

@@ -2,6 +2,8 @@
 //! connection fails at once and on_close frees the handle. A test hook
 //! delays ws_new's return, so the race is certain to be lost without the
 //! rule. Alone in its process: the hook applies to the next ws_new.
+//!
+//! sanitize: asan
 
 mod common;
 #[path = "support/frames.rs"]

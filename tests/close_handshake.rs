@@ -2,6 +2,8 @@
 //! server half-closes after its own, the close timeout with a server that
 //! stopped reading (before or after its close frame), and the 2 s the
 //! server has to close TCP once the close frames have crossed.
+//!
+//! sanitize: asan tsan
 
 mod common;
 #[path = "support/frames.rs"]
@@ -87,6 +89,7 @@ fn close_echo_before_a_half_close(filler: Option<usize>) {
 /// completes, and the close timeout (500 ms) ends the connection. libws
 /// then reports the server's 1000 with was_clean true, as if the
 /// handshake had completed.
+// sanitize: not tsan: it queues 48 MiB of sends; not tried under TSan
 #[test]
 fn a_close_that_timed_out_before_our_answer_went_out_is_not_clean() {
     let _s = serial();
@@ -125,6 +128,7 @@ fn a_close_that_timed_out_before_our_answer_went_out_is_not_clean() {
 /// input from the network ... blocks forever". A server that stops reading
 /// keeps our close frame behind a send backlog; the close timeout must still
 /// bound the close.
+// sanitize: not tsan: it queues 32 MiB of sends; not tried under TSan since its old 3 s bound
 #[test]
 fn close_with_a_server_that_stopped_reading_ends_after_the_close_timeout() {
     let _s = serial();

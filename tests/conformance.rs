@@ -2,6 +2,8 @@
 //! raw bytes so that it can break each rule on purpose. Each test checks
 //! what libws sent back (its close code, or that it closed TCP) and what the
 //! C caller saw.
+//!
+//! sanitize: asan
 
 mod common;
 #[path = "support/frames.rs"]

@@ -2,6 +2,8 @@
 //! the loop's queue) mixed with a socket that blocks and with the close
 //! timeout: every message arrives whole and in order before the close
 //! frame, and a peer that never reads is ended by the close timeout.
+//!
+//! sanitize: asan
 
 mod common;
 #[path = "support/frames.rs"]

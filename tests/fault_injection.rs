@@ -11,6 +11,8 @@
 //! Each connection is made from a seed; a failure prints it, and
 //! LIBWS_FAULT_SEED=<seed> runs that one alone (in every mode); add
 //! LIBWS_FAULT_EARLY_FREES=1 for a seed of tests/soak.rs.
+//!
+//! sanitize: asan
 
 mod common;
 #[path = "support/fault.rs"]

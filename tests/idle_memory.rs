@@ -2,6 +2,8 @@
 //! received a large message must not keep a buffer of that size while it
 //! sits idle. Its own binary: a counting allocator measures the bytes the
 //! library holds (the process's RSS would also count what malloc keeps).
+//!
+//! sanitize: none: not tried under the sanitizers yet
 
 mod common;
 #[path = "support/frames.rs"]

@@ -2,6 +2,8 @@
 //! library and the Node.js `ws` package (tests/peers/*), installed by
 //! scripts/test.sh into target/peers. Under CI=true a missing peer fails the
 //! test; elsewhere the test says it was skipped.
+//!
+//! sanitize: none: not tried under the sanitizers yet
 
 #[path = "support/cbuild.rs"]
 mod cbuild;

@@ -2,6 +2,8 @@
 //! another thread is inside ws_loop_run, or from a callback inside it, and
 //! a ws_new refused on a freed loop, which must leave nothing behind. Each
 //! test runs in a child process, so that a crash fails that test alone.
+//!
+//! sanitize: asan tsan
 
 mod common;
 #[path = "support/frames.rs"]
@@ -183,6 +185,7 @@ unsafe extern "C" fn count_close(
 /// queue (Loop::register drains it only for private loops). The next
 /// ws_new that gets a thread starts that orphan too: a connection nobody
 /// owns, whose callbacks get the freed handle and the caller's user_data.
+// sanitize: not asan: it caps the address space, where ASan cannot map its shadow
 #[test]
 fn a_ws_new_that_returned_null_never_connects_nor_calls_back() {
     let _s = serial();

@@ -1,6 +1,8 @@
 //! Shared event loops: who runs them, who owns them, and what misuse gets.
 //! The API and conformance tests run in every mode (see tests/support/handles/mode.rs);
 //! these check what only a shared loop has.
+//!
+//! sanitize: asan tsan
 
 mod common;
 #[path = "support/frames.rs"]

@@ -1,6 +1,9 @@
 //! A server that pings as fast as it can and never reads (RFC 6455 5.5.3
 //! lets a client answer only the most recent ping). Alone in its process,
 //! because it measures the process's resident memory.
+//!
+//! sanitize: none: it bounds the process's memory, and ASan's shadow and
+//! quarantine take hundreds of MiB.
 
 mod common;
 #[path = "support/frames.rs"]

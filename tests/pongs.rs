@@ -1,6 +1,8 @@
 //! Every ping gets its pong while the output moves: ten pings in one read
 //! (Autobahn 2.10), ten pings sent a byte at a time (Autobahn 2.11), and an
 //! empty and a 125-byte ping answered with two pongs, as Chromium does.
+//!
+//! sanitize: asan
 
 mod common;
 #[path = "support/frames.rs"]

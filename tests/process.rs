@@ -1,6 +1,10 @@
 //! What needs a process of its own: each test re-runs this test binary as a
 //! child with `LIBWS_CHILD` naming what the child does, so that a process
 //! limit (or a crash) touches the child alone.
+//!
+//! sanitize: none: its children run out of fds, address space or memory:
+//! under ASan a capped address space leaves no room for the shadow, and a
+//! failed allocation aborts instead of returning NULL.
 
 mod common;
 #[path = "support/frames.rs"]

@@ -3,6 +3,8 @@
 //! hook stands in for getaddrinfo: names ending in ".hang.test" block until
 //! the test lets them go, "fast.test" answers 127.0.0.1 at once. Its own
 //! binary, one test at a time: the hook and the pool are process-wide.
+//!
+//! sanitize: asan
 
 mod common;
 #[path = "support/frames.rs"]

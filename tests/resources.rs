@@ -1,5 +1,8 @@
 //! Process-wide measurements, so this file holds one test: nothing else may
 //! run in this process while it counts threads, fds, memory and CPU time.
+//!
+//! sanitize: none: it measures the process's threads, fds, memory and
+//! idle CPU, which instrumentation changes.
 
 mod common;
 #[path = "support/frames.rs"]

@@ -2,6 +2,8 @@
 //! but must not turn them into timeouts: when it returns, what their
 //! servers sent meanwhile is read before their close or connect timers
 //! are looked at.
+//!
+//! sanitize: asan tsan
 
 mod common;
 #[path = "support/frames.rs"]

@@ -15,6 +15,8 @@
 //! SOAK_CONNS sets the connections at a time per mode (150), SOAK_MODES
 //! (own or shared) runs one mode only, LIBWS_SOAK_SEED repeats a run's
 //! seeds.
+//!
+//! sanitize: none: not part of `cargo test`; `make soak` runs it
 
 mod common;
 #[path = "support/fault.rs"]

@@ -1,6 +1,8 @@
 //! wss:// against three real TLS servers: our own (native-tls), nginx as a
 //! TLS-terminating reverse proxy (also for mutual TLS), and the Python
 //! `websockets` library. Certificates are generated when the tests run.
+//!
+//! sanitize: none: OpenSSL is not instrumented (TSan); not tried under ASan yet
 
 #![allow(clippy::result_large_err)] // tungstenite's handshake callback type
 

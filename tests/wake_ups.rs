@@ -3,6 +3,8 @@
 //! queued by callbacks are counted by the turn that ran them, a send from
 //! the thread that ran the loop last wakes the thread that polls it now,
 //! and ws_loop_start wakes a thread waiting in ws_loop_run.
+//!
+//! sanitize: asan tsan
 
 mod common;
 #[path = "support/frames.rs"]

@@ -4,11 +4,15 @@ DESTDIR ?=
 
 .PHONY: build demo test bench header install fuzz sanitize soak
 
-# Also leaves the soname link libws.so.0 beside libws.so, so that programs
+# The soname (scripts/soname.txt) and what linking libws.a takes
+# (scripts/static-libs.txt), each written once.
+SONAME := $(shell grep -v -e '^\#' -e '^$$' scripts/soname.txt)
+
+# Also leaves the soname link ($(SONAME)) beside libws.so, so that programs
 # linked with -L target/release run from there (LD_LIBRARY_PATH or rpath).
 build:
 	cargo build --release
-	ln -sfn libws.so target/release/libws.so.0
+	ln -sfn libws.so target/release/$(SONAME)
 
 demo:
 	scripts/demo.sh

@@ -2,7 +2,7 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: build demo test bench header install fuzz sanitize soak
+.PHONY: build demo test bench header install fuzz sanitize soak ci
 
 # The soname (scripts/soname.txt) and what linking libws.a takes
 # (scripts/static-libs.txt), each written once.
@@ -50,3 +50,16 @@ soak:
 SANITIZE ?=
 sanitize:
 	scripts/sanitize.sh $(SANITIZE)
+
+# Everything CI checks, in its order, once what it needs is installed
+# (.ci/run installs it, then runs this): formatting, lints, the suite,
+# each fuzz target for 30 s, the sanitizers and a 60 s soak. Under
+# CI=true (the default here) a test whose peer is missing fails.
+ci: export CI ?= true
+ci:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	$(MAKE) test
+	$(MAKE) fuzz FUZZ_SECONDS=30
+	$(MAKE) sanitize
+	$(MAKE) soak SOAK_SECONDS=60

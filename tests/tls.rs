@@ -668,7 +668,7 @@ fn a_client_certificate_chain_larger_than_the_send_buffer() {
     assert_eq!(wait_messages(&c, 1)[0], (b"with a big chain".to_vec(), true));
 }
 
-/// Review: RFC 6455 5.5.3 lets libws answer only the latest ping, so it
+/// RFC 6455 5.5.3 lets libws answer only the latest ping, so it
 /// replaces a queued pong that has not started (`Writer::push_pong`). Over
 /// TLS, "not started" is judged by our writer's count of bytes written,
 /// but a write that hit EAGAIN has already put the pong into a TLS record

@@ -2,13 +2,17 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: build demo test bench header install fuzz sanitize soak
+.PHONY: build demo test bench header install fuzz sanitize soak ci
 
-# Also leaves the soname link libws.so.0 beside libws.so, so that programs
+# The soname (scripts/soname.txt) and what linking libws.a takes
+# (scripts/static-libs.txt), each written once.
+SONAME := $(shell grep -v -e '^\#' -e '^$$' scripts/soname.txt)
+
+# Also leaves the soname link ($(SONAME)) beside libws.so, so that programs
 # linked with -L target/release run from there (LD_LIBRARY_PATH or rpath).
 build:
 	cargo build --release
-	ln -sfn libws.so target/release/libws.so.0
+	ln -sfn libws.so target/release/$(SONAME)
 
 demo:
 	scripts/demo.sh
@@ -46,3 +50,16 @@ soak:
 SANITIZE ?=
 sanitize:
 	scripts/sanitize.sh $(SANITIZE)
+
+# Everything CI checks, in its order, once what it needs is installed
+# (.ci/run installs it, then runs this): formatting, lints, the suite,
+# each fuzz target for 30 s, the sanitizers and a 60 s soak. Under
+# CI=true (the default here) a test whose peer is missing fails.
+ci: export CI ?= true
+ci:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	$(MAKE) test
+	$(MAKE) fuzz FUZZ_SECONDS=30
+	$(MAKE) sanitize
+	$(MAKE) soak SOAK_SECONDS=60

@@ -13,9 +13,12 @@ fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=LIBWS_WRITE_HEADER");
+    println!("cargo:rerun-if-changed=scripts/soname.txt");
 
-    // The shared object's soname, so that programs bind to ABI version 0.
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libws.so.0");
+    // The shared object's soname, so that programs bind to its ABI version.
+    let soname = std::fs::read_to_string(crate_dir.join("scripts/soname.txt")).expect("scripts/soname.txt exists");
+    let soname = soname.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'));
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{}", soname.expect("scripts/soname.txt names the soname"));
 
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml is valid");
     let bindings = cbindgen::Builder::new()

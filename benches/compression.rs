@@ -13,8 +13,18 @@ use std::time::{Duration, Instant};
 use tungstenite::Message;
 use ws::ffi::*;
 
+// The test support's raw server and permessage-deflate side. Of the core
+// (tests/common) only WAIT is used, by servers and frames; the handle
+// wrapper, recorder and modes are the tests'.
+#[allow(dead_code, unused_imports)]
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/support/frames.rs"]
+mod frames;
+#[path = "../tests/support/pmd.rs"]
+mod pmd;
+#[path = "../tests/support/servers.rs"]
+mod servers;
 
 /// A workload: `count` messages of `size` bytes, sent `window` at a time
 /// (1: strict request/response round trips).
@@ -71,10 +81,10 @@ static WIRE: (std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64) =
 
 /// A compressing echo server (it agrees when the client offers).
 fn pmd_echo_server() -> u16 {
-    let server = common::raw_server(|s| {
-        let mut conn = common::pmd::PmdConn::accept_with(s, |request| {
+    let server = servers::raw_server(|s| {
+        let mut conn = pmd::PmdConn::accept_with(s, |request| {
             // Agrees to what is offered, takeover modes included.
-            match common::request_header(request, "sec-websocket-extensions") {
+            match frames::request_header(request, "sec-websocket-extensions") {
                 Some(offer) if offer.contains("no_context_takeover") => {
                     "permessage-deflate; server_no_context_takeover; client_no_context_takeover".to_string()
                 }
@@ -248,15 +258,13 @@ fn threshold_table() {
     for size in [8usize, 16, 24, 32, 48, 64, 128, 256, 512] {
         let msgs = json_messages(2000, size);
         let frame_len = |n: usize| n + 6 + if n > 125 { 2 } else { 0 };
-        let mut kept = common::pmd::compressor(15);
+        let mut kept = pmd::compressor(15);
         let start = Instant::now();
         let kept_total: usize =
-            msgs.iter().map(|m| frame_len(common::pmd::deflate_message(&mut kept, m.as_bytes()).len())).sum();
+            msgs.iter().map(|m| frame_len(pmd::deflate_message(&mut kept, m.as_bytes()).len())).sum();
         let per_msg = start.elapsed() / msgs.len() as u32;
-        let fresh_total: usize = msgs
-            .iter()
-            .map(|m| frame_len(common::pmd::deflate_message(&mut common::pmd::compressor(15), m.as_bytes()).len()))
-            .sum();
+        let fresh_total: usize =
+            msgs.iter().map(|m| frame_len(pmd::deflate_message(&mut pmd::compressor(15), m.as_bytes()).len())).sum();
         let n = msgs.len() as f64;
         println!(
             "{:<8} {:>8.1} {:>14.1} {:>14.1} {:>10.2}us",
@@ -280,7 +288,7 @@ fn level_table() {
         let mut out = 0;
         for _ in 0..4 {
             for m in &msgs {
-                out += common::pmd::deflate_message(&mut c, m.as_bytes()).len();
+                out += pmd::deflate_message(&mut c, m.as_bytes()).len();
             }
         }
         let secs = start.elapsed().as_secs_f64();

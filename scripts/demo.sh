@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --lib --example echo_server
 mkdir -p target/demo
-# Linked against libws.a, so the demo runs without installing anything.
+# Linked against libws.a, so the demo runs without installing anything;
+# scripts/static-libs.txt says what that takes from the system.
+read -ra static_libs < <(grep -v -e '^#' -e '^$' scripts/static-libs.txt)
 cc -std=c99 -Wall -Wextra -pedantic -I include examples/echo.c -o target/demo/echo \
-   target/release/libws.a -lssl -lcrypto -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+   target/release/libws.a "${static_libs[@]}"
 target/release/examples/echo_server 0 > target/demo/server.log &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT

@@ -2,25 +2,163 @@
 # Runs tests under the sanitizers (nightly toolchain, the standard library
 # rebuilt with the same instrumentation). Jobs: those named as arguments, or
 # all three, in this order:
-#   asan  AddressSanitizer with leak checking (LSan) over the unit tests and
-#         tests/{api,callback_rules,loops,loop_edges,bad_input,conformance,
-#         compression,review_edges,new_returns_first,fault_injection,
-#         c_programs}.rs; the C
-#         programs are built with -fsanitize=address,undefined against the
-#         instrumented libws (LIBWS_C_SANITIZE, tests/common/cbuild.rs).
-#   tsan  ThreadSanitizer over tests/{callback_rules,loops,loop_edges}.rs and
-#         the tests of tests/api.rs that race sends, closes and frees.
+#   asan  AddressSanitizer with leak checking (LSan) over the library's unit
+#         tests and the test files marked for it; the C programs are built
+#         with -fsanitize=address,undefined against the instrumented libws
+#         (LIBWS_C_SANITIZE, tests/support/cbuild.rs).
+#   tsan  ThreadSanitizer over the test files and tests marked for it.
 #   miri  The library's unit tests under miri; those needing what miri
-#         lacks (sockets, level-triggered epoll, OpenSSL) are ignored there.
+#         lacks (sockets, level-triggered epoll, OpenSSL) are ignored there,
+#         and those in miri_skips below are left out.
 # Each job ends with "sanitize JOB: N passed, N failed, N skipped", the run
 # with "sanitize: ..." over all; a failed test, a sanitizer report or a build
 # without the instrumentation fails it. Builds: target/{asan,tsan,miri}.
-#   scripts/sanitize.sh [asan] [tsan] [miri]
+#
+# Which tests ASan and TSan run is written with the tests, not here:
+#   //! sanitize: asan tsan
+#       in the leading comment of every file in tests/: the jobs that run
+#       the whole file, or "//! sanitize: none: WHY". A file without this
+#       line fails --check (which `make test` runs), so a new or renamed
+#       file cannot drop out of the jobs unnoticed.
+#   // sanitize: not tsan: WHY
+#       on its own line above a test function (above its #[test], or above
+#       a function that every_mode! makes tests of): that job leaves it out.
+#   // sanitize: tsan
+#       the same place, in a file the job does not run: the job runs this
+#       test (its name as a filter; every_mode! tests in all three modes).
+#
+#   scripts/sanitize.sh [asan] [tsan] [miri]   runs the jobs
+#   scripts/sanitize.sh --list JOB             prints what JOB runs: one
+#       line per `cargo test` it makes, its target and the test harness's
+#       arguments (needs no toolchain)
+#   scripts/sanitize.sh --check                checks every file's markers
 set -euo pipefail
 cd "$(dirname "$0")/.."
+triple=x86_64-unknown-linux-gnu
+
+# Unit tests that miri leaves out, by name (the markers above are for the
+# files in tests/): they push megabytes through zlib-rs, 64 KiB frames or
+# tens of thousands of frames: minutes each, interpreted.
+miri_skips=(
+  deflate::tests::round_trip_every_window_and_takeover
+  deflate::tests::inflated_size_is_bounded_by_the_limit
+  frames::tests::zip_bomb_fails_with_1009_holding_at_most_the_limit
+  frames::tests::random_fragmentation_and_chunking_round_trip
+  frames::tests::non_minimal_length_encodings_are_refused
+  frames::tests::pongs_coalesce_once_the_output_is_blocked
+  frames::tests::a_pong_offered_to_a_blocked_tls_write_is_not_replaced
+)
+
+# The markers of one test file as `cargo test` arguments for JOB (asan or
+# tsan): "--test NAME" when the file is in the job, with "-- --skip TEST"
+# for each test left out; "--test NAME -- TEST..." for the tests of a file
+# that is not in the job but marked for it; nothing when none is. Fails,
+# naming the line, on a missing or malformed marker.
+file_selection() {
+  local job=$1 file=$2
+  awk -v job="$job" -v name="$(basename "$file" .rs)" '
+    function fail(msg) {
+      printf "%s:%d: %s\n", FILENAME, FNR, msg > "/dev/stderr"
+      bad = 1
+      exit 1
+    }
+    function known(list,   n, a, i) {
+      n = split(list, a, " ")
+      for (i = 1; i <= n; i++) if (a[i] != "asan" && a[i] != "tsan") return 0
+      return n > 0
+    }
+    function has(list, j,   n, a, i) {
+      n = split(list, a, " ")
+      for (i = 1; i <= n; i++) if (a[i] == j) return 1
+      return 0
+    }
+    /^\/\/! sanitize:/ {
+      if (marked) fail("a second //! sanitize: line")
+      spec = $0
+      sub(/^\/\/! sanitize: */, "", spec)
+      if (spec ~ /^none: [^ ]/) files_jobs = ""
+      else if (known(spec)) files_jobs = spec
+      else fail("expected \"//! sanitize: \" and asan, tsan or both, or \"none: WHY\"")
+      marked = 1
+      next
+    }
+    /^[ \t]*\/\/ sanitize:/ {
+      if (!marked) fail("the //! sanitize: line of the file comes first")
+      if (pending != "") fail("a second marker for one test")
+      spec = $0
+      sub(/^[ \t]*\/\/ sanitize: */, "", spec)
+      pending = "add"
+      if (spec ~ /^not /) {
+        pending = "not"
+        sub(/^not /, "", spec)
+        if (spec !~ /: [^ ]/) fail("expected \"// sanitize: not JOB: WHY\"")
+      }
+      jobs = spec
+      sub(/:.*/, "", jobs)
+      if (!known(jobs)) fail("expected asan, tsan or both in \"" $0 "\"")
+      next
+    }
+    pending != "" && /^[ \t]*((pub|unsafe|const|async)[ \t]+)*fn[ \t]+[A-Za-z0-9_]+/ {
+      test = $0
+      sub(/^[ \t]*((pub|unsafe|const|async)[ \t]+)*fn[ \t]+/, "", test)
+      sub(/[^A-Za-z0-9_].*$/, "", test)
+      n = split(jobs, js, " ")
+      for (i = 1; i <= n; i++) {
+        if (pending == "not" && !has(files_jobs, js[i])) fail("not " js[i] ": the file is not run under " js[i])
+        if (pending == "add" && has(files_jobs, js[i])) fail(js[i] ": the whole file is run under " js[i])
+        if (js[i] == job) picked = picked " " (pending == "not" ? "--skip " : "") test
+      }
+      pending = ""
+      next
+    }
+    pending != "" && !/^[ \t]*(#\[|\/\/)/ { fail("a // sanitize: marker stands right above a test function") }
+    END {
+      if (bad) exit 1
+      if (pending != "") fail("a // sanitize: marker with no test function after it")
+      if (!marked) fail("no \"//! sanitize:\" line (asan, tsan, both, or none: WHY)")
+      if (has(files_jobs, job)) print "--test " name (picked == "" ? "" : " --" picked)
+      else if (picked != "") print "--test " name " --" picked
+    }
+  ' "$file"
+}
+
+# What JOB runs: one line per `cargo test`, its target selection and the
+# harness arguments after "--".
+selection() {
+  local job=$1 file
+  case "$job" in
+    asan | tsan)
+      [ "$job" != asan ] || echo "--lib"
+      for file in tests/*.rs; do
+        file_selection "$job" "$file"
+      done
+      ;;
+    miri) echo "--lib --$(printf ' --skip %s' "${miri_skips[@]}")" ;;
+    *)
+      echo "sanitize.sh: unknown job $job (asan, tsan, miri)" >&2
+      return 2
+      ;;
+  esac
+}
+
+case "${1:-}" in
+  --list)
+    [ $# -eq 2 ] || { echo "usage: scripts/sanitize.sh --list asan|tsan|miri" >&2; exit 2; }
+    selection "$2"
+    exit
+    ;;
+  --check)
+    selection asan >/dev/null
+    selection tsan >/dev/null
+    exit
+    ;;
+esac
 jobs=("$@")
 [ ${#jobs[@]} -gt 0 ] || jobs=(asan tsan miri)
-triple=x86_64-unknown-linux-gnu
+# Unknown jobs and bad markers fail here, before anything is installed.
+for job in "${jobs[@]}"; do
+  selection "$job" >/dev/null
+done
 
 # The pinned nightly toolchain with the standard library's source
 # (-Zbuild-std) and miri; rustup fetches only what is missing.
@@ -94,11 +232,33 @@ cargo_nightly() {
   nice cargo "+$NIGHTLY" "$@"
 }
 
+# Runs what `selection JOB` gives: first one build of every target (in
+# parallel), then one `cargo test` per line, each with its own filters.
+run_selection() {
+  local job=$1
+  shift
+  local selected="$log_dir/$job.selection" line targets=() args
+  selection "$job" >"$selected"
+  echo "sanitize $job runs:" | tee -a "$log_dir/$job.log"
+  sed 's/^/  /' "$selected" | tee -a "$log_dir/$job.log"
+  while read -r line; do
+    read -ra args <<<"${line%% -- *}"
+    targets+=("${args[@]}")
+  done <"$selected"
+  step "$job" cargo_nightly test "$@" --no-run "${targets[@]}"
+  while read -r line; do
+    read -ra args <<<"$line"
+    step "$job" cargo_nightly test "$@" --no-fail-fast "${args[@]}"
+  done <"$selected"
+}
+
 # A build that lost its instrumentation would pass quietly: check that a
-# test binary has the sanitizer's entry point.
+# test binary of the job has the sanitizer's entry point.
 check_instrumented() {
-  local job=$1 symbol=$2 binary
-  binary=$(find "target/$job/$triple/debug/deps" -maxdepth 1 -type f -executable -name 'loops-*' | head -1)
+  local job=$1 symbol=$2 test binary=""
+  test=$(sed -n 's/^--test \([A-Za-z0-9_]*\).*/\1/p' "$log_dir/$job.selection" | head -n 1)
+  [ -z "$test" ] ||
+    binary=$(find "target/$job/$triple/debug/deps" -maxdepth 1 -type f -executable -name "$test-*" | head -n 1)
   # Not `nm | grep -q`: grep's early exit fails nm under pipefail.
   if [ -z "$binary" ] || ! grep -q "$symbol" <(nm "$binary"); then
     echo "sanitize $job: ${binary:-no test binary} lacks $symbol: not instrumented" | tee -a "$log_dir/$job.log"
@@ -119,18 +279,7 @@ asan() {
   local cargo=(-Zbuild-std --target "$triple" --target-dir target/asan)
   # Puts libws.so and libws.a where tests/c_programs.rs links them from.
   step asan cargo_nightly build "${cargo[@]}" --lib
-  # Left out: valgrind under ASan cannot work (both replace malloc); the
-  # README route links the uninstrumented target/release; the
-  # zip bomb's memory bound (ASan's shadow and quarantine are hundreds of
-  # MiB; tests/ping_flood.rs is not run for the same reason);
-  # one that caps the address space, where ASan cannot map its shadow.
-  step asan cargo_nightly test "${cargo[@]}" --no-fail-fast --lib --test api --test callback_rules \
-    --test loops --test bad_input --test c_programs --test conformance --test compression \
-    --test loop_edges --test review_edges --test new_returns_first --test fault_injection \
-    --test second_review --test resolver -- \
-    --skip contract_program_under_valgrind --skip readme_route_without_installing \
-    --skip zip_bomb_fails_with_1009_quickly_and_in_bounded_memory \
-    --skip a_ws_new_that_returned_null_never_connects_nor_calls_back
+  run_selection asan "${cargo[@]}"
   check_instrumented asan __asan_init
   unset ASAN_OPTIONS UBSAN_OPTIONS LIBWS_C_SANITIZE RUSTFLAGS LIBWS_TEST_TIME_SCALE
   report asan "$status" "$log_dir/asan.log" "$log_dir/asan.skips"
@@ -143,19 +292,7 @@ tsan() {
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan.supp"
   export RUSTFLAGS=-Zsanitizer=thread
   export LIBWS_TEST_TIME_SCALE=$tsan_time_scale
-  local cargo=(-Zbuild-std --target "$triple" --target-dir target/tsan)
-  # Left out: a close-timeout test that pushes 32 MiB of sends through an
-  # instrumented debug build (left out for its old 3 s bound; now bounded
-  # by WAIT, it has not been tried under TSan again).
-  step tsan cargo_nightly test "${cargo[@]}" --no-fail-fast --test callback_rules --test loops --test loop_edges -- \
-    --skip close_with_a_server_that_stopped_reading_ends_after_the_close_timeout
-  # From tests/api.rs, the tests that race sends, closes and frees across
-  # threads and callbacks (each in all three modes).
-  step tsan cargo_nightly test "${cargo[@]}" --no-fail-fast --test api -- \
-    eight_threads_keep_their_order send_from_inside_on_message free_inside_each_callback \
-    free_while_connecting_and_while_server_is_silent_is_prompt \
-    free_from_another_thread_waits_for_a_running_callback close_while_connecting_fails_promptly \
-    a_flooding_server_does_not_starve_close
+  run_selection tsan -Zbuild-std --target "$triple" --target-dir target/tsan
   check_instrumented tsan __tsan_init
   unset TSAN_OPTIONS RUSTFLAGS LIBWS_TEST_TIME_SCALE
   report tsan "$status" "$log_dir/tsan.log" "$log_dir/tsan.skips"
@@ -164,29 +301,16 @@ tsan() {
 miri() {
   status=0
   echo "== sanitize miri"
+  local args
+  read -ra args <<<"$(selection miri)"
   # Isolation off: the tests read the clock and take random masks.
-  # Left out by name: tests that push megabytes through zlib-rs, 64 KiB
-  # frames or tens of thousands of frames: minutes each, interpreted.
-  MIRIFLAGS=-Zmiri-disable-isolation step miri cargo_nightly miri test --target-dir target/miri --lib -- \
-    --skip deflate::tests::round_trip_every_window_and_takeover \
-    --skip deflate::tests::inflated_size_is_bounded_by_the_limit \
-    --skip frames::tests::zip_bomb_fails_with_1009_holding_at_most_the_limit \
-    --skip frames::tests::random_fragmentation_and_chunking_round_trip \
-    --skip frames::tests::non_minimal_length_encodings_are_refused \
-    --skip frames::tests::pongs_coalesce_once_the_output_is_blocked \
-    --skip frames::tests::a_pong_offered_to_a_blocked_tls_write_is_not_replaced
+  MIRIFLAGS=-Zmiri-disable-isolation step miri cargo_nightly miri test --target-dir target/miri "${args[@]}"
   report miri "$status" "$log_dir/miri.log" "$log_dir/miri.skips"
 }
 
 install_nightly
 for job in "${jobs[@]}"; do
-  case "$job" in
-    asan | tsan | miri) "$job" ;;
-    *)
-      echo "sanitize.sh: unknown job $job (asan, tsan, miri)" >&2
-      exit 2
-      ;;
-  esac
+  "$job"
 done
 for line in "${results[@]}"; do
   echo "$line"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prints the suite's closing line, "total: N passed, N failed, N skipped",
 # from the output of `cargo test` (LOG) and the directory in which each test
-# that could not run left one note (SKIPS; tests/common/mod.rs, record_skip).
+# that could not run left one note (SKIPS; tests/support/peers.rs, record_skip).
 # Such a test returned early and libtest counted it as passed: here it counts
 # as skipped, and its reason is shown. Tests libtest ignored count as skipped.
 #   scripts/summary.sh LOG SKIPS

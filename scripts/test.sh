@@ -17,6 +17,9 @@ else
   install_peers || echo "test.sh: could not install the interop peers; tests/interop.rs will skip them" >&2
 fi
 
+# Every test file says which sanitizers run it (scripts/sanitize.sh):
+# a file without the line would drop out of `make sanitize` unnoticed.
+scripts/sanitize.sh --check
 cargo build --all-targets
 # The README's build (tests/c_programs.rs follows its route without installing).
 make build

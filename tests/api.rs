@@ -1,9 +1,20 @@
 //! The C API against real servers on 127.0.0.1: the functions and the
 //! behaviour that include/ws.h documents.
+//!
+//! sanitize: asan
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use servers::*;
 use std::ffi::CString;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -298,6 +309,7 @@ fn buffered_amount_rises_then_drains_and_limit_applies() {
     assert_eq!(rx.recv_timeout(WAIT).unwrap(), 33);
 }
 
+// sanitize: tsan
 fn close_while_connecting_fails_promptly() {
     let (server, held) = silent_server();
     // A library that waited for the connect timeout would take 60 s.
@@ -457,6 +469,7 @@ fn ten_thousand_messages_in_order() {
     }
 }
 
+// sanitize: tsan
 fn eight_threads_keep_their_order() {
     let (server, rx) = recording_server();
     let c = Arc::new(Client::open(&server.url("/")));
@@ -487,6 +500,7 @@ fn eight_threads_keep_their_order() {
     assert_eq!(next, [1000; 8]);
 }
 
+// sanitize: tsan
 fn send_from_inside_on_message() {
     let server = echo_server();
     let c = Client::new(&server.url("/"));
@@ -505,6 +519,7 @@ fn send_from_inside_on_message() {
     assert_eq!(msgs.last().unwrap().0, b"xxxxx");
 }
 
+// sanitize: tsan
 fn free_inside_each_callback() {
     let server = echo_server();
     // Two messages at once: the first one's callback frees the handle, so
@@ -553,6 +568,7 @@ fn free_inside_each_callback() {
 /// ws_free never waits on the network. The bounds leave room for a loaded
 /// machine; a ws_free that waited would take 30 s (the connect timeout) or
 /// 10 s and more (the server holds the connection until the test ends).
+// sanitize: tsan
 fn free_while_connecting_and_while_server_is_silent_is_prompt() {
     let prompt = Duration::from_millis(1500);
     let (server, _held) = silent_server();
@@ -580,6 +596,7 @@ fn free_while_connecting_and_while_server_is_silent_is_prompt() {
     drop(done_tx);
 }
 
+// sanitize: tsan
 fn free_from_another_thread_waits_for_a_running_callback() {
     let server = echo_server();
     let c = Client::open(&server.url("/"));
@@ -693,6 +710,7 @@ fn library_threads_block_the_host_programs_signals() {
     drop(c);
 }
 
+// sanitize: tsan
 fn a_flooding_server_does_not_starve_close() {
     // The server writes small frames as fast as it can (for at most three
     // times the bound below, so that a starved close cannot pass by waiting

@@ -1,16 +1,27 @@
-//! Bad input from the caller, swept (issue 10, item 5): every exported
-//! function with NULL for each pointer argument, lengths of 0 and SIZE_MAX,
-//! text that is not UTF-8, close codes and reasons at and past every
-//! limit, one `ws_options` used for several handles and changed between
-//! them, and every libws function called from inside every callback. Each
-//! call must give the result `ws.h` documents, and nothing may crash.
+//! Bad input from the caller, swept: every exported function with NULL for
+//! each pointer argument, lengths of 0 and SIZE_MAX, text that is not
+//! UTF-8, close codes and reasons at and past every limit (the code checked
+//! before the reason), one `ws_options` used for several handles and
+//! changed between them, and every libws function called from inside every
+//! callback. Each call must give the result `ws.h` documents, and nothing
+//! may crash.
 //!
 //! A hook's assertion would be lost inside a callback (libws catches the
 //! panic), so hooks record what they saw and the test thread asserts.
+//!
+//! sanitize: asan
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use handles::*;
+use servers::*;
 use std::ffi::{c_char, CStr, CString};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -365,6 +376,32 @@ fn close_codes_and_reasons_at_every_limit() {
     assert_eq!(c.state(), WS_CONNECTING);
     assert_eq!(c.close(4999, Some(&ok[2])), WS_OK);
     assert_failed(&c);
+}
+
+#[test]
+fn close_checks_the_code_before_the_reason_in_every_state() {
+    // WHATWG close(): InvalidAccessError for the code (step 1) comes before
+    // anything is done with the reason (step 2).
+    let bad_reason = c"\xff\xfe";
+    let (server, _held) = silent_server();
+    let connecting = Client::new(&server.url("/"));
+    let echo = echo_server();
+    let open = Client::open(&echo.url("/"));
+    for c in [&connecting, &open] {
+        let r = unsafe { ws_close(c.ws, 999, bad_reason.as_ptr()) };
+        assert_eq!(r, WS_ERR_INVALID_ACCESS, "state {}", c.state());
+        let r = unsafe { ws_close(c.ws, 2999, bad_reason.as_ptr()) };
+        assert_eq!(r, WS_ERR_INVALID_ACCESS, "state {}", c.state());
+        // A good code: the reason is looked at, and refused.
+        let r = unsafe { ws_close(c.ws, 1000, bad_reason.as_ptr()) };
+        assert_eq!(r, WS_ERR_INVALID_ARGUMENT, "state {}", c.state());
+    }
+    assert_eq!(connecting.state(), WS_CONNECTING, "a refused close changes nothing");
+    assert_eq!(open.state(), WS_OPEN, "a refused close changes nothing");
+    assert_eq!(open.close(1000, None), WS_OK);
+    assert_eq!(close_event(&open).0, 1000);
+    let r = unsafe { ws_close(open.ws, 999, bad_reason.as_ptr()) };
+    assert_eq!(r, WS_ERR_INVALID_ACCESS, "also while CLOSED");
 }
 
 // ----- one ws_options for several handles, changed between them -----

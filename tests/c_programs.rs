@@ -1,9 +1,28 @@
 //! Real C (and C++) programs against include/ws.h, linked against libws.so
 //! and libws.a, talking to a local server.
+//!
+//! sanitize: asan
 
+#[path = "support/cbuild.rs"]
+mod cbuild;
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/paths.rs"]
+mod paths;
+#[path = "support/peers.rs"]
+mod peers;
+#[path = "support/pmd.rs"]
+mod pmd;
+#[path = "support/servers.rs"]
+mod servers;
 
+use cbuild::*;
 use common::*;
+use frames::*;
+use paths::*;
+use peers::*;
+use servers::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -30,7 +49,7 @@ fn contract_program_as_c99_against_shared_and_static() {
     compile(&src, &shared, "cc", C_FLAGS, Link::Shared, &scratch);
     run_contract(&shared);
     let needed = run(Command::new("readelf").arg("-d").arg(&shared));
-    assert!(needed.contains("[libws.so.0]"), "binary should need the soname:\n{needed}");
+    assert!(needed.contains(&format!("[{}]", soname())), "binary should need the soname:\n{needed}");
     let fixed = scratch.join("contract_static");
     compile(&src, &fixed, "cc", C_FLAGS, Link::Static, &scratch);
     run_contract(&fixed);
@@ -66,8 +85,8 @@ fn shared_object_exports_only_ws_symbols() {
     assert!(symbols.contains(&"ws_new") && symbols.contains(&"ws_free"), "{symbols:?}");
     let foreign: Vec<&&str> = symbols.iter().filter(|s| !s.starts_with("ws_")).collect();
     assert!(foreign.is_empty(), "exported non-ws_ symbols: {foreign:?}");
-    let soname = run(Command::new("readelf").arg("-d").arg(lib_dir().join("libws.so")));
-    assert!(soname.contains("Library soname: [libws.so.0]"), "{soname}");
+    let dynamic = run(Command::new("readelf").arg("-d").arg(lib_dir().join("libws.so")));
+    assert!(dynamic.contains(&format!("Library soname: [{}]", soname())), "{dynamic}");
 }
 
 #[test]
@@ -142,7 +161,7 @@ fn install_puts_a_working_pkg_config_in_place() {
         .arg(repo_dir().join("scripts/install.sh"))
         .env("PREFIX", &prefix)
         .env("BUILD_DIR", lib_dir()));
-    for f in ["lib/libws.so", "lib/libws.so.0", "lib/libws.a", "include/ws.h", "lib/pkgconfig/ws.pc"] {
+    for f in ["lib/libws.so", &format!("lib/{}", soname()), "lib/libws.a", "include/ws.h", "lib/pkgconfig/ws.pc"] {
         assert!(prefix.join(f).exists(), "{f} not installed");
     }
     let flags = run(Command::new("pkg-config")
@@ -170,7 +189,7 @@ fn install_puts_a_working_pkg_config_in_place() {
         .env("PREFIX", "/usr/local")
         .env("DESTDIR", &stage)
         .env("BUILD_DIR", lib_dir()));
-    assert!(stage.join("usr/local/lib/libws.so.0").exists());
+    assert!(stage.join("usr/local/lib").join(soname()).exists());
     let pc = std::fs::read_to_string(stage.join("usr/local/lib/pkgconfig/ws.pc")).unwrap();
     assert!(pc.contains("prefix=/usr/local"), "{pc}");
 }
@@ -199,6 +218,7 @@ fn a_reset_does_not_kill_a_c_program_with_sigpipe() {
     assert!(out.contains("closed with 1006, still alive"), "{out}");
 }
 
+// sanitize: not asan: valgrind and ASan both replace malloc
 #[test]
 fn contract_program_under_valgrind_has_no_memory_errors_or_leaks() {
     if Command::new("valgrind").arg("--version").output().is_err() {
@@ -235,6 +255,7 @@ fn a_failing_ws_new_during_thread_exit_does_not_abort() {
 /// The README's route without installing, command for command: `make
 /// build`, then `cc -I include app.c -L target/release -lws -lpthread`, run
 /// with `LD_LIBRARY_PATH=target/release` or linked with an rpath.
+// sanitize: not asan: it links the uninstrumented target/release
 #[test]
 fn readme_route_without_installing_works() {
     let readme = std::fs::read_to_string(repo_dir().join("README.md")).unwrap();
@@ -255,7 +276,7 @@ fn readme_route_without_installing_works() {
     .unwrap();
     let release = repo_dir().join("target/release");
     // The link comes from `make build`, not from an earlier run.
-    let _ = std::fs::remove_file(release.join("libws.so.0"));
+    let _ = std::fs::remove_file(release.join(soname()));
     run(Command::new("make").arg("build").current_dir(repo_dir()));
     let in_repo = |line: &str| {
         let mut cmd = Command::new("sh");

@@ -2,10 +2,21 @@
 //! `on_message` only while OPEN (also against a concurrent ws_close), and
 //! ws_free called from inside callbacks never waits (two handles freeing
 //! each other from their callbacks must not deadlock).
+//!
+//! sanitize: asan tsan
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use servers::*;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

@@ -1,11 +1,24 @@
 //! permessage-deflate (RFC 7692) against a server that speaks raw bytes:
 //! every malformed negotiation, the RSV1 rules, zip bombs, fragments, and
-//! what libws puts on the wire (tests/common/pmd.rs is the server's side).
+//! what libws puts on the wire (tests/support/pmd.rs is the server's side).
+//!
+//! sanitize: asan
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/pmd.rs"]
+mod pmd;
+#[path = "support/servers.rs"]
+mod servers;
 
-use common::pmd::*;
 use common::*;
+use frames::*;
+use handles::*;
+use pmd::*;
+use servers::*;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -264,6 +277,7 @@ fn peak_rss_kib() -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+// sanitize: not asan: its memory bound; ASan's shadow and quarantine take hundreds of MiB
 #[test]
 fn zip_bomb_fails_with_1009_quickly_and_in_bounded_memory() {
     // 1 MiB of DEFLATE that inflates to 1 GiB of zeros: one block for the

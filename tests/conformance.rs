@@ -2,10 +2,21 @@
 //! raw bytes so that it can break each rule on purpose. Each test checks
 //! what libws sent back (its close code, or that it closed TCP) and what the
 //! C caller saw.
+//!
+//! sanitize: asan
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use servers::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Mutex;

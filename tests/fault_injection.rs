@@ -1,9 +1,9 @@
 //! Faults on the wire between libws and a real server (Python
-//! `websockets`, tests/peers/fault_server.py): a proxy (common/proxy.rs)
+//! `websockets`, tests/peers/fault_server.py): a proxy (support/proxy.rs)
 //! splits and delays writes, and stalls, truncates or resets each
 //! connection at a byte of its opening handshake, of a data frame or of
 //! its closing handshake. Whatever it does, every connection keeps the
-//! invariants that common/fault.rs checks: one on_close, last, after at
+//! invariants that support/fault.rs checks: one on_close, last, after at
 //! most one on_open; was_clean only when the server's closing handshake
 //! completed; on a clean close every message sent while OPEN, and every
 //! message the server sent before closing, arrived intact and in order.
@@ -11,11 +11,23 @@
 //! Each connection is made from a seed; a failure prints it, and
 //! LIBWS_FAULT_SEED=<seed> runs that one alone (in every mode); add
 //! LIBWS_FAULT_EARLY_FREES=1 for a seed of tests/soak.rs.
+//!
+//! sanitize: asan
 
 mod common;
+#[path = "support/fault.rs"]
+mod fault;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/paths.rs"]
+mod paths;
+#[path = "support/peers.rs"]
+mod peers;
+#[path = "support/proxy.rs"]
+mod proxy;
 
-use common::fault::*;
-use common::*;
+use fault::*;
+use handles::*;
 use std::collections::BTreeMap;
 use std::time::Instant;
 

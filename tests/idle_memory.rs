@@ -2,10 +2,21 @@
 //! received a large message must not keep a buffer of that size while it
 //! sits idle. Its own binary: a counting allocator measures the bytes the
 //! library holds (the process's RSS would also count what malloc keeps).
+//!
+//! sanitize: none: not tried under the sanitizers yet
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use servers::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::c_void;
 use std::io::Write;

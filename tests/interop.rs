@@ -2,10 +2,23 @@
 //! library and the Node.js `ws` package (tests/peers/*), installed by
 //! scripts/test.sh into target/peers. Under CI=true a missing peer fails the
 //! test; elsewhere the test says it was skipped.
+//!
+//! sanitize: none: not tried under the sanitizers yet
 
+#[path = "support/cbuild.rs"]
+mod cbuild;
 mod common;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/paths.rs"]
+mod paths;
+#[path = "support/peers.rs"]
+mod peers;
 
-use common::*;
+use cbuild::*;
+use handles::*;
+use paths::*;
+use peers::*;
 use std::sync::OnceLock;
 use std::time::Duration;
 use ws::ffi::*;

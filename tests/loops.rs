@@ -1,10 +1,21 @@
 //! Shared event loops: who runs them, who owns them, and what misuse gets.
-//! The API and conformance tests run in every mode (see common::mode);
+//! The API and conformance tests run in every mode (see tests/support/handles/mode.rs);
 //! these check what only a shared loop has.
+//!
+//! sanitize: asan tsan
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use servers::*;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

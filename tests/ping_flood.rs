@@ -1,10 +1,22 @@
 //! A server that pings as fast as it can and never reads (RFC 6455 5.5.3
 //! lets a client answer only the most recent ping). Alone in its process,
 //! because it measures the process's resident memory.
+//!
+//! sanitize: none: it bounds the process's memory, and ASan's shadow and
+//! quarantine take hundreds of MiB.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use servers::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use ws::ffi::*;

@@ -1,10 +1,29 @@
 //! What needs a process of its own: each test re-runs this test binary as a
 //! child with `LIBWS_CHILD` naming what the child does, so that a process
 //! limit (or a crash) touches the child alone.
+//!
+//! sanitize: none: its children run out of fds, address space or memory:
+//! under ASan a capped address space leaves no room for the shadow, and a
+//! failed allocation aborts instead of returning NULL.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/paths.rs"]
+mod paths;
+#[path = "support/peers.rs"]
+mod peers;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use paths::*;
+use peers::*;
+use servers::*;
 use std::ffi::CStr;
 use std::io::Write;
 use std::net::TcpStream;

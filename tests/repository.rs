@@ -2,6 +2,8 @@
 //! that a clone does not have (a sibling folder, a spec or design note
 //! kept elsewhere). And the code keeps its floors: each module imports only
 //! from its own layer and those below it.
+//!
+//! sanitize: none: it reads the source tree; no libws code runs
 
 use std::path::{Path, PathBuf};
 

@@ -3,11 +3,21 @@
 //! hook stands in for getaddrinfo: names ending in ".hang.test" block until
 //! the test lets them go, "fast.test" answers 127.0.0.1 at once. Its own
 //! binary, one test at a time: the hook and the pool are process-wide.
+//!
+//! sanitize: asan
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
 use crossbeam_channel::{Receiver, Sender};
+use handles::*;
+use servers::*;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

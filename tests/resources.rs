@@ -1,9 +1,20 @@
 //! Process-wide measurements, so this file holds one test: nothing else may
 //! run in this process while it counts threads, fds, memory and CPU time.
+//!
+//! sanitize: none: it measures the process's threads, fds, memory and
+//! idle CPU, which instrumentation changes.
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use handles::*;
+use servers::*;
 use std::time::{Duration, Instant};
 
 fn count(dir: &str) -> usize {

@@ -1,7 +1,7 @@
 //! The soak: for SOAK_SECONDS (default 300) hundreds of connections at a
 //! time, half on their own library threads and half on one shared loop,
 //! churn through the fault-injecting proxy to the Python server
-//! (common/fault.rs): each opens, exchanges checksummed messages, is
+//! (tests/support/fault.rs): each opens, exchanges checksummed messages, is
 //! closed by either side, and is freed at the end or early, from the test
 //! thread or from inside one of its callbacks. Every connection must keep
 //! the invariants of tests/fault_injection.rs, and no callback may start
@@ -15,10 +15,22 @@
 //! SOAK_CONNS sets the connections at a time per mode (150), SOAK_MODES
 //! (own or shared) runs one mode only, LIBWS_SOAK_SEED repeats a run's
 //! seeds.
+//!
+//! sanitize: none: not part of `cargo test`; `make soak` runs it
 
 mod common;
+#[path = "support/fault.rs"]
+mod fault;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/paths.rs"]
+mod paths;
+#[path = "support/peers.rs"]
+mod peers;
+#[path = "support/proxy.rs"]
+mod proxy;
 
-use common::fault::*;
+use fault::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -122,7 +134,7 @@ fn main() {
             let only = std::env::var("SOAK_MODES").unwrap_or_default();
             let skip = (only == "own" && lp != 0) || (only == "shared" && lp == 0);
             std::thread::spawn(move || {
-                common::mode::in_loop(lp as *mut ws_loop, || {
+                handles::in_loop(lp as *mut ws_loop, || {
                     while !skip && Instant::now() < deadline {
                         let seed = next_seed.fetch_add(1, Ordering::Relaxed);
                         let spec = Spec::from_seed(next_id(), seed, true);

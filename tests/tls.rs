@@ -1,15 +1,35 @@
 //! wss:// against three real TLS servers: our own (native-tls), nginx as a
 //! TLS-terminating reverse proxy (also for mutual TLS), and the Python
 //! `websockets` library. Certificates are generated when the tests run.
+//!
+//! sanitize: none: OpenSSL is not instrumented (TSan); not tried under ASan yet
 
 #![allow(clippy::result_large_err)] // tungstenite's handshake callback type
 
+#[path = "support/cbuild.rs"]
+mod cbuild;
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/paths.rs"]
+mod paths;
+#[path = "support/peers.rs"]
+mod peers;
+#[path = "support/servers.rs"]
+mod servers;
 
+use cbuild::*;
 use common::*;
+use frames::*;
+use handles::*;
+use paths::*;
+use peers::*;
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
+use servers::*;
 use std::ffi::CString;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -648,7 +668,7 @@ fn a_client_certificate_chain_larger_than_the_send_buffer() {
     assert_eq!(wait_messages(&c, 1)[0], (b"with a big chain".to_vec(), true));
 }
 
-/// Review: RFC 6455 5.5.3 lets libws answer only the latest ping, so it
+/// RFC 6455 5.5.3 lets libws answer only the latest ping, so it
 /// replaces a queued pong that has not started (`Writer::push_pong`). Over
 /// TLS, "not started" is judged by our writer's count of bytes written,
 /// but a write that hit EAGAIN has already put the pong into a TLS record

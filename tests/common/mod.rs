@@ -1,30 +1,27 @@
-//! Test support, one module per concern: the event recorder, the handle
-//! wrapper, servers, raw frames, real peers, the C compiler driver, and
-//! the three ways a connection can be run (`mode`). Every wait is bounded.
-#![allow(dead_code)]
-#![allow(unused_imports)]
-#![allow(clippy::result_large_err)] // tungstenite's handshake callback type
-
-pub mod cbuild;
-pub mod client;
-pub mod fault;
-pub mod frames;
-pub mod mode;
-pub mod paths;
-pub mod peers;
-pub mod pmd;
-pub mod proxy;
-pub mod recorder;
-pub mod servers;
-
-pub use cbuild::*;
-pub use client::*;
-pub use frames::*;
-pub use mode::*;
-pub use paths::*;
-pub use peers::*;
-pub use recorder::*;
-pub use servers::*;
+//! What every test binary shares: the bound on each wait (`WAIT`) and
+//! `serial`. The rest of the test support is in tests/support/, one module
+//! per concern; a binary compiles only the modules it names, each at its
+//! top level:
+//!
+//! ```text
+//! #[path = "support/handles/mod.rs"]
+//! mod handles;
+//! ```
+//!
+//! - `handles`: libws handles with recorded callbacks (`Client`), and the
+//!   three ways to run them (`every_mode!`);
+//! - `frames`: the raw protocol as a server speaks it (handshake, frames);
+//! - `servers`: servers on 127.0.0.1, well-behaved and raw (`frames`);
+//! - `paths`: where the build put things, scratch folders, commands;
+//! - `peers`: real peers in other processes, and counted skips (`paths`);
+//! - `cbuild`: compiling C and C++ programs against libws (`paths`);
+//! - `pmd`: the server's side of permessage-deflate (`frames`, `servers`);
+//! - `proxy`: the fault-injecting TCP proxy;
+//! - `fault`: connections through that proxy to a real server and the
+//!   invariants each must keep (`handles`, `proxy`, `peers`, `paths`).
+//!
+//! Each takes what it needs from the others (in parentheses) as
+//! `crate::<module>`, so a binary that leaves one out does not build.
 
 use std::time::Duration;
 
@@ -50,6 +47,8 @@ const fn time_scale() -> u64 {
 
 /// One test of the binary at a time, for tests that count threads and fds
 /// or rely on timing; a failed test does not block the rest.
+// Only the binaries with such tests take it.
+#[allow(dead_code)]
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())

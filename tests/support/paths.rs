@@ -1,5 +1,9 @@
 //! Where the build put things, scratch folders, and running commands.
 
+// Shared by test binaries that each use a part of it (tests/common/mod.rs
+// lists the support modules): what one binary leaves unused is not dead.
+#![allow(dead_code)]
+
 /// Where cargo put libws.so and libws.a for this test build.
 pub fn lib_dir() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();

@@ -1,8 +1,12 @@
 //! Servers on 127.0.0.1: tungstenite for well-behaved peers, raw TCP for
 //! misbehaving ones.
 
-use super::frames::{accept_key, close_payload, frame, raw_handshake, read_frame, read_request, read_until_close};
-use super::WAIT;
+// Shared by test binaries that each use a part of it (tests/common/mod.rs
+// lists the support modules): what one binary leaves unused is not dead.
+#![allow(dead_code)]
+
+use crate::common::WAIT;
+use crate::frames::{accept_key, close_payload, frame, raw_handshake, read_frame, read_request, read_until_close};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -54,6 +58,7 @@ pub type ServerWs = tungstenite::WebSocket<TcpStream>;
 
 /// A tungstenite server. `choose` picks the subprotocol from those offered;
 /// `handler` runs the conversation.
+#[allow(clippy::result_large_err)] // tungstenite's handshake callback type
 pub fn ws_server(
     choose: impl Fn(&[String]) -> Option<String> + Send + Sync + 'static,
     handler: impl Fn(ServerWs, Seen) + Send + Sync + 'static,

@@ -2,10 +2,19 @@
 //! connection fails at once and on_close frees the handle. A test hook
 //! delays ws_new's return, so the race is certain to be lost without the
 //! rule. Alone in its process: the hook applies to the next ws_new.
+//!
+//! sanitize: asan
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
-use common::*;
+use handles::*;
+use servers::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ws::ffi::*;

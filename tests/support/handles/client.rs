@@ -1,7 +1,7 @@
 //! One libws handle with its recorder, and assertions on its events.
 
 use super::recorder::{callbacks_for, Ev, Recorder};
-use super::WAIT;
+use crate::common::WAIT;
 use std::ffi::{c_char, CStr, CString};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -164,13 +164,13 @@ pub fn app_loop_thread() -> Option<u64> {
 macro_rules! every_mode {
     ($($name:ident),* $(,)?) => {
         mod own_thread {
-            $( #[test] fn $name() { super::common::in_mode(super::common::Mode::OwnThread, super::$name) } )*
+            $( #[test] fn $name() { super::handles::in_mode(super::handles::Mode::OwnThread, super::$name) } )*
         }
         mod shared_loop {
-            $( #[test] fn $name() { super::common::in_mode(super::common::Mode::SharedLoop, super::$name) } )*
+            $( #[test] fn $name() { super::handles::in_mode(super::handles::Mode::SharedLoop, super::$name) } )*
         }
         mod app_loop {
-            $( #[test] fn $name() { super::common::in_mode(super::common::Mode::AppLoop, super::$name) } )*
+            $( #[test] fn $name() { super::handles::in_mode(super::handles::Mode::AppLoop, super::$name) } )*
         }
     };
 }

@@ -3,10 +3,9 @@
 //! them must keep, whatever the proxy did. Shared by
 //! tests/fault_injection.rs and tests/soak.rs.
 
-use super::client::{Client, Opts};
-use super::peers::{start_peer, Peer};
-use super::proxy::{Dir, Kind, Plan, Point, Proxy, Rng};
-use super::recorder::{Ev, Recorder};
+use crate::handles::{in_loop, Client, Ev, Opts, Recorder};
+use crate::peers::{start_peer, Peer};
+use crate::proxy::{Dir, Kind, Plan, Point, Proxy, Rng};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -146,7 +145,8 @@ impl Reports {
 
 /// The server, its report channel and the proxy in front of it.
 pub struct FaultEnv {
-    pub peer: Peer,
+    /// Held, not read: the server runs as long as this lives.
+    _peer: Peer,
     pub proxy: Proxy,
     pub reports: Arc<Reports>,
 }
@@ -166,7 +166,7 @@ pub fn fault_env() -> Option<&'static FaultEnv> {
             "target/peers/python",
         )?;
         let proxy = Proxy::start(peer.port);
-        Some(FaultEnv { peer, proxy, reports })
+        Some(FaultEnv { _peer: peer, proxy, reports })
     })
     .as_ref()
 }
@@ -668,6 +668,8 @@ pub fn run_one(env: &FaultEnv, spec: &Spec) -> Result<Outcome, String> {
 
 /// Runs `specs` concurrently, each on its own thread on `lp` (NULL: each
 /// handle on its own library thread).
+// tests/fault_injection.rs runs batches; tests/soak.rs runs one at a time.
+#[allow(dead_code)]
 pub fn run_batch(env: &'static FaultEnv, lp: *mut ws_loop, specs: Vec<Spec>) -> Vec<Result<Outcome, String>> {
     let lp = lp as usize;
     let threads: Vec<_> = specs
@@ -675,7 +677,7 @@ pub fn run_batch(env: &'static FaultEnv, lp: *mut ws_loop, specs: Vec<Spec>) -> 
         .map(|spec| {
             std::thread::spawn(move || {
                 let mut r = Err(String::new());
-                super::mode::in_loop(lp as *mut ws_loop, || r = run_one(env, &spec));
+                in_loop(lp as *mut ws_loop, || r = run_one(env, &spec));
                 r
             })
         })

@@ -1,6 +1,10 @@
 //! Compiling C and C++ programs against the library.
 
-use super::paths::{lib_dir, repo_dir, run};
+// Shared by test binaries that each use a part of it (tests/common/mod.rs
+// lists the support modules): what one binary leaves unused is not dead.
+#![allow(dead_code)]
+
+use crate::paths::{lib_dir, repo_dir, run};
 use std::process::Command;
 
 // ----- compiling C programs against the library -----
@@ -9,15 +13,30 @@ use std::path::{Path, PathBuf};
 
 pub const C_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
 pub const CXX_FLAGS: &[&str] = &["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic"];
-/// What a Rust staticlib needs from the system (rustc --print native-static-libs).
-pub const STATIC_LIBS: &[&str] = &["-lssl", "-lcrypto", "-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
+/// The value of one of the files that say how programs link libws: its
+/// line that is neither empty nor a `#` comment.
+fn link_setting(text: &'static str) -> &'static str {
+    text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).expect("a value under the comments")
+}
+
+/// The shared library's soname (scripts/soname.txt, which build.rs gives
+/// the linker).
+pub fn soname() -> &'static str {
+    link_setting(include_str!("../../scripts/soname.txt"))
+}
+
+/// What a program linking libws.a also links from the system
+/// (scripts/static-libs.txt: rustc --print native-static-libs).
+pub fn static_libs() -> Vec<&'static str> {
+    link_setting(include_str!("../../scripts/static-libs.txt")).split_whitespace().collect()
+}
 
 /// A directory holding libws.so under its soname, as an install would.
 pub fn shared_lib_dir(scratch: &Path) -> PathBuf {
     let d = scratch.join("lib");
     std::fs::create_dir_all(&d).unwrap();
     let so = lib_dir().join("libws.so");
-    for name in ["libws.so", "libws.so.0"] {
+    for name in ["libws.so", soname()] {
         let _ = std::fs::remove_file(d.join(name));
         std::os::unix::fs::symlink(&so, d.join(name)).unwrap();
     }
@@ -53,7 +72,7 @@ pub fn compile(source: &Path, out: &Path, compiler: &str, flags: &[&str], link: 
             cmd.args(["-lws", "-lpthread"]);
         }
         Link::Static => {
-            cmd.arg(lib_dir().join("libws.a")).args(STATIC_LIBS);
+            cmd.arg(lib_dir().join("libws.a")).args(static_libs());
         }
     }
     run(&mut cmd);

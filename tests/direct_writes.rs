@@ -1,89 +1,26 @@
-//! What the second outside review of the loop found: the order of the
-//! close checks, every ping answered while the output moves (Autobahn 2.10
-//! and 2.11, Chromium's behaviour), and sends written directly by the
-//! caller's thread mixed with a blocked socket and the close timeout.
+//! Sends written directly by the caller's thread (an isolated send skips
+//! the loop's queue) mixed with a socket that blocks and with the close
+//! timeout: every message arrives whole and in order before the close
+//! frame, and a peer that never reads is ended by the close timeout.
+//!
+//! sanitize: asan
 
 mod common;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/handles/mod.rs"]
+mod handles;
+#[path = "support/servers.rs"]
+mod servers;
 
 use common::*;
+use frames::*;
+use handles::*;
+use servers::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use ws::ffi::*;
-
-#[test]
-fn close_checks_the_code_before_the_reason_in_every_state() {
-    // WHATWG close(): InvalidAccessError for the code (step 1) comes before
-    // anything is done with the reason (step 2).
-    let bad_reason = c"\xff\xfe";
-    let (server, _held) = silent_server();
-    let connecting = Client::new(&server.url("/"));
-    let echo = echo_server();
-    let open = Client::open(&echo.url("/"));
-    for c in [&connecting, &open] {
-        let r = unsafe { ws_close(c.ws, 999, bad_reason.as_ptr()) };
-        assert_eq!(r, WS_ERR_INVALID_ACCESS, "state {}", c.state());
-        let r = unsafe { ws_close(c.ws, 2999, bad_reason.as_ptr()) };
-        assert_eq!(r, WS_ERR_INVALID_ACCESS, "state {}", c.state());
-        // A good code: the reason is looked at, and refused.
-        let r = unsafe { ws_close(c.ws, 1000, bad_reason.as_ptr()) };
-        assert_eq!(r, WS_ERR_INVALID_ARGUMENT, "state {}", c.state());
-    }
-    assert_eq!(connecting.state(), WS_CONNECTING, "a refused close changes nothing");
-    assert_eq!(open.state(), WS_OPEN, "a refused close changes nothing");
-    assert_eq!(open.close(1000, None), WS_OK);
-    assert_eq!(close_event(&open).0, 1000);
-    let r = unsafe { ws_close(open.ws, 999, bad_reason.as_ptr()) };
-    assert_eq!(r, WS_ERR_INVALID_ACCESS, "also while CLOSED");
-}
-
-/// A server that shakes hands, writes `bytes` in pieces of `chop` bytes,
-/// then reads the client's frames until `want` pongs came (or WAIT).
-fn pings_then_pongs(bytes: Vec<u8>, chop: usize, want: usize) -> Vec<Vec<u8>> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let server = raw_server(move |mut s: TcpStream| {
-        raw_handshake(&mut s, "");
-        s.set_nodelay(true).unwrap();
-        for piece in bytes.chunks(chop) {
-            s.write_all(piece).unwrap();
-        }
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut pongs = Vec::new();
-        while pongs.len() < want {
-            match read_frame(&mut s) {
-                Some(f) if f.first == 0x8A => pongs.push(f.payload),
-                Some(f) => panic!("unexpected frame {:#x}", f.first),
-                None => break,
-            }
-        }
-        let _ = tx.send(pongs);
-    });
-    let c = Client::open(&server.url("/"));
-    let pongs = rx.recv_timeout(WAIT * 2).expect("the server finished");
-    drop(c);
-    pongs
-}
-
-#[test]
-fn ten_pings_in_one_read_get_ten_pongs_in_order_autobahn_2_10() {
-    let payloads: Vec<Vec<u8>> = (0..10u8).map(|i| format!("ping payload {i}").into_bytes()).collect();
-    let wire: Vec<u8> = payloads.iter().flat_map(|p| frame(0x89, p)).collect();
-    assert_eq!(pings_then_pongs(wire, usize::MAX, 10), payloads);
-}
-
-#[test]
-fn ten_pings_sent_in_one_byte_chops_get_ten_pongs_autobahn_2_11() {
-    let payloads: Vec<Vec<u8>> = (0..10u8).map(|i| format!("chopped {i}").into_bytes()).collect();
-    let wire: Vec<u8> = payloads.iter().flat_map(|p| frame(0x89, p)).collect();
-    assert_eq!(pings_then_pongs(wire, 1, 10), payloads);
-}
-
-#[test]
-fn an_empty_ping_and_a_125_byte_ping_get_two_pongs_as_in_chromium() {
-    let big = vec![0x5a; 125];
-    let wire = [frame(0x89, b""), frame(0x89, &big)].concat();
-    assert_eq!(pings_then_pongs(wire, usize::MAX, 2), vec![Vec::new(), big]);
-}
 
 /// A server that reads nothing until `go`, then reads every frame; what
 /// it read goes back through the returned channel.

@@ -1,6 +1,10 @@
 //! Real peers in other processes, and skips that are counted.
 
-use super::paths::repo_dir;
+// Shared by test binaries that each use a part of it (tests/common/mod.rs
+// lists the support modules): what one binary leaves unused is not dead.
+#![allow(dead_code)]
+
+use crate::paths::repo_dir;
 use std::time::Duration;
 
 // ----- real peers in other processes -----

@@ -1,7 +1,7 @@
 //! The event recorder behind the C callbacks: every event of a handle,
 //! with readyState as the callback saw it, and a hook to call back in.
 
-use super::WAIT;
+use crate::common::WAIT;
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -102,6 +102,11 @@ impl Recorder {
             })
             .collect()
     }
+}
+
+/// Whether `on_close` is among the events (for `Recorder::wait_until`).
+pub fn has_close(e: &[Ev]) -> bool {
+    e.iter().any(|e| matches!(e, Ev::Close { .. }))
 }
 
 fn summary(events: &[Ev]) -> Vec<String> {

@@ -9,7 +9,7 @@
 #   tsan  ThreadSanitizer over the test files and tests marked for it.
 #   miri  The library's unit tests under miri; those needing what miri
 #         lacks (sockets, level-triggered epoll, OpenSSL) are ignored there,
-#         and those in miri_skips below are left out.
+#         and those marked #[cfg_attr(miri, ignore)] are left out.
 # Each job ends with "sanitize JOB: N passed, N failed, N skipped", the run
 # with "sanitize: ..." over all; a failed test, a sanitizer report or a build
 # without the instrumentation fails it. Builds: target/{asan,tsan,miri}.
@@ -36,18 +36,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 triple=x86_64-unknown-linux-gnu
 
-# Unit tests that miri leaves out, by name (the markers above are for the
-# files in tests/): they push megabytes through zlib-rs, 64 KiB frames or
-# tens of thousands of frames: minutes each, interpreted.
-miri_skips=(
-  deflate::tests::round_trip_every_window_and_takeover
-  deflate::tests::inflated_size_is_bounded_by_the_limit
-  frames::tests::zip_bomb_fails_with_1009_holding_at_most_the_limit
-  frames::tests::random_fragmentation_and_chunking_round_trip
-  frames::tests::non_minimal_length_encodings_are_refused
-  frames::tests::pongs_coalesce_once_the_output_is_blocked
-  frames::tests::a_pong_offered_to_a_blocked_tls_write_is_not_replaced
-)
 
 # The markers of one test file as `cargo test` arguments for JOB (asan or
 # tsan): "--test NAME" when the file is in the job, with "-- --skip TEST"
@@ -133,7 +121,9 @@ selection() {
         file_selection "$job" "$file"
       done
       ;;
-    miri) echo "--lib --$(printf ' --skip %s' "${miri_skips[@]}")" ;;
+    # Unit tests that miri cannot run, or that take minutes interpreted,
+    # carry #[cfg_attr(miri, ignore = "...")] beside them.
+    miri) echo "--lib" ;;
     *)
       echo "sanitize.sh: unknown job $job (asan, tsan, miri)" >&2
       return 2

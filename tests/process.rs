@@ -15,12 +15,15 @@ mod handles;
 mod paths;
 #[path = "support/peers.rs"]
 mod peers;
+#[path = "support/loop_fds.rs"]
+mod loop_fds;
 #[path = "support/servers.rs"]
 mod servers;
 
 use common::*;
 use frames::*;
 use handles::*;
+use loop_fds::loop_fds;
 use paths::*;
 use peers::*;
 use servers::*;
@@ -338,15 +341,6 @@ fn a_freed_application_loop_with_no_thread_for_it_ends_its_connections() {
     }
     let out = run_child(NAME);
     assert!(out.contains("child: checked"), "the child did not run the check:\n{out}");
-}
-
-/// The loop fds (epoll, eventfd) this process has open.
-fn loop_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|t| t.to_string_lossy().contains("eventpoll") || t.to_string_lossy().contains("eventfd"))
-        .count()
 }
 
 #[test]

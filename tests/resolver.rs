@@ -11,12 +11,15 @@ mod common;
 mod frames;
 #[path = "support/handles/mod.rs"]
 mod handles;
+#[path = "support/loop_fds.rs"]
+mod loop_fds;
 #[path = "support/servers.rs"]
 mod servers;
 
 use common::*;
 use crossbeam_channel::{Receiver, Sender};
 use handles::*;
+use loop_fds::loop_fds;
 use servers::*;
 use std::io;
 use std::net::SocketAddr;
@@ -114,13 +117,4 @@ fn lookups_of_connections_that_ended_leave_the_queue_and_hold_no_loop() {
     let ran_cancelled = asked.lock().unwrap().iter().filter(|h| h.starts_with("cancelled-")).count();
     assert_eq!(ran_cancelled, 0, "lookups of freed connections ran");
     set_resolver(None);
-}
-
-/// The loop fds (epoll, eventfd) this process has open.
-fn loop_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|t| t.to_string_lossy().contains("eventpoll") || t.to_string_lossy().contains("eventfd"))
-        .count()
 }

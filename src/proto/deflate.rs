@@ -231,6 +231,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "megabytes through zlib-rs or tens of thousands of frames: minutes interpreted")]
     fn round_trip_every_window_and_takeover() {
         for bits in 9..=15u8 {
             for no_takeover in [false, true] {
@@ -314,6 +315,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "megabytes through zlib-rs or tens of thousands of frames: minutes interpreted")]
     fn inflated_size_is_bounded_by_the_limit() {
         // 16 MiB of zeros compresses to a few KiB.
         let zeros = vec![0u8; 16 << 20];

@@ -89,9 +89,9 @@ pub struct Events(u32);
 
 impl Events {
     /// Nothing: a turn the task asked for, not a socket event.
-    pub const NONE: Events = Events(0);
-    pub const READ: Events = Events(libc::EPOLLIN as u32);
-    pub const WRITE: Events = Events(libc::EPOLLOUT as u32);
+    pub(crate) const NONE: Events = Events(0);
+    pub(crate) const READ: Events = Events(libc::EPOLLIN as u32);
+    pub(crate) const WRITE: Events = Events(libc::EPOLLOUT as u32);
 
     /// What a `poll(2)` interest (POLLIN, POLLOUT) asks of epoll.
     pub fn from_poll(poll: i16) -> Events {

@@ -548,7 +548,6 @@ int ws_options_set_loop(struct ws_options *o, struct ws_loop *loop);
 int ws_options_set_compression(struct ws_options *o, bool on);
 
 /*
- Hooks for libws's own tests; not part of the C API, not in `ws.h`.
  With `yes`, the offer says client_no_context_takeover: libws compresses
  each message on its own, holding no compression context between
  messages (less memory, larger messages). Also done when the server asks

@@ -3,7 +3,11 @@
 # free port, and runs the C example examples/echo.c against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --lib --example echo_server
+# The example first: built with it, the library would carry the test hooks
+# (the `testing` feature reaches every build with dev-dependencies). The
+# library alone last, so that target/release holds the shipped one.
+cargo build --release --example echo_server
+cargo build --release --lib
 mkdir -p target/demo
 # Linked against libws.a, so the demo runs without installing anything;
 # scripts/static-libs.txt says what that takes from the system.

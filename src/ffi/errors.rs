@@ -1,6 +1,6 @@
 //! Result codes, the last error of a failed constructor, and the version.
 
-use super::boundary;
+use super::{boundary, boundary_or};
 use crate::error::{self, Error};
 pub use crate::error::{
     WS_ERR_BUFFER_FULL, WS_ERR_INTERNAL, WS_ERR_INVALID_ACCESS, WS_ERR_INVALID_ARGUMENT, WS_ERR_INVALID_STATE,
@@ -49,7 +49,7 @@ pub extern "C" fn ws_last_error_code() -> c_int {
 /// exits".
 #[no_mangle]
 pub extern "C" fn ws_last_error() -> *const c_char {
-    boundary(|| {
+    boundary_or(LAST_ERROR_GONE.as_ptr(), || {
         LAST_ERROR
             .try_with(|l| l.try_borrow().map_or(LAST_ERROR_GONE.as_ptr(), |l| l.1.as_ptr()))
             .unwrap_or(LAST_ERROR_GONE.as_ptr())
@@ -59,7 +59,7 @@ pub extern "C" fn ws_last_error() -> *const c_char {
 /// Static text for a `WS_*` result code; never NULL, never to be freed.
 #[no_mangle]
 pub extern "C" fn ws_strerror(code: c_int) -> *const c_char {
-    boundary(|| error::strerror(code).as_ptr().cast())
+    boundary_or(c"unknown result code".as_ptr(), || error::strerror(code).as_ptr().cast())
 }
 
 /// The library version, "MAJOR.MINOR.PATCH". Static.

@@ -1,7 +1,7 @@
 //! Event loops: `ws_loop`, run by a library thread or by the application.
 
 use super::errors::set_last_error;
-use super::{boundary, try_box, try_ref};
+use super::{boundary, boundary_or, try_box, try_ref};
 use crate::conn::connection::ConnLoop;
 use crate::error::{Error, WS_ERR_INTERNAL, WS_ERR_INVALID_ARGUMENT, WS_ERR_INVALID_STATE, WS_OK};
 use crate::runtime::event_loop::{Loop, RunError};
@@ -128,7 +128,7 @@ pub unsafe extern "C" fn ws_loop_run(r#loop: *mut ws_loop, timeout_ms: c_int) ->
 #[no_mangle]
 pub unsafe extern "C" fn ws_loop_fd(r#loop: *const ws_loop) -> c_int {
     // SAFETY: the pointers are NULL or live, as `# Safety` above says.
-    boundary(|| unsafe { try_ref(r#loop) }.map_or(-1, |lp| lp.inner.fd()))
+    boundary_or(-1, || unsafe { try_ref(r#loop) }.map_or(-1, |lp| lp.inner.fd()))
 }
 
 /// How long the application may wait on `ws_loop_fd` before it calls
@@ -143,7 +143,7 @@ pub unsafe extern "C" fn ws_loop_fd(r#loop: *const ws_loop) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn ws_loop_timeout_ms(r#loop: *const ws_loop) -> c_int {
     // SAFETY: the pointers are NULL or live, as `# Safety` above says.
-    boundary(|| match unsafe { try_ref(r#loop) }.and_then(|lp| lp.inner.timeout()) {
+    boundary_or(-1, || match unsafe { try_ref(r#loop) }.and_then(|lp| lp.inner.timeout()) {
         // Rounded up, so that a wait does not end just before the timer.
         Some(d) => d.as_nanos().div_ceil(1_000_000).min(c_int::MAX as u128) as c_int,
         None => -1,

@@ -7,7 +7,9 @@
 //! `boundary`, which turns a panic (a bug) into the value its return type
 //! gives for one (`PanicValue`): `WS_ERR_INTERNAL` for a result code, NULL
 //! for a handle (with `ws_last_error` saying so), "" for a string, 0 for a
-//! number. Pointer arguments are checked with `try_ref` / `try_mut`.
+//! number. The few getters whose `ws.h` names another "no answer" value
+//! (readyState 0, a loop fd of -1, a fixed text) use `boundary_or` with
+//! it. Pointer arguments are checked with `try_ref` / `try_mut`.
 //!
 //! Every function here is described in `include/ws.h`, which cbindgen
 //! generates from these doc comments.
@@ -70,7 +72,19 @@ impl<T> PanicValue for *mut T {
 /// Runs an export's body; a panic becomes the return type's `PanicValue`
 /// instead of unwinding into C.
 pub(crate) fn boundary<R: PanicValue>(body: impl FnOnce() -> R) -> R {
-    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| R::on_panic())
+    boundary_or_else(body, R::on_panic)
+}
+
+/// As `boundary`, for a getter whose `ws.h` promises one value whenever it
+/// has no answer (readyState 0, a loop fd of -1, a fixed text): a panic
+/// gives that value too, so that no caller meets one it was not told of.
+pub(crate) fn boundary_or<R>(no_answer: R, body: impl FnOnce() -> R) -> R {
+    boundary_or_else(body, || no_answer)
+}
+
+/// The one place where a panic is caught.
+fn boundary_or_else<R>(body: impl FnOnce() -> R, on_panic: impl FnOnce() -> R) -> R {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| on_panic())
 }
 
 /// A result for C: `WS_OK` or the error's code.

@@ -267,7 +267,6 @@ pub unsafe extern "C" fn ws_options_set_compression(o: *mut ws_options, on: bool
     }
 }
 
-/// Hooks for libws's own tests; not part of the C API, not in `ws.h`.
 /// With `yes`, the offer says client_no_context_takeover: libws compresses
 /// each message on its own, holding no compression context between
 /// messages (less memory, larger messages). Also done when the server asks

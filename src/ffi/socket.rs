@@ -2,7 +2,7 @@
 //! `WebSocket` object does (new, send, close, the attributes, free).
 
 use super::errors::set_last_error;
-use super::{boundary, bytes_arg, result_code, try_ref, ws_options};
+use super::{boundary, boundary_or, bytes_arg, result_code, try_ref, ws_options};
 use crate::client::{Client, Handler};
 use crate::conn::options::Options;
 use crate::error::{Error, WS_ERR_INVALID_ARGUMENT};
@@ -368,7 +368,7 @@ pub unsafe extern "C" fn ws_close(ws: *mut ws_socket, code: u16, reason: *const 
 #[no_mangle]
 pub unsafe extern "C" fn ws_ready_state(ws: *const ws_socket) -> c_int {
     // SAFETY: the pointers are NULL or live, as `# Safety` above says.
-    boundary(|| unsafe { client(ws) }.map_or(0, |c| c_int::from(c.ready_state() as u8)))
+    boundary_or(0, || unsafe { client(ws) }.map_or(0, |c| c_int::from(c.ready_state() as u8)))
 }
 
 /// bufferedAmount: bytes accepted by `ws_send_*` and not yet written to the

@@ -404,3 +404,40 @@ fn a_free_posted_as_the_private_loop_thread_ends_is_not_lost() {
     let out = run_child(NAME);
     assert!(out.contains("child: checked"), "the child did not run the check:\n{out}");
 }
+
+/// Loading a trust store and building a TLS context takes tens of
+/// milliseconds: done on a loop's thread, it would stall every connection
+/// of the loop (an application's ws_loop_run call among them). It is done
+/// by ws_new, on the caller's thread. Its own process: which thread built
+/// the last context is process-wide.
+#[test]
+fn the_tls_context_is_built_by_ws_new_not_on_the_loops_thread() {
+    const NAME: &str = "the_tls_context_is_built_by_ws_new_not_on_the_loops_thread";
+    if in_child(NAME) {
+        // A CA of our own: these settings get a context of their own.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["ca".to_string()]).unwrap().self_signed(&key).unwrap();
+        let pem = ca.pem();
+        let lp = ws_loop_new();
+        assert_eq!(unsafe { ws_loop_start(lp) }, WS_OK);
+        let rec = Recorder::new();
+        let c = unsafe {
+            let o = ws_options_new();
+            assert_eq!(ws_options_set_ca_pem(o, pem.as_ptr().cast(), pem.len()), WS_OK);
+            assert_eq!(ws_options_set_loop(o, lp), WS_OK);
+            let c = Client::try_with_options(&format!("wss://127.0.0.1:{}/", closed_port()), &[], o, rec).unwrap();
+            ws_options_free(o);
+            c
+        };
+        // The connection is refused; by then its loop has done all it does.
+        assert_failed(&c);
+        let built_on = ws::ffi::testing::last_tls_context_built_on();
+        assert_eq!(built_on, Some(std::thread::current().id()), "built on another thread than ws_new's");
+        drop(c);
+        unsafe { ws_loop_free(lp) };
+        println!("child: checked");
+        return;
+    }
+    let out = run_child(NAME);
+    assert!(out.contains("child: checked"), "the child did not run the check:\n{out}");
+}

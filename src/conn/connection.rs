@@ -86,8 +86,12 @@ pub struct Connection {
     target: Target,
     phase: Phase,
     connect_deadline: Instant,
-    /// Set up before any traffic, used once TCP is connected.
-    connector: Option<native_tls::TlsConnector>,
+    /// For wss://: the TLS context, built (or taken from the cache) by
+    /// `new` on the caller's thread, never on the loop's, where loading a
+    /// trust store would stall every connection of the loop; or why it
+    /// could not be built, for `begin` to fail with. Used once TCP is
+    /// connected.
+    connector: Option<Result<native_tls::TlsConnector, String>>,
     /// Counts the sockets this connection opened: epoll must learn of a new
     /// one even when it reuses the old one's fd number.
     socket_serial: u32,
@@ -153,6 +157,7 @@ impl From<Ending> for End {
 impl Connection {
     pub fn new(shared: Arc<Shared>, handler: Box<dyn Handler>, target: Target, options: Options) -> Connection {
         let connect_deadline = Instant::now() + options.connect_timeout;
+        let connector = target.secure.then(|| options.tls.connector());
         Connection {
             shared,
             handler,
@@ -160,7 +165,7 @@ impl Connection {
             target,
             phase: Phase::New,
             connect_deadline,
-            connector: None,
+            connector,
             socket_serial: 0,
         }
     }
@@ -345,9 +350,9 @@ impl Connection {
     // ----- CONNECTING -----
 
     fn begin(&mut self, cx: &mut Cx<'_, Self>) -> Result<(), End> {
-        // Set up TLS first: a bad setting fails before any traffic.
-        if self.target.secure {
-            self.connector = Some(self.options.tls.connector().map_err(End::Failed)?);
+        // A TLS setting that could not be used fails before any traffic.
+        if let Some(Err(e)) = &self.connector {
+            return Err(End::Failed(e.clone()));
         }
         match &self.target.host {
             TargetHost::Ip(ip) => self.connect_from(vec![SocketAddr::new(*ip, self.target.port)], 0, Vec::new()),
@@ -393,7 +398,8 @@ impl Connection {
         let Connecting { addrs, at, tcp, mut errors } = *c;
         match net::finish_connect(&tcp) {
             Ok(()) => match self.connector.take() {
-                Some(connector) => {
+                Some(Err(e)) => Err(End::Failed(e)),
+                Some(Ok(connector)) => {
                     let step = tls::start(&connector, &self.target.host_name(), tcp).map_err(End::Failed)?;
                     self.tls_step(Some(step))
                 }

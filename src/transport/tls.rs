@@ -68,7 +68,13 @@ impl TlsOptions {
         let system_store_only = self.extra_roots.is_empty() && self.identity.is_none();
         let flags = usize::from(self.accept_invalid_certs) * 2 + usize::from(self.accept_invalid_hostnames);
         let cache = if system_store_only { &SYSTEM_STORE[flags] } else { &*self.connector };
-        cache.get_or_init(|| connector(self)).clone()
+        cache
+            .get_or_init(|| {
+                #[cfg(feature = "testing")]
+                testing::built_here();
+                connector(self)
+            })
+            .clone()
     }
 
     pub fn extra_roots(&self) -> &[native_tls::Certificate] {
@@ -146,6 +152,24 @@ fn describe(openssl: &str) -> String {
     match detail {
         Some(d) => format!("TLS handshake failed: {reason}: {d}"),
         None => format!("TLS handshake failed: {reason}"),
+    }
+}
+
+/// Which thread built the last TLS context (the `testing` feature only).
+#[cfg(feature = "testing")]
+pub mod testing {
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+
+    static BUILT_ON: Mutex<Option<ThreadId>> = Mutex::new(None);
+
+    pub(super) fn built_here() {
+        *BUILT_ON.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current().id());
+    }
+
+    /// The thread that built the last TLS context, if any was built.
+    pub fn last_tls_context_built_on() -> Option<ThreadId> {
+        *BUILT_ON.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

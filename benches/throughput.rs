@@ -645,23 +645,58 @@ fn fan_in(servers: &Servers, lib: &Libws) {
     );
 }
 
-fn rss_kib() -> u64 {
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// Resident memory per idle open connection.
-fn idle_memory(servers: &Servers, lib: &Libws) {
-    let per = |before: u64, n: usize| (rss_kib().saturating_sub(before)) as f64 / n as f64;
-    let libws = |n: usize, mode: Mode, tls: bool| {
-        let url = match tls {
-            true => format!("wss://localhost:{}/echo", servers.tls_port),
-            false => format!("ws://127.0.0.1:{}/echo", servers.port),
+/// One idle-memory figure, measured in a process of its own (this program
+/// again, with LIBWS_BENCH_IDLE set), so that memory an earlier section
+/// freed cannot hide what this one holds: resident memory per connection
+/// once `n` connections sit idle, and the peak (VmHWM) per connection.
+/// `what`: "own", "shared", "tls" (shared loop, wss://), "after" (shared
+/// loop, after one 1 MiB message each) or "tungstenite".
+fn idle_in_child(servers: &Servers, what: &str, n: usize) -> (f64, f64) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("LIBWS_BENCH_IDLE", format!("{what} {n} {} {}", servers.port, servers.tls_port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("IDLE ")).unwrap_or_else(|| panic!("{what}: {text}"));
+    let v: Vec<f64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
+/// The child's side of `idle_in_child`.
+fn idle_child(spec: &str) {
+    let parts: Vec<&str> = spec.split_whitespace().collect();
+    let (what, n, port, tls_port) = (
+        parts[0],
+        parts[1].parse::<usize>().unwrap(),
+        parts[2].parse::<u16>().unwrap(),
+        parts[3].parse::<u16>().unwrap(),
+    );
+    let (rss0, hwm0) = (status_kib("VmRSS:"), status_kib("VmHWM:"));
+    let mut held_tws: Vec<Tws> = Vec::new();
+    let mut handles = Vec::new();
+    if what == "tungstenite" {
+        held_tws = (0..n).map(|_| tungstenite_connect(port, "/echo")).collect();
+    } else {
+        let lib = Libws::new();
+        let (mode, tls) = match what {
+            "own" => (Mode::OwnThread, false),
+            "tls" => (Mode::SharedLoop, true),
+            _ => (Mode::SharedLoop, false),
+        };
+        let url = match (what, tls) {
+            ("after", _) => format!("ws://127.0.0.1:{port}/push/1/{}", 1 << 20),
+            (_, true) => format!("wss://localhost:{tls_port}/echo"),
+            _ => format!("ws://127.0.0.1:{port}/echo"),
         };
         let counter = Counter::new(Vec::new());
-        let before = rss_kib();
-        let mut handles = Vec::with_capacity(n);
+        // Wake the waiter at every message.
+        counter.target.store(1, Ordering::SeqCst);
         while handles.len() < n {
             let batch = 250.min(n - handles.len());
             for _ in 0..batch {
@@ -669,57 +704,42 @@ fn idle_memory(servers: &Servers, lib: &Libws) {
             }
             counter.wait("on_open", &counter.opened, handles.len());
         }
-        std::thread::sleep(Duration::from_millis(500));
-        let kib = per(before, n);
-        for ws in handles {
-            unsafe { ws_free(ws) };
-        }
-        std::thread::sleep(Duration::from_secs(1));
-        kib
-    };
-    let shared = libws(10_000, Mode::SharedLoop, false);
-    let shared_tls = libws(2_000, Mode::SharedLoop, true);
-    let own = libws(2_000, Mode::OwnThread, false);
-    let before = rss_kib();
-    let held: Vec<Tws> = (0..2_000).map(|_| tungstenite_connect(servers.port, "/echo")).collect();
-    let base = per(before, held.len());
-    drop(held);
-    println!(
-        "\nresident memory per idle open connection: shared loop {shared:.1} KiB (10,000 ws://), {shared_tls:.1} KiB (2,000 wss://); own thread {own:.1} KiB (2,000); tungstenite {base:.1} KiB (2,000)"
-    );
-    // The same after traffic: each connection received one 1 MiB message
-    // and then sits idle. Large buffers must have been given back.
-    let after_1mib = |n: usize| {
-        let url = format!("ws://127.0.0.1:{}/push/1/{}", servers.port, 1 << 20);
-        let counter = Counter::new(Vec::new());
-        // Wake the waiter at every message.
-        counter.target.store(1, Ordering::SeqCst);
-        let before = rss_kib();
-        let handles: Vec<*mut ws_socket> =
-            (0..n).map(|_| lib.connect(&url, Mode::SharedLoop, &counter, false)).collect();
-        counter.wait("on_open", &counter.opened, n);
-        for (i, ws) in handles.iter().enumerate() {
-            unsafe { ws_send_string(*ws, c"go".as_ptr(), 2) };
-            // A few at a time: the figure is what idle connections keep,
-            // not the peak of many messages in flight at once.
-            if i % 10 == 9 {
-                counter.wait("messages", &counter.received, i + 1);
+        if what == "after" {
+            for (i, ws) in handles.iter().enumerate() {
+                unsafe { ws_send_string(*ws, c"go".as_ptr(), 2) };
+                // A few at a time: the figure is what idle connections
+                // keep, not the peak of many messages in flight at once.
+                if i % 10 == 9 {
+                    counter.wait("messages", &counter.received, i + 1);
+                }
             }
+            counter.wait("messages", &counter.received, n);
         }
-        counter.wait("messages", &counter.received, n);
-        std::thread::sleep(Duration::from_millis(500));
-        let kib = per(before, n);
-        for ws in handles {
-            unsafe { ws_free(ws) };
-        }
-        std::thread::sleep(Duration::from_secs(1));
-        kib
-    };
-    // Last: the transient 1 MiB buffers must not lower the figures above.
-    let after_traffic = after_1mib(1_000);
-    println!(
-        "\nresident memory per idle open connection after one 1 MiB message each: shared loop {after_traffic:.1} KiB (1,000 ws://)"
-    );
+        // The loops and handles stay: the process ends after measuring.
+        let _ = lib;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let per = |now: u64, then: u64| now.saturating_sub(then) as f64 / n as f64;
+    println!("IDLE {:.1} {:.1}", per(status_kib("VmRSS:"), rss0), per(status_kib("VmHWM:"), hwm0));
+    drop(held_tws);
+    // The process ends here: nothing to measure in tearing down.
+    std::process::exit(0);
+}
+
+/// Memory per idle open connection, each figure from a process of its own.
+fn idle_memory(servers: &Servers) {
+    let runs: [(&str, &str, usize); 5] = [
+        ("shared loop, ws://", "shared", 10_000),
+        ("shared loop, wss://", "tls", 2_000),
+        ("own thread, ws://", "own", 2_000),
+        ("shared loop, after one 1 MiB message each", "after", 1_000),
+        ("tungstenite, ws://", "tungstenite", 2_000),
+    ];
+    println!("\nmemory per idle open connection, each in a fresh process (KiB)    resident    peak (VmHWM)");
+    for (name, what, n) in runs {
+        let (rss, hwm) = idle_in_child(servers, what, n);
+        println!("{:<64} {rss:>9.1} {hwm:>14.1}", format!("{name} ({n})"));
+    }
 }
 
 fn main() {
@@ -734,6 +754,10 @@ fn main() {
         limit.rlim_cur = limit.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
     }
+    if let Ok(spec) = std::env::var("LIBWS_BENCH_IDLE") {
+        idle_child(&spec);
+        return;
+    }
     let servers = start_servers();
     let lib = Libws::new();
     let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
@@ -746,7 +770,7 @@ fn main() {
         fan_in(&servers, &lib);
     }
     if "idle memory".contains(filter) {
-        idle_memory(&servers, &lib);
+        idle_memory(&servers);
     }
     unsafe {
         ws_loop_free(lib.shared);

@@ -185,7 +185,6 @@ unsafe extern "C" fn count_close(
 /// queue (Loop::register drains it only for private loops). The next
 /// ws_new that gets a thread starts that orphan too: a connection nobody
 /// owns, whose callbacks get the freed handle and the caller's user_data.
-// sanitize: not asan: it caps the address space, where ASan cannot map its shadow
 #[test]
 fn a_ws_new_that_returned_null_never_connects_nor_calls_back() {
     let _s = serial();
@@ -218,33 +217,13 @@ fn a_ws_new_that_returned_null_never_connects_nor_calls_back() {
             on_close: Some(count_close),
         };
 
-        // Take every thread stack that glibc keeps cached from threads
-        // that ended (the loop's), so that a new thread needs a new mapping.
-        let (park_tx, park_rx) = crossbeam_channel::unbounded::<()>();
-        let parked: Vec<_> = (0..16)
-            .map(|_| {
-                let rx = park_rx.clone();
-                std::thread::spawn(move || {
-                    let _ = rx.recv();
-                })
-            })
-            .collect();
-        // No address space for another thread's stack.
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        // 1 MiB: room for the small allocations the test still makes, none
-        // for a thread's stack (2 MiB).
-        let limit = libc::rlimit { rlim_cur: (kib + 1024) * 1024, rlim_max: libc::RLIM_INFINITY };
-        assert_eq!(libc::setrlimit(libc::RLIMIT_AS, &limit), 0);
+        // No thread for it (the library's test hook refuses it with EAGAIN,
+        // as a thread limit would; a capped address space also made the
+        // child's own small allocations fail now and then).
+        ws::ffi::testing::refuse_threads(true);
         let refused = ws_new_with_options(url.as_ptr(), std::ptr::null(), 0, &counting, o);
         let code = ws_last_error_code();
-        let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
-        assert_eq!(libc::setrlimit(libc::RLIMIT_AS, &unlimited), 0);
-        drop(park_tx);
-        for t in parked {
-            t.join().unwrap();
-        }
+        ws::ffi::testing::refuse_threads(false);
         assert!(refused.is_null(), "the thread was not refused; the test needs it refused");
         assert_eq!(code, WS_ERR_RESOURCE);
 

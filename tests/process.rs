@@ -74,24 +74,18 @@ fn running_out_of_fds_is_ws_err_resource_naming_the_resource() {
     assert!(out.contains("child: code"), "the child did not run the check:\n{out}");
 }
 
-/// Leaves the process too little address space for another thread's stack
-/// (root ignores RLIMIT_NPROC, so that is the way to refuse a thread).
-fn exhaust_address_space() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // 1 MiB: room for the small allocations the test still makes, none
-    // for a thread's stack (2 MiB).
-    let bytes = (kib + 1024) * 1024;
-    let limit = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
-    // SAFETY: a plain syscall on this (child) process.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+/// Refuses every new library thread from now on, as a thread limit or an
+/// address space too small for another stack would (EAGAIN), through the
+/// library's test hook: a real limit makes the child's own small
+/// allocations fail now and then, which made these tests flaky.
+fn refuse_new_threads() {
+    ws::ffi::testing::refuse_threads(true);
 }
 
 #[test]
 fn no_thread_for_the_connection_is_ws_err_resource() {
     if in_child("no_thread_for_the_connection_is_ws_err_resource") {
-        exhaust_address_space();
+        refuse_new_threads();
         let ws = unsafe { ws_new(c"ws://127.0.0.1:1/".as_ptr(), std::ptr::null(), 0, std::ptr::null()) };
         assert!(ws.is_null());
         let code = ws_last_error_code();
@@ -319,7 +313,7 @@ fn a_freed_application_loop_with_no_thread_for_it_ends_its_connections() {
             c.forget();
             recs.push(c.rec.clone());
         }
-        exhaust_address_space();
+        refuse_new_threads();
         // No thread can take the loop over: the connections end here.
         unsafe { ws_loop_free(lp) };
         for rec in &recs {

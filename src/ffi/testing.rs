@@ -6,6 +6,7 @@ use super::ws_options;
 pub use crate::conn::shared::testing::on_free_posting;
 pub use crate::runtime::event_loop::testing::on_loop_thread_exiting;
 pub use crate::runtime::resolver::testing::{lookup_threads, set_resolver, MAX_LOOKUP_THREADS};
+pub use crate::runtime::threads::testing::refuse_threads;
 pub use crate::transport::tls::testing::last_tls_context_built_on;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -27,6 +27,10 @@ pub fn current_thread_tag() -> u64 {
 /// and a SIGPIPE from a write can never end it. The new thread inherits the
 /// mask; the caller's is restored at once.
 pub fn spawn_quiet(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    #[cfg(feature = "testing")]
+    if testing::REFUSE.load(Ordering::SeqCst) {
+        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+    }
     // SAFETY: sigset_t is plain data, filled by sigfillset; pthread_sigmask
     // changes only this thread's mask, restored below.
     unsafe {
@@ -41,6 +45,22 @@ pub fn spawn_quiet(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<
         let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         spawned.map(|_| ())
+    }
+}
+
+/// Lets a test refuse every new library thread, as a thread or memory
+/// limit would, without making the whole process short of memory (the
+/// `testing` feature only).
+#[cfg(feature = "testing")]
+pub mod testing {
+    use std::sync::atomic::AtomicBool;
+
+    pub(super) static REFUSE: AtomicBool = AtomicBool::new(false);
+
+    /// From now on (`true`) spawning a library thread fails with EAGAIN,
+    /// as pthread_create does when the system refuses a thread.
+    pub fn refuse_threads(refuse: bool) {
+        REFUSE.store(refuse, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

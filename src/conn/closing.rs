@@ -71,6 +71,11 @@ impl Closing {
         matches!(self.ours, Ours::Queued | Ours::Sent(_))
     }
 
+    /// Our close frame was asked for and waits for the sends before it.
+    pub fn ours_pending(&self) -> bool {
+        matches!(self.ours, Ours::Pending { .. })
+    }
+
     /// Our close frame was asked for (queued or not).
     pub fn ours_asked(&self) -> bool {
         !matches!(self.ours, Ours::NotAsked)
@@ -152,11 +157,17 @@ impl Closing {
     /// A write made progress; `close_written`: our close frame's last byte
     /// is out.
     pub fn wrote(&mut self, progress: bool, close_written: bool) {
+        let sent_now = close_written && !matches!(self.ours, Ours::Sent(_));
+        // The clock is read only when something changes: this runs after
+        // every write.
+        if !progress && !sent_now {
+            return;
+        }
         let now = Instant::now();
         if progress {
             self.progress_at = Some(now);
         }
-        if close_written && !matches!(self.ours, Ours::Sent(_)) {
+        if sent_now {
             self.ours = Ours::Sent(now);
         }
     }

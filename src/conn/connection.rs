@@ -653,6 +653,11 @@ impl Open {
 
     /// Queues our close frame once the sends it waits for have been taken.
     fn queue_close_when_due(&mut self, shared: &Shared) {
+        // Called after every send command: the queue's lock only when our
+        // close frame waits for sends.
+        if !self.closing.ours_pending() {
+            return;
+        }
         let mut out = shared.outbox().lock();
         if let Some((code, reason)) = self.closing.due(out.sends_taken()) {
             out.push_close(code, &reason);

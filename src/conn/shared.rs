@@ -328,21 +328,18 @@ fn call_back(callback: impl FnOnce()) {
 /// otherwise last microseconds (the `testing` feature only).
 #[cfg(feature = "testing")]
 pub mod testing {
-    use std::sync::Mutex;
+    use crate::runtime::TestHook;
 
-    type Hook = Box<dyn Fn() + Send>;
-    static FREE_POSTING: Mutex<Option<Hook>> = Mutex::new(None);
+    static FREE_POSTING: TestHook = TestHook::new();
 
     /// `ws_free`, inside a callback, is about to post a handle's memory to
     /// its loop because a callback of that handle was running.
-    pub fn on_free_posting(f: Option<Hook>) {
-        *FREE_POSTING.lock().unwrap_or_else(|e| e.into_inner()) = f;
+    pub fn on_free_posting(f: Option<Box<dyn Fn() + Send>>) {
+        FREE_POSTING.set(f);
     }
 
     pub(crate) fn free_posting() {
-        if let Some(f) = FREE_POSTING.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            f();
-        }
+        FREE_POSTING.call();
     }
 }
 

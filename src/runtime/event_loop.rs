@@ -763,21 +763,18 @@ pub fn give_buffer(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
 /// decided to end (the `testing` feature only).
 #[cfg(feature = "testing")]
 pub mod testing {
-    use std::sync::Mutex;
+    use crate::runtime::TestHook;
 
-    type Hook = Box<dyn Fn() + Send>;
-    static LOOP_THREAD_EXITING: Mutex<Option<Hook>> = Mutex::new(None);
+    static LOOP_THREAD_EXITING: TestHook = TestHook::new();
 
     /// A library thread has found its loop's queue empty after saying it
     /// is gone, and is about to end.
-    pub fn on_loop_thread_exiting(f: Option<Hook>) {
-        *LOOP_THREAD_EXITING.lock().unwrap_or_else(|e| e.into_inner()) = f;
+    pub fn on_loop_thread_exiting(f: Option<Box<dyn Fn() + Send>>) {
+        LOOP_THREAD_EXITING.set(f);
     }
 
     pub(super) fn loop_thread_exiting() {
-        if let Some(f) = LOOP_THREAD_EXITING.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            f();
-        }
+        LOOP_THREAD_EXITING.call();
     }
 }
 

@@ -15,6 +15,7 @@
 
 #![allow(clippy::result_large_err)] // tungstenite's handshake callback type
 
+use std::cmp::Reverse;
 use std::ffi::{c_void, CString};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -655,14 +656,17 @@ fn status_kib(field: &str) -> u64 {
 /// again, with LIBWS_BENCH_IDLE set), so that memory an earlier section
 /// freed cannot hide what this one holds: resident memory per connection
 /// once `n` connections sit idle, and the peak (VmHWM) per connection.
-/// `what`: "own", "shared", "tls" (shared loop, wss://), "after" (shared
-/// loop, after one 1 MiB message each) or "tungstenite".
+/// `what`: "tungstenite", or a mode ("own", "shared" or "app") with
+/// "+tls" (wss://) or "+after" (after one 1 MiB message each) added.
 fn idle_in_child(servers: &Servers, what: &str, n: usize) -> (f64, f64) {
     let out = Command::new(std::env::current_exe().unwrap())
         .env("LIBWS_BENCH_IDLE", format!("{what} {n} {} {}", servers.port, servers.tls_port))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
+    for smaps in text.lines().filter(|l| l.starts_with("SMAPS ")) {
+        println!("  {what}: {smaps}");
+    }
     let line = text.lines().find(|l| l.starts_with("IDLE ")).unwrap_or_else(|| panic!("{what}: {text}"));
     let v: Vec<f64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
     (v[0], v[1])
@@ -684,13 +688,14 @@ fn idle_child(spec: &str) {
         held_tws = (0..n).map(|_| tungstenite_connect(port, "/echo")).collect();
     } else {
         let lib = Libws::new();
-        let (mode, tls) = match what {
-            "own" => (Mode::OwnThread, false),
-            "tls" => (Mode::SharedLoop, true),
-            _ => (Mode::SharedLoop, false),
+        let mode = match what.split('+').next() {
+            Some("own") => Mode::OwnThread,
+            Some("app") => Mode::AppLoop,
+            _ => Mode::SharedLoop,
         };
-        let url = match (what, tls) {
-            ("after", _) => format!("ws://127.0.0.1:{port}/push/1/{}", 1 << 20),
+        let (tls, after) = (what.contains("+tls"), what.contains("+after"));
+        let url = match (after, tls) {
+            (true, _) => format!("ws://127.0.0.1:{port}/push/1/{}", 1 << 20),
             (_, true) => format!("wss://localhost:{tls_port}/echo"),
             _ => format!("ws://127.0.0.1:{port}/echo"),
         };
@@ -704,7 +709,7 @@ fn idle_child(spec: &str) {
             }
             counter.wait("on_open", &counter.opened, handles.len());
         }
-        if what == "after" {
+        if after {
             for (i, ws) in handles.iter().enumerate() {
                 unsafe { ws_send_string(*ws, c"go".as_ptr(), 2) };
                 // A few at a time: the figure is what idle connections
@@ -721,18 +726,54 @@ fn idle_child(spec: &str) {
     std::thread::sleep(Duration::from_millis(500));
     let per = |now: u64, then: u64| now.saturating_sub(then) as f64 / n as f64;
     println!("IDLE {:.1} {:.1}", per(status_kib("VmRSS:"), rss0), per(status_kib("VmHWM:"), hwm0));
+    if std::env::var_os("LIBWS_BENCH_SMAPS").is_some() {
+        print_smaps_by_size();
+    }
     drop(held_tws);
     // The process ends here: nothing to measure in tearing down.
     std::process::exit(0);
 }
 
+/// Where the resident memory sits, for a profile: anonymous mappings
+/// grouped by their size (thread stacks, malloc arenas and the heap each
+/// have a size of their own), resident KiB and count per group.
+fn print_smaps_by_size() {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut groups: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut key = String::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            let size = (u64::from_str_radix(hi, 16).unwrap() - u64::from_str_radix(lo, 16).unwrap()) / 1024;
+            let name = words.nth(4).unwrap_or("anonymous");
+            key = format!("{name} {size} KiB");
+        } else if first == "Rss:" {
+            let kib: u64 = words.next().unwrap().parse().unwrap();
+            let e = groups.entry(key.clone()).or_default();
+            e.0 += kib;
+            e.1 += 1;
+        }
+    }
+    let mut rows: Vec<_> = groups.into_iter().collect();
+    rows.sort_by_key(|(_, (kib, _))| Reverse(*kib));
+    for (key, (kib, count)) in rows.into_iter().take(12) {
+        println!("SMAPS {kib:>9} KiB resident in {count:>6} mappings of {key}");
+    }
+}
+
 /// Memory per idle open connection, each figure from a process of its own.
 fn idle_memory(servers: &Servers) {
-    let runs: [(&str, &str, usize); 5] = [
+    let runs: [(&str, &str, usize); 10] = [
         ("shared loop, ws://", "shared", 10_000),
-        ("shared loop, wss://", "tls", 2_000),
+        ("shared loop, wss://", "shared+tls", 2_000),
+        ("shared loop, after one 1 MiB message each", "shared+after", 1_000),
         ("own thread, ws://", "own", 2_000),
-        ("shared loop, after one 1 MiB message each", "after", 1_000),
+        ("own thread, wss://", "own+tls", 1_000),
+        ("own thread, after one 1 MiB message each", "own+after", 1_000),
+        ("application loop, ws://", "app", 2_000),
+        ("application loop, wss://", "app+tls", 1_000),
+        ("application loop, after one 1 MiB message each", "app+after", 1_000),
         ("tungstenite, ws://", "tungstenite", 2_000),
     ];
     println!("\nmemory per idle open connection, each in a fresh process (KiB)    resident    peak (VmHWM)");

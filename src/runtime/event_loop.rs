@@ -11,7 +11,7 @@
 //! generation, so a late one for a connection that has gone never reaches
 //! the connection that reuses its slot.
 
-use crate::runtime::threads::{current_thread_tag, spawn_quiet};
+use crate::runtime::threads::{current_thread_tag, release_unused_stack, spawn_quiet};
 use crate::runtime::waker::Waker;
 use crossbeam_channel::{Receiver, Sender};
 use std::cmp::Reverse;
@@ -20,7 +20,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A connection's name on its loop: slot index and generation.
@@ -54,7 +54,8 @@ const WAKE_TOKEN: Token = Token(u64::MAX);
 const COMMANDS_PER_TURN: usize = 4096;
 /// epoll events taken per wait.
 const EVENTS_PER_WAIT: usize = 256;
-/// Read buffers kept for reuse; an idle connection holds none.
+/// Read buffers a shared loop keeps for reuse; an idle connection holds
+/// none.
 const POOLED_BUFFERS: usize = 8;
 
 /// What a loop runs: a connection, as the loop sees it. The loop calls it
@@ -142,7 +143,43 @@ pub struct Cx<'a, T: Task> {
     pub lp: &'a Arc<Loop<T>>,
     pub id: ConnId,
     /// Read buffers for reuse: an idle task holds none.
-    pub buffers: &'a mut Vec<Vec<u8>>,
+    pub buffers: &'a mut BufferPool,
+    opened: &'a mut bool,
+}
+
+impl<T: Task> Cx<'_, T> {
+    /// The task has finished its opening handshake, the deepest work it
+    /// does: a private loop's thread gives back the stack it touched.
+    pub fn opened(&mut self) {
+        *self.opened = true;
+    }
+}
+
+/// Read buffers a loop keeps for its connections' next reads. A private
+/// loop keeps none: its one connection would hold one while idle, and a
+/// freed one goes back to malloc, where the next connection's read finds
+/// it (kept, it would cost each idle connection a resident 4 KiB).
+pub struct BufferPool {
+    buffers: Vec<Vec<u8>>,
+    keep: usize,
+}
+
+impl BufferPool {
+    pub fn new(keep: usize) -> BufferPool {
+        BufferPool { buffers: Vec::new(), keep }
+    }
+
+    /// A read buffer from the pool (or a new, empty one).
+    pub fn take(&mut self) -> Vec<u8> {
+        self.buffers.pop().unwrap_or_default()
+    }
+
+    /// Gives back a read buffer that holds nothing.
+    pub fn give(&mut self, buf: Vec<u8>) {
+        if self.buffers.len() < self.keep && buf.capacity() <= 256 * 1024 {
+            self.buffers.push(buf);
+        }
+    }
 }
 
 /// Work for a loop from other threads (and from its own callbacks).
@@ -153,6 +190,37 @@ pub enum LoopCommand<T: Task> {
     Conn(ConnId, T::Command),
     /// A name lookup finished.
     Resolved(ConnId, io::Result<Vec<SocketAddr>>),
+}
+
+/// A loop's commands, in order: a channel made at the first command, so
+/// that a private loop whose connection is asked nothing costs it none
+/// (0.5 KiB).
+struct CommandQueue<T: Task> {
+    channel: OnceLock<Channel<LoopCommand<T>>>,
+}
+
+type Channel<C> = (Sender<C>, Receiver<C>);
+
+impl<T: Task> Default for CommandQueue<T> {
+    fn default() -> Self {
+        CommandQueue { channel: OnceLock::new() }
+    }
+}
+
+impl<T: Task> CommandQueue<T> {
+    fn send(&self, cmd: LoopCommand<T>) {
+        let (tx, _) = self.channel.get_or_init(crossbeam_channel::unbounded);
+        // The receiver lives beside it: sending cannot fail.
+        let _ = tx.send(cmd);
+    }
+
+    fn try_recv(&self) -> Option<LoopCommand<T>> {
+        self.channel.get()?.1.try_recv().ok()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.channel.get().is_none_or(|(_, rx)| rx.is_empty())
+    }
 }
 
 /// Slot indexes and generations, handed out by any thread (`ws_new`) and
@@ -194,7 +262,7 @@ impl Driver {
 pub struct Loop<T: Task> {
     epoll: OwnedFd,
     waker: Waker,
-    queue: (Sender<LoopCommand<T>>, Receiver<LoopCommand<T>>),
+    queue: CommandQueue<T>,
     ids: Mutex<Ids>,
     /// Held by whoever runs the loop; `ws_loop_run` only tries it.
     core: Mutex<Core<T>>,
@@ -220,7 +288,13 @@ pub struct Core<T: Task> {
     /// Connections whose output grew while commands were taken.
     dirty: Vec<ConnId>,
     events: Vec<libc::epoll_event>,
-    buffers: Vec<Vec<u8>>,
+    buffers: BufferPool,
+    /// A task opened during this turn (`Cx::opened`).
+    opened: bool,
+    /// A private loop's one connection, handed over before its thread
+    /// started: no command, so that the queue allocates nothing (1.5 KiB
+    /// per idle connection) until the application asks something of it.
+    adopted: Option<(ConnId, Box<T>)>,
     live: usize,
 }
 
@@ -253,7 +327,7 @@ impl<T: Task> Loop<T> {
         Ok(Arc::new(Loop {
             epoll,
             waker,
-            queue: crossbeam_channel::unbounded(),
+            queue: CommandQueue::default(),
             ids: Mutex::new(Ids::default()),
             core: Mutex::new(Core {
                 slots: Vec::new(),
@@ -261,7 +335,9 @@ impl<T: Task> Loop<T> {
                 ready: Vec::new(),
                 dirty: Vec::new(),
                 events: Vec::new(),
-                buffers: Vec::new(),
+                buffers: BufferPool::new(if private { 0 } else { POOLED_BUFFERS }),
+                opened: false,
+                adopted: None,
                 live: 0,
             }),
             runner: AtomicU64::new(0),
@@ -282,8 +358,7 @@ impl<T: Task> Loop<T> {
 
     /// Queues a command; wakes the loop unless this thread runs it.
     pub fn post(&self, cmd: LoopCommand<T>) {
-        // The receiver lives in `self`: sending cannot fail.
-        let _ = self.queue.0.send(cmd);
+        self.queue.send(cmd);
         if !self.on_loop_thread() {
             self.waker.wake();
         }
@@ -330,12 +405,19 @@ impl<T: Task> Loop<T> {
 
     /// Hands a new connection to the loop and makes sure something runs it.
     pub fn register(self: &Arc<Self>, id: ConnId, conn: Box<T>) -> io::Result<()> {
-        self.post(LoopCommand::Register(id, conn));
+        if self.driver() == Driver::Private {
+            // Nothing runs a private loop before its one connection is
+            // here: its core is free, and the thread starts it.
+            self.core.lock().unwrap_or_else(|e| e.into_inner()).adopted = Some((id, conn));
+        } else {
+            self.post(LoopCommand::Register(id, conn));
+        }
         self.ensure_thread().inspect_err(|_| {
             // No thread will take it: take the connection back, or it would
             // keep its handle's state, and that the loop, alive forever.
             if self.driver() == Driver::Private {
-                while self.queue.1.try_recv().is_ok() {}
+                self.core.lock().unwrap_or_else(|e| e.into_inner()).adopted = None;
+                while self.queue.try_recv().is_some() {}
             }
         })
     }
@@ -426,6 +508,9 @@ impl<T: Task> Loop<T> {
                 self.runner.store(current_thread_tag(), Ordering::SeqCst);
                 while !self.may_end(&core) {
                     let _ = core.turn(&self, None);
+                    if std::mem::take(&mut core.opened) && self.driver() == Driver::Private {
+                        release_unused_stack();
+                    }
                 }
                 self.runner.store(0, Ordering::SeqCst);
             }
@@ -435,7 +520,7 @@ impl<T: Task> Loop<T> {
             fence(Ordering::SeqCst);
             // A connection registered after the last check: run on, unless
             // another thread took over meanwhile.
-            if self.queue.1.is_empty() || self.thread_active.swap(true, Ordering::SeqCst) {
+            if self.queue.is_empty() || self.thread_active.swap(true, Ordering::SeqCst) {
                 #[cfg(feature = "testing")]
                 testing::loop_thread_exiting();
                 return;
@@ -446,7 +531,7 @@ impl<T: Task> Loop<T> {
     /// A library thread ends when no connection is left on a private loop,
     /// or on a loop the application has freed.
     fn may_end(&self, core: &Core<T>) -> bool {
-        let idle = core.live == 0 && self.queue.1.is_empty();
+        let idle = core.live == 0 && core.adopted.is_none() && self.queue.is_empty();
         idle && matches!(self.driver(), Driver::Private | Driver::Released)
     }
 
@@ -491,7 +576,7 @@ impl<T: Task> Loop<T> {
         if self.is_library_driven() {
             return None;
         }
-        if !self.queue.1.is_empty() {
+        if !self.queue.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut core = self.try_core()?;
@@ -568,7 +653,7 @@ impl<T: Task> Core<T> {
         // rounds end; the bound is for safety alone.
         for _ in 0..64 {
             while !self.take_commands(lp) {}
-            if self.live == 0 && lp.queue.1.is_empty() {
+            if self.live == 0 && lp.queue.is_empty() {
                 break;
             }
             for index in 0..self.slots.len() {
@@ -602,9 +687,15 @@ impl<T: Task> Core<T> {
             // Round up, so that a wake-up just before a deadline does not spin.
             Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
         };
-        self.events.resize(EVENTS_PER_WAIT, libc::epoll_event { events: 0, u64: 0 });
-        // SAFETY: `events` holds EVENTS_PER_WAIT initialised entries.
-        let n = unsafe { libc::epoll_wait(lp.fd(), self.events.as_mut_ptr(), EVENTS_PER_WAIT as libc::c_int, timeout) };
+        // One entry per socket and one for the wake-up, up to a bound: a
+        // private loop's two entries cost its idle connection no 3 KiB.
+        let max = (self.slots.len() + 1).min(EVENTS_PER_WAIT);
+        if self.events.len() < max {
+            self.events.resize(max, libc::epoll_event { events: 0, u64: 0 });
+        }
+        let max = self.events.len();
+        // SAFETY: `events` holds `max` initialised entries.
+        let n = unsafe { libc::epoll_wait(lp.fd(), self.events.as_mut_ptr(), max as libc::c_int, timeout) };
         if n < 0 {
             let err = io::Error::last_os_error();
             return if err.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(err) };
@@ -632,19 +723,13 @@ impl<T: Task> Core<T> {
     /// Takes queued commands (at most COMMANDS_PER_TURN), then writes what
     /// they queued. True when the queue was emptied.
     fn take_commands(&mut self, lp: &Arc<Loop<T>>) -> bool {
+        if let Some((id, conn)) = self.adopted.take() {
+            self.start_conn(lp, id, conn);
+        }
         for _ in 0..COMMANDS_PER_TURN {
-            let Ok(cmd) = lp.queue.1.try_recv() else { break };
+            let Some(cmd) = lp.queue.try_recv() else { break };
             match cmd {
-                LoopCommand::Register(id, conn) => {
-                    let index = id.index as usize;
-                    if self.slots.len() <= index {
-                        self.slots.resize_with(index + 1, Slot::default);
-                    }
-                    self.slots[index] =
-                        Slot { generation: id.generation, conn: Some(conn), registered: None, armed: None };
-                    self.live += 1;
-                    self.with_conn(lp, id, |conn, cx| conn.start(cx));
-                }
+                LoopCommand::Register(id, conn) => self.start_conn(lp, id, conn),
                 // A command for a connection that has gone is dropped (with
                 // a freed handle's memory: no callback of it can run now).
                 LoopCommand::Conn(id, cmd) => {
@@ -663,7 +748,17 @@ impl<T: Task> Core<T> {
         for id in std::mem::take(&mut self.dirty) {
             self.with_conn(lp, id, |conn, _| conn.flush());
         }
-        lp.queue.1.is_empty()
+        lp.queue.is_empty()
+    }
+
+    fn start_conn(&mut self, lp: &Arc<Loop<T>>, id: ConnId, conn: Box<T>) {
+        let index = id.index as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, Slot::default);
+        }
+        self.slots[index] = Slot { generation: id.generation, conn: Some(conn), registered: None, armed: None };
+        self.live += 1;
+        self.with_conn(lp, id, |conn, cx| conn.start(cx));
     }
 
     fn conn_mut(&mut self, id: ConnId) -> Option<&mut T> {
@@ -700,7 +795,7 @@ impl<T: Task> Core<T> {
             return;
         }
         let Some(conn) = slot.conn.as_deref_mut() else { return };
-        let mut cx = Cx { lp, id, buffers: &mut self.buffers };
+        let mut cx = Cx { lp, id, buffers: &mut self.buffers, opened: &mut self.opened };
         f(conn, &mut cx);
         if conn.is_done() {
             // Dropping the connection closes its socket, which leaves the
@@ -745,18 +840,6 @@ fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: Events, token: To
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// A read buffer from the loop's pool (or a new one).
-pub fn take_buffer(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
-    pool.pop().unwrap_or_default()
-}
-
-/// Gives a read buffer back to the pool when it is empty.
-pub fn give_buffer(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
-    if pool.len() < POOLED_BUFFERS && buf.capacity() <= 256 * 1024 {
-        pool.push(buf);
-    }
 }
 
 /// A hook that lets a test hold a library thread at the moment it has
@@ -809,6 +892,20 @@ mod tests {
     }
 
     #[test]
+    fn a_private_loop_keeps_no_read_buffer_and_a_shared_one_a_few() {
+        let mut private = BufferPool::new(0);
+        private.give(Vec::with_capacity(4096));
+        assert_eq!(private.take().capacity(), 0, "an idle private loop holds no buffer");
+        let mut shared = BufferPool::new(2);
+        for _ in 0..3 {
+            shared.give(Vec::with_capacity(4096));
+        }
+        shared.give(Vec::with_capacity(257 * 1024));
+        let kept: Vec<usize> = (0..3).map(|_| shared.take().capacity()).collect();
+        assert_eq!(kept, [4096, 4096, 0], "two kept, the third and the oversized one freed");
+    }
+
+    #[test]
     #[cfg_attr(miri, ignore = "epoll as the loop uses it (level-triggered) is not in miri")]
     fn ids_are_reused_with_a_new_generation() {
         let lp = Loop::<Idle>::new(false).unwrap();
@@ -852,7 +949,7 @@ mod tests {
         assert_eq!(lp.run_once(None).unwrap(), 0);
         assert!(t.elapsed() >= Duration::from_millis(40));
         waker.join().unwrap();
-        let _ = lp.queue.0.send(LoopCommand::Resolved(ConnId { index: 7, generation: 3 }, Ok(Vec::new())));
+        lp.queue.send(LoopCommand::Resolved(ConnId { index: 7, generation: 3 }, Ok(Vec::new())));
         assert_eq!(lp.timeout(), Some(Duration::ZERO), "queued work: do not wait");
         assert_eq!(lp.run_once(Some(Duration::ZERO)).unwrap(), 0);
         assert_eq!(lp.timeout(), None, "a command for a missing connection is dropped");

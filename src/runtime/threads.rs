@@ -48,6 +48,68 @@ pub fn spawn_quiet(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<
     }
 }
 
+/// Gives the kernel back the pages of this thread's stack below the
+/// caller's frame: deeper calls (a handshake) touched them and returned,
+/// and they would stay resident for as long as the thread waits. glibc
+/// does the same with a thread's stack when the thread ends. The pages
+/// come back zeroed when the stack grows into them again. For library
+/// threads only: an application's stack is not ours to touch.
+#[inline(never)]
+pub fn release_unused_stack() {
+    #[cfg(not(miri))]
+    {
+        let Some(low) = stack_low() else { return };
+        let here = &low as *const usize as usize;
+        // SAFETY: sysconf takes no pointers.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            p if p > 0 => p as usize,
+            _ => return,
+        };
+        // Everything more than a little below this frame is dead stack;
+        // madvise's stub (a syscall) needs no more than the margin. The
+        // page where this frame sits stays.
+        const MARGIN: usize = 512;
+        let end = here.saturating_sub(MARGIN) & !(page - 1);
+        let low = low.next_multiple_of(page);
+        if end > low {
+            // SAFETY: [low, end) lies inside this thread's stack, below
+            // every live frame; MADV_DONTNEED on private anonymous memory
+            // only replaces its pages with zeroed ones.
+            unsafe { libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED) };
+        }
+    }
+}
+
+/// The lowest usable address of this thread's stack, asked once.
+#[cfg(not(miri))]
+fn stack_low() -> Option<usize> {
+    thread_local! {
+        static LOW: Cell<usize> = const { Cell::new(0) };
+    }
+    let known = LOW.with(Cell::get);
+    if known != 0 {
+        return Some(known);
+    }
+    // SAFETY: attr is filled by pthread_getattr_np and destroyed after
+    // one read; pthread_attr_getstack writes the two outputs.
+    let low = unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let r = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        if r != 0 || addr.is_null() {
+            return None;
+        }
+        addr as usize
+    };
+    LOW.with(|c| c.set(low));
+    Some(low)
+}
+
 /// Lets a test refuse every new library thread, as a thread or memory
 /// limit would, without making the whole process short of memory (the
 /// `testing` feature only).
@@ -67,6 +129,50 @@ pub mod testing {
 #[cfg(test)]
 mod tests {
     use super::current_thread_tag;
+
+    /// Pages of `len` bytes from `addr` that are resident (mincore).
+    #[cfg(not(miri))]
+    fn resident_pages(addr: usize, len: usize) -> usize {
+        let page = 4096;
+        let mut vec = vec![0u8; len / page];
+        // SAFETY: [addr, addr + len) is page-aligned and mapped (this
+        // thread's stack); `vec` has one byte per page.
+        let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+        vec.iter().filter(|v| *v & 1 != 0).count()
+    }
+
+    /// Touches `depth` KiB of stack below the caller.
+    #[cfg(not(miri))]
+    #[inline(never)]
+    fn go_deep(depth: usize) -> u8 {
+        let mut frame = [0u8; 1024];
+        frame[depth % 1024] = depth as u8;
+        let below = if depth > 1 { go_deep(depth - 1) } else { 0 };
+        std::hint::black_box(&mut frame)[0].wrapping_add(below)
+    }
+
+    #[cfg(not(miri))]
+    #[test]
+    fn the_stack_below_the_caller_is_given_back_and_usable_again() {
+        std::thread::spawn(|| {
+            let low = super::stack_low().expect("the thread's stack");
+            let here = &low as *const usize as usize;
+            // The 128 KiB just below the caller's frame, whole pages.
+            let top = (here - 8 * 1024) & !4095;
+            let span = 128 * 1024;
+            std::hint::black_box(go_deep(200));
+            let before = resident_pages(top - span, span);
+            assert!(before >= 24, "a deep call left {before} pages resident");
+            super::release_unused_stack();
+            let after = resident_pages(top - span, span);
+            assert_eq!(after, 0, "pages left resident below the caller: {after} of {before}");
+            // The stack grows into zeroed pages again, and works.
+            assert_eq!(go_deep(200), go_deep(200));
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn tags_differ_between_threads_and_stay_put() {

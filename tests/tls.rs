@@ -801,3 +801,67 @@ fn small_receive_buffer_listener() -> TcpListener {
     }
     listener
 }
+
+/// This thread's CPU time: what a ws_loop_run call cost, whatever the
+/// rest of the machine is doing.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a live timespec that the call fills.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) }, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Building a TLS context (loading the trust store and a CA) takes tens of
+/// milliseconds (70 ms of CPU here). On an application's loop it would
+/// hold one ws_loop_run call for all of it: ws_new builds it instead, on
+/// the caller's thread. What the calls still do is the handshake itself,
+/// whose heaviest step (the server's flight: key exchange, certificate
+/// check) measured 0.35-1.05 ms of CPU in this debug build; so no call of
+/// the connection's life may take 5 ms, a bound that a context built on
+/// the loop would pass fourteenfold.
+#[test]
+fn no_ws_loop_run_call_spends_a_millisecond_on_tls_setup() {
+    let server = tls_server(&pki().server, echo);
+    // A CA of its own: no other test's context can be reused.
+    let pem = pki().ca_pem.clone() + "\n";
+    let lp = ws_loop_new();
+    let rec = Recorder::new();
+    let before = thread_cpu();
+    let c = unsafe {
+        let o = ws_options_new();
+        assert_eq!(ws_options_set_ca_pem(o, pem.as_ptr().cast(), pem.len()), WS_OK);
+        assert_eq!(ws_options_set_loop(o, lp), WS_OK);
+        let c = Client::try_with_options(&wss_url(server.port, "localhost"), &[], o, rec.clone()).unwrap();
+        ws_options_free(o);
+        c
+    };
+    let setup = thread_cpu() - before;
+    let (mut calls, mut worst) = (0, Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent = false;
+    while Instant::now() < deadline {
+        let before = thread_cpu();
+        let left = unsafe { ws_loop_run(lp, 10) };
+        worst = worst.max(thread_cpu() - before);
+        calls += 1;
+        assert!(left >= 0, "ws_loop_run: {left}");
+        let events = rec.events();
+        if events.iter().any(|e| matches!(e, Ev::Error { .. } | Ev::Close { .. })) {
+            panic!("the connection ended: {events:?}");
+        }
+        if !sent && events.iter().any(|e| matches!(e, Ev::Open { .. })) {
+            assert_eq!(c.send_text("after a TLS handshake"), WS_OK);
+            sent = true;
+        }
+        if events.iter().any(|e| matches!(e, Ev::Message { .. })) {
+            break;
+        }
+    }
+    assert!(rec.events().iter().any(|e| matches!(e, Ev::Message { .. })), "no echo within 20 s");
+    assert!(
+        worst < Duration::from_millis(5),
+        "one of {calls} ws_loop_run calls took {worst:?} of CPU time (ws_new took {setup:?})"
+    );
+    drop(c);
+    unsafe { ws_loop_free(lp) };
+}

@@ -646,6 +646,135 @@ fn fan_in(servers: &Servers, lib: &Libws) {
     );
 }
 
+/// The many-connections scenario's side of each connection: the echo of
+/// a message carries its send time, and its delivery latency is kept.
+struct Latency {
+    start: Instant,
+    opened: AtomicUsize,
+    received: AtomicUsize,
+    samples_us: Mutex<Vec<u32>>,
+}
+
+unsafe extern "C" fn latency_open(ud: *mut c_void, _: *mut ws_socket) {
+    (*(ud as *const Latency)).opened.fetch_add(1, Ordering::SeqCst);
+}
+
+unsafe extern "C" fn latency_message(ud: *mut c_void, _: *mut ws_socket, data: *const u8, len: usize, _: bool) {
+    let l = &*(ud as *const Latency);
+    if len >= 8 {
+        let mut stamp = [0u8; 8];
+        stamp.copy_from_slice(std::slice::from_raw_parts(data, 8));
+        let sent = Duration::from_nanos(u64::from_le_bytes(stamp));
+        let us = l.start.elapsed().saturating_sub(sent).as_micros().min(u32::MAX as u128) as u32;
+        l.samples_us.lock().unwrap().push(us);
+    }
+    l.received.fetch_add(1, Ordering::SeqCst);
+}
+
+/// CPU time (user + system) of this process's threads named `name`.
+fn threads_cpu(name: &str) -> Duration {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let Some((head, tail)) = stat.rsplit_once(") ") else { continue };
+        if !head.ends_with(&format!("({name}")) {
+            continue;
+        }
+        let fields: Vec<&str> = tail.split_whitespace().collect();
+        // utime and stime: fields 14 and 15 of stat(5), 12 and 13 here.
+        total += fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+    }
+    Duration::from_millis(total * 1000 / ticks)
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// 10,000 connections on one library-run loop, each sending one message a
+/// second (spread evenly over the second) that the server echoes: the
+/// loop thread's CPU use and the delivery latency (send to on_message).
+/// LIBWS_BENCH_MANY_SECS shortens the 30 s.
+fn many_connections(servers: &Servers, lib: &Libws) {
+    const CONNS: usize = 10_000;
+    let secs: usize = std::env::var("LIBWS_BENCH_MANY_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let state = Arc::new(Latency {
+        start: Instant::now(),
+        opened: AtomicUsize::new(0),
+        received: AtomicUsize::new(0),
+        samples_us: Mutex::new(Vec::with_capacity(CONNS * secs)),
+    });
+    let callbacks = ws_callbacks {
+        user_data: Arc::as_ptr(&state) as *mut c_void,
+        on_open: Some(latency_open),
+        on_message: Some(latency_message),
+        on_error: None,
+        on_close: None,
+    };
+    let url = CString::new(format!("ws://127.0.0.1:{}/echo", servers.port)).unwrap();
+    let wait_for = |what: &str, count: &AtomicUsize, n: usize, limit: Duration| {
+        let t = Instant::now();
+        while count.load(Ordering::SeqCst) < n {
+            assert!(t.elapsed() < limit, "{what}: {} of {n}", count.load(Ordering::SeqCst));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let mut handles = Vec::with_capacity(CONNS);
+    while handles.len() < CONNS {
+        for _ in 0..250 {
+            let o = ws_options_new();
+            unsafe {
+                assert_eq!(ws_options_set_loop(o, lib.shared), WS_OK);
+                let ws = ws_new_with_options(url.as_ptr(), std::ptr::null(), 0, &callbacks, o);
+                assert!(!ws.is_null());
+                ws_options_free(o);
+                handles.push(ws);
+            }
+        }
+        wait_for("on_open", &state.opened, handles.len(), Duration::from_secs(60));
+    }
+    let (loop_before, send_before) = (threads_cpu("libws-io"), thread_cpu());
+    let begin = Instant::now();
+    let total = CONNS * secs;
+    for k in 0..total {
+        // Message k leaves at k / CONNS seconds.
+        let due = Duration::from_micros((k as u64) * 1_000_000 / CONNS as u64);
+        if let Some(ahead) = due.checked_sub(begin.elapsed()) {
+            if ahead > Duration::from_millis(1) {
+                std::thread::sleep(ahead);
+            }
+        }
+        let mut msg = [0u8; 16];
+        msg[..8].copy_from_slice(&(state.start.elapsed().as_nanos() as u64).to_le_bytes());
+        msg[8..].copy_from_slice(&(k as u64).to_le_bytes());
+        unsafe { ws_send_bytes(handles[k % CONNS], msg.as_ptr(), msg.len()) };
+    }
+    wait_for("echoes", &state.received, total, Duration::from_secs(30));
+    let elapsed = begin.elapsed();
+    let (loop_cpu, send_cpu) = (threads_cpu("libws-io") - loop_before, thread_cpu() - send_before);
+    let mut samples = std::mem::take(&mut *state.samples_us.lock().unwrap());
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+    println!(
+        "\n{CONNS} connections on one loop, 1 message/s each for {secs} s ({total} echoes in {:.1} s): \
+         loop thread {:.1}% of a core ({:.1} us CPU per echo), sending thread {:.1} us per send; \
+         latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        elapsed.as_secs_f64(),
+        loop_cpu.as_secs_f64() * 100.0 / elapsed.as_secs_f64(),
+        loop_cpu.as_secs_f64() * 1e6 / total as f64,
+        send_cpu.as_secs_f64() * 1e6 / total as f64,
+        at(0.5),
+        at(0.99),
+        samples.last().copied().unwrap_or(0) as f64 / 1000.0,
+    );
+    for ws in handles {
+        unsafe { ws_free(ws) };
+    }
+}
+
 fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with(field)).unwrap();
@@ -809,6 +938,9 @@ fn main() {
     }
     if "fan-in".contains(filter) {
         fan_in(&servers, &lib);
+    }
+    if "many connections".contains(filter) {
+        many_connections(&servers, &lib);
     }
     if "idle memory".contains(filter) {
         idle_memory(&servers);

@@ -112,6 +112,13 @@ struct Servers {
     tls_port: u16,
 }
 
+impl Servers {
+    /// ws:// and wss://.
+    fn peers(&self) -> [Peer; 2] {
+        [Peer { port: self.port, tls: false }, Peer { port: self.tls_port, tls: true }]
+    }
+}
+
 fn start_servers() -> Servers {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env("LIBWS_BENCH_SERVER", "1")
@@ -284,14 +291,14 @@ enum Kind {
     Send,
 }
 
-fn run_libws(lib: &Libws, port: u16, load: Load, mode: Mode) -> Sample {
+fn run_libws(lib: &Libws, peer: Peer, load: Load, mode: Mode) -> Sample {
     let counter = Counter::new(vec![b'x'; load.size]);
     let path = match load.kind {
         Kind::Receive => format!("/push/{}/{}", load.count, load.size),
         Kind::Send => format!("/sink/{}", load.count),
         _ => load.path.to_string(),
     };
-    let ws = lib.connect(&format!("ws://127.0.0.1:{port}{path}"), mode, &counter, false);
+    let ws = lib.connect(&peer.url(&path), mode, &counter, peer.tls);
     counter.wait("on_open", &counter.opened, 1);
     let payload = &counter.payload;
     let start = Meter::start();
@@ -336,15 +343,75 @@ fn run_libws(lib: &Libws, port: u16, load: Load, mode: Mode) -> Sample {
 
 // ----- tungstenite side -----
 
-type Tws = tungstenite::WebSocket<TcpStream>;
+type Tws = tungstenite::WebSocket<TwsStream>;
+
+/// tungstenite's stream: TCP, or native-tls over TCP for wss://.
+enum TwsStream {
+    Plain(TcpStream),
+    Tls(Box<native_tls::TlsStream<TcpStream>>),
+}
+
+impl Read for TwsStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            TwsStream::Plain(s) => s.read(buf),
+            TwsStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for TwsStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            TwsStream::Plain(s) => s.write(buf),
+            TwsStream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            TwsStream::Plain(s) => s.flush(),
+            TwsStream::Tls(s) => s.flush(),
+        }
+    }
+}
 
 fn tungstenite_connect(port: u16, path: &str) -> Tws {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tungstenite_connect_to(Peer { port, tls: false }, path)
+}
+
+/// The benchmark's server: its port, and whether it speaks wss://.
+#[derive(Clone, Copy)]
+struct Peer {
+    port: u16,
+    tls: bool,
+}
+
+impl Peer {
+    fn url(self, path: &str) -> String {
+        match self.tls {
+            true => format!("wss://localhost:{}{path}", self.port),
+            false => format!("ws://127.0.0.1:{}{path}", self.port),
+        }
+    }
+}
+
+fn tungstenite_connect_to(peer: Peer, path: &str) -> Tws {
+    // One connector for all connections, as libws keeps one context.
+    static CONNECTOR: std::sync::OnceLock<native_tls::TlsConnector> = std::sync::OnceLock::new();
+    let tcp = TcpStream::connect(("127.0.0.1", peer.port)).unwrap();
     tcp.set_nodelay(true).unwrap();
+    let stream = if peer.tls {
+        let connector = CONNECTOR
+            .get_or_init(|| native_tls::TlsConnector::builder().danger_accept_invalid_certs(true).build().unwrap());
+        TwsStream::Tls(Box::new(connector.connect("localhost", tcp).unwrap()))
+    } else {
+        TwsStream::Plain(tcp)
+    };
     let config = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20));
-    tungstenite::client::client_with_config(format!("ws://127.0.0.1:{port}{path}"), tcp, Some(config)).unwrap().0
+    tungstenite::client::client_with_config(peer.url(path), stream, Some(config)).unwrap().0
 }
 
 fn read_data(ws: &mut Tws) {
@@ -361,13 +428,13 @@ fn tungstenite_close(mut ws: Tws) {
     while ws.read().is_ok() {}
 }
 
-fn run_tungstenite(port: u16, load: Load) -> Sample {
+fn run_tungstenite(peer: Peer, load: Load) -> Sample {
     let path = match load.kind {
         Kind::Receive => format!("/push/{}/{}", load.count, load.size),
         Kind::Send => format!("/sink/{}", load.count),
         _ => load.path.to_string(),
     };
-    let mut ws = tungstenite_connect(port, &path);
+    let mut ws = tungstenite_connect_to(peer, &path);
     let payload = tungstenite::Bytes::from(vec![b'x'; load.size]);
     let start = Meter::start();
     match load.kind {
@@ -495,18 +562,37 @@ fn throughput(servers: &Servers, lib: &Libws, filter: &str) {
         Load { name: "send 64 B x 200k", path: "", kind: Kind::Send, count: 200_000, size: 64, window: 0 },
         Load { name: "send 64 KiB x 5k", path: "", kind: Kind::Send, count: 5_000, size: 64 << 10, window: 0 },
     ];
-    let mut costs = Vec::new();
-    for load in loads.into_iter().filter(|l| l.name.contains(filter) || "throughput".contains(filter)) {
-        if costs.is_empty() {
-            println!(
-                "\n{:<34} {:>11} {:>11} {:>11} {:>11} {:>6} {:>6} {:>6}",
-                "workload (best of 5)", "own thread", "shared", "app loop", "tungstenite", "own", "shared", "app"
-            );
+    for peer in servers.peers() {
+        let scheme = if peer.tls { "wss://" } else { "ws://" };
+        let mut costs = Vec::new();
+        for load in loads.into_iter().filter(|l| l.name.contains(filter) || "throughput".contains(filter)) {
+            if costs.is_empty() {
+                println!(
+                    "\n{:<34} {:>11} {:>11} {:>11} {:>11} {:>6} {:>6} {:>6}",
+                    format!("{scheme} workload (best of 5)"),
+                    "own thread",
+                    "shared",
+                    "app loop",
+                    "tungstenite",
+                    "own",
+                    "shared",
+                    "app"
+                );
+            }
+            costs.push(throughput_row(lib, peer, load));
         }
-        let base = best_of(5, || run_tungstenite(servers.port, load));
-        let own = best_of(5, || run_libws(lib, servers.port, load, Mode::OwnThread));
-        let shared = best_of(5, || run_libws(lib, servers.port, load, Mode::SharedLoop));
-        let app = best_of(5, || run_libws(lib, servers.port, load, Mode::AppLoop));
+        print_costs("message", &costs);
+    }
+}
+
+/// One workload in every mode and with tungstenite: the row of times and
+/// ratios, and the costs for the table below it.
+fn throughput_row(lib: &Libws, peer: Peer, load: Load) -> (&'static str, usize, [Sample; 4]) {
+    {
+        let base = best_of(5, || run_tungstenite(peer, load));
+        let own = best_of(5, || run_libws(lib, peer, load, Mode::OwnThread));
+        let shared = best_of(5, || run_libws(lib, peer, load, Mode::SharedLoop));
+        let app = best_of(5, || run_libws(lib, peer, load, Mode::AppLoop));
         let ratio = |s: Sample| s.wall.as_secs_f64() / base.wall.as_secs_f64();
         println!(
             "{:<34} {:>9.1}ms {:>9.1}ms {:>9.1}ms {:>9.1}ms {:>6.2} {:>6.2} {:>6.2}",
@@ -519,9 +605,8 @@ fn throughput(servers: &Servers, lib: &Libws, filter: &str) {
             ratio(shared),
             ratio(app)
         );
-        costs.push((load.name, load.count, [own, shared, app, base]));
+        (load.name, load.count, [own, shared, app, base])
     }
-    print_costs("message", &costs);
 }
 
 /// What each message (or connection) cost this process: CPU time of all
@@ -548,14 +633,20 @@ fn print_costs(unit: &str, costs: &[(&str, usize, [Sample; 4])]) {
 
 /// Sequential connections: open, closing handshake, gone.
 fn connects(servers: &Servers, lib: &Libws) {
+    for peer in servers.peers() {
+        connects_to(peer, lib);
+    }
+}
+
+fn connects_to(peer: Peer, lib: &Libws) {
     const N: usize = 500;
-    let url = format!("ws://127.0.0.1:{}/echo", servers.port);
+    let url = peer.url("/echo");
     let libws = |mode: Mode| {
         best_of(5, || {
             let counter = Counter::new(Vec::new());
             let t = Meter::start();
             for i in 0..N {
-                let ws = lib.connect(&url, mode, &counter, false);
+                let ws = lib.connect(&url, mode, &counter, peer.tls);
                 counter.wait("on_open", &counter.opened, i + 1);
                 unsafe { ws_close(ws, 1000, std::ptr::null()) };
                 counter.wait("on_close", &counter.closed, i + 1);
@@ -570,13 +661,14 @@ fn connects(servers: &Servers, lib: &Libws) {
     let base = best_of(5, || {
         let t = Meter::start();
         for _ in 0..N {
-            tungstenite_close(tungstenite_connect(servers.port, "/echo"));
+            tungstenite_close(tungstenite_connect_to(peer, "/echo"));
         }
         t.stop()
     });
     let rate = |s: Sample| N as f64 / s.wall.as_secs_f64();
     println!(
-        "\nsequential connects (open + close), per second: own thread {:.0}, shared loop {:.0}, app loop {:.0}, tungstenite {:.0}; rate ratio own {:.2}, shared {:.2}, app {:.2}",
+        "\n{} sequential connects (open + close), per second: own thread {:.0}, shared loop {:.0}, app loop {:.0}, tungstenite {:.0}; rate ratio own {:.2}, shared {:.2}, app {:.2}",
+        peer.url(""),
         rate(own),
         rate(shared),
         rate(app),

@@ -21,8 +21,7 @@ test:
 	scripts/test.sh
 
 bench:
-	cargo bench --bench throughput
-	cargo bench --bench compression
+	scripts/bench.sh
 
 # Regenerates include/ws.h from the Rust source (commit the result).
 header:

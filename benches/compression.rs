@@ -248,6 +248,122 @@ fn json_benchmarks(filter: &str) {
     }
 }
 
+// ----- against other clients, each in a process of its own -----
+
+/// This process's CPU time, all threads.
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The libws client of the peers table (a child process, like the
+/// others): default mode, compression on.
+fn json_client(port: u16, file: &str, count: usize, window: usize) {
+    let payloads: Vec<String> = std::fs::read_to_string(file).unwrap().lines().map(String::from).collect();
+    let load = Load { name: "", count, size: 0, window };
+    let cpu = process_cpu();
+    let took = run_libws_json(port, load, &payloads, true);
+    // run_libws_json times the exchange alone; the CPU time includes the
+    // connect and close, a few hundred microseconds of the total.
+    println!("RESULT {:.6} {:.6}", took.as_secs_f64(), (process_cpu() - cpu).as_secs_f64());
+}
+
+/// One client run: its time and its process's CPU time for the exchange.
+fn run_client(mut cmd: std::process::Command) -> Option<(Duration, Duration)> {
+    let out = cmd.output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = text.lines().find(|l| l.starts_with("RESULT ")) else {
+        eprintln!("client failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+        return None;
+    };
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    Some((Duration::from_secs_f64(v[0]), Duration::from_secs_f64(v[1])))
+}
+
+/// 1 KiB JSON-like messages echoed through a compressing server, by libws
+/// and by the clients of Python `websockets` and Node.js `ws` (both
+/// compress by default), each in a process of its own: medians of 5 runs
+/// of messages/s and CPU per message. The peers are those `make bench`
+/// installs into target/peers; one that is missing is shown as skipped.
+fn peers_table() {
+    const COUNT: usize = 20_000;
+    const WINDOW: usize = 100;
+    let mut server = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("LIBWS_BENCH_ROLE", "server")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut line).unwrap();
+    let port: u16 = line.trim().trim_start_matches("PORT ").parse().unwrap();
+    let dir = std::env::temp_dir().join(format!("libws-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("json.txt");
+    std::fs::write(&file, json_messages(64, 1024).join("\n")).unwrap();
+    let file = file.to_str().unwrap().to_string();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let peers = format!("{root}/target/peers");
+    let args = [url.clone(), file.clone(), COUNT.to_string(), WINDOW.to_string()];
+    println!(
+        "\n{:<44} {:>12} {:>14} {:>10}",
+        "JSON 1 KiB x 20k, compressed, echoed", "messages/s", "CPU us/msg", "rate / libws"
+    );
+    let mut libws_rate = None;
+    for name in ["libws (default mode)", "Python websockets", "Node.js ws"] {
+        let command = || -> Option<std::process::Command> {
+            match name {
+                "Python websockets" => {
+                    std::path::Path::new(&format!("{peers}/python/websockets")).exists().then(|| {
+                        let mut c = std::process::Command::new("python3");
+                        c.env("PYTHONPATH", format!("{peers}/python"))
+                            .arg(format!("{root}/benches/peers/json_client.py"))
+                            .args(&args);
+                        c
+                    })
+                }
+                "Node.js ws" => std::path::Path::new(&format!("{peers}/node/node_modules/ws")).exists().then(|| {
+                    let mut c = std::process::Command::new("node");
+                    c.env("NODE_PATH", format!("{peers}/node/node_modules"))
+                        .arg(format!("{root}/benches/peers/json_client.js"))
+                        .args(&args);
+                    c
+                }),
+                _ => {
+                    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+                    c.env("LIBWS_BENCH_ROLE", format!("json-client {port} {file} {COUNT} {WINDOW}"));
+                    Some(c)
+                }
+            }
+        };
+        if command().is_none() {
+            println!("{name:<44} skipped: not installed (make bench installs it into target/peers)");
+            continue;
+        }
+        let mut runs: Vec<(Duration, Duration)> = (0..5).filter_map(|_| run_client(command().unwrap())).collect();
+        if runs.is_empty() {
+            println!("{name:<44} failed (its output is above)");
+            continue;
+        }
+        runs.sort();
+        let (took, _) = runs[runs.len() / 2];
+        let mut cpus: Vec<Duration> = runs.iter().map(|r| r.1).collect();
+        cpus.sort();
+        let rate = COUNT as f64 / took.as_secs_f64();
+        let base = *libws_rate.get_or_insert(rate);
+        println!(
+            "{name:<44} {rate:>12.0} {:>14.2} {:>10.2}",
+            cpus[cpus.len() / 2].as_secs_f64() * 1e6 / COUNT as f64,
+            rate / base
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// What deflate makes of short messages (zlib level 6, window 15, as
 /// libws): frame bytes with and without it, in a stream of different
 /// messages (context taken over) and alone (a fresh context), and the time
@@ -435,6 +551,11 @@ fn main() {
             let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
             return;
         }
+        Some(role) if role.starts_with("json-client ") => {
+            let parts: Vec<&str> = role.split_whitespace().skip(1).collect();
+            json_client(parts[0].parse().unwrap(), parts[1], parts[2].parse().unwrap(), parts[3].parse().unwrap());
+            return;
+        }
         Some(role) if role.starts_with("memory ") => {
             let mut parts = role.split_whitespace().skip(1);
             let port = parts.next().and_then(|p| p.parse().ok()).unwrap();
@@ -446,6 +567,9 @@ fn main() {
     // BENCH_FILTER=text runs only the tables whose name contains it.
     let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
     json_benchmarks(&filter);
+    if "peers".contains(filter.as_str()) {
+        peers_table();
+    }
     if "threshold".contains(filter.as_str()) {
         threshold_table();
     }

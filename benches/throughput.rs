@@ -399,7 +399,9 @@ impl Peer {
 fn tungstenite_connect_to(peer: Peer, path: &str) -> Tws {
     // One connector for all connections, as libws keeps one context.
     static CONNECTOR: std::sync::OnceLock<native_tls::TlsConnector> = std::sync::OnceLock::new();
-    let tcp = TcpStream::connect(("127.0.0.1", peer.port)).unwrap();
+    // The host of the URL, resolved as a tungstenite user would.
+    let host = if peer.tls { "localhost" } else { "127.0.0.1" };
+    let tcp = TcpStream::connect((host, peer.port)).unwrap();
     tcp.set_nodelay(true).unwrap();
     let stream = if peer.tls {
         let connector = CONNECTOR

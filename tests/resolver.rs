@@ -118,3 +118,26 @@ fn lookups_of_connections_that_ended_leave_the_queue_and_hold_no_loop() {
     assert_eq!(ran_cancelled, 0, "lookups of freed connections ran");
     set_resolver(None);
 }
+
+/// "localhost" and its subdomains are loopback (RFC 6761 6.3), answered
+/// without a lookup: no resolver thread, no hand-off, whatever the hosts
+/// file says. The server listens on 127.0.0.1 only: [::1], tried first,
+/// is refused and the connect goes on to 127.0.0.1.
+#[test]
+fn localhost_names_connect_without_a_lookup() {
+    let _serial = serial();
+    let (_release, asked) = stand_in();
+    let server = echo_server();
+    let port = server.url("/").rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+    for host in ["localhost", "app.localhost", "LOCALHOST."] {
+        let c = Client::new(&format!("ws://{host}:{port}/"));
+        c.wait_open();
+        assert_eq!(c.send_text("over loopback"), WS_OK);
+        assert_eq!(wait_messages(&c, 1)[0].0, b"over loopback");
+    }
+    // A name that is not a localhost name still goes to the resolver.
+    let c = Client::new(&format!("ws://fast.test:{port}/"));
+    c.wait_open();
+    assert_eq!(*asked.lock().unwrap(), ["fast.test"], "only fast.test was looked up");
+    set_resolver(None);
+}

@@ -10,7 +10,7 @@ use crate::conn::options::Options;
 use crate::conn::shared::{Command, LoopLink, ReadyState, Shared};
 use crate::proto::frames::{Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
 use crate::proto::handshake::{self, Agreed};
-use crate::proto::target::{Target, TargetHost};
+use crate::proto::target::Target;
 use crate::runtime::event_loop::{BufferPool, ConnId, Cx, Events, Interest, Loop, LoopCommand, Task};
 use crate::transport::net::{self, Stream, Tcp};
 use crate::transport::tls;
@@ -360,19 +360,15 @@ impl Connection {
         if let Some(Err(e)) = &self.connector {
             return Err(End::Failed(e.clone()));
         }
-        match &self.target.host {
-            TargetHost::Ip(ip) => self.connect_from(vec![SocketAddr::new(*ip, self.target.port)], 0, Vec::new()),
-            TargetHost::Domain(name) => {
-                // getaddrinfo cannot be interrupted: a resolver thread runs
-                // it, so that close() and free during DNS stay prompt.
-                let lookup =
-                    crate::runtime::resolver::lookup(name.clone(), self.target.port, cx.lp, cx.id).map_err(|e| {
-                        End::Failed(format!("cannot start a resolver thread: {}", crate::error::io_text(&e)))
-                    })?;
-                self.phase = Phase::Resolving(lookup);
-                Ok(())
-            }
+        if let Some(addrs) = self.target.known_addrs() {
+            return self.connect_from(addrs, 0, Vec::new());
         }
+        // getaddrinfo cannot be interrupted: a resolver thread runs it, so
+        // that close() and free during DNS stay prompt.
+        let lookup = crate::runtime::resolver::lookup(self.target.host_name(), self.target.port, cx.lp, cx.id)
+            .map_err(|e| End::Failed(format!("cannot start a resolver thread: {}", crate::error::io_text(&e))))?;
+        self.phase = Phase::Resolving(lookup);
+        Ok(())
     }
 
     /// Starts a non-blocking connect to `addrs[at]` or, failing at once,

@@ -38,6 +38,29 @@ impl Target {
         }
     }
 
+    /// The addresses of a host that needs no lookup: an address literal,
+    /// or a "localhost" name, which RFC 6761 section 6.3 has resolvers
+    /// always answer with the loopback addresses (as browsers do, without
+    /// asking DNS or /etc/hosts): IPv6 first, as getaddrinfo orders them.
+    /// None for a name to resolve.
+    pub fn known_addrs(&self) -> Option<Vec<std::net::SocketAddr>> {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+        match &self.host {
+            TargetHost::Ip(ip) => Some(vec![SocketAddr::new(*ip, self.port)]),
+            TargetHost::Domain(name) => {
+                let name = name.strip_suffix('.').unwrap_or(name);
+                let local = name.eq_ignore_ascii_case("localhost")
+                    || name.len() > 10 && name[name.len() - 10..].eq_ignore_ascii_case(".localhost");
+                local.then(|| {
+                    vec![
+                        SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), self.port),
+                        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port),
+                    ]
+                })
+            }
+        }
+    }
+
     pub fn parse(url: &str, protocols: &[&str]) -> Result<Target, Error> {
         // Steps 1-2: parse with the URL parser; failure is a SyntaxError.
         let mut parsed = Url::parse(url).map_err(|e| Error::syntax(format!("cannot parse URL {url:?}: {e}")))?;
@@ -133,6 +156,20 @@ mod tests {
 
     fn ok(url: &str) -> Target {
         Target::parse(url, &[]).unwrap()
+    }
+
+    #[test]
+    fn localhost_names_are_loopback_without_a_lookup() {
+        use std::net::SocketAddr;
+        let loopback: Vec<SocketAddr> = vec!["[::1]:81".parse().unwrap(), "127.0.0.1:81".parse().unwrap()];
+        for url in ["ws://localhost:81", "ws://LocalHost.:81/", "ws://app.localhost:81", "wss://a.b.LOCALHOST:81"] {
+            assert_eq!(ok(url).known_addrs(), Some(loopback.clone()), "{url}");
+        }
+        for url in ["ws://notlocalhost:81", "ws://localhost.example:81", "ws://example.com:81", "ws://xlocalhost:81"] {
+            assert_eq!(ok(url).known_addrs(), None, "{url}: a name to resolve");
+        }
+        assert_eq!(ok("ws://10.1.2.3:81").known_addrs(), Some(vec!["10.1.2.3:81".parse().unwrap()]));
+        assert_eq!(ok("ws://[fe80::1]:81").known_addrs(), Some(vec!["[fe80::1]:81".parse().unwrap()]));
     }
 
     #[test]

@@ -879,7 +879,7 @@ fn status_kib(field: &str) -> u64 {
 /// again, with LIBWS_BENCH_IDLE set), so that memory an earlier section
 /// freed cannot hide what this one holds: resident memory per connection
 /// once `n` connections sit idle, and the peak (VmHWM) per connection.
-/// `what`: "tungstenite", or a mode ("own", "shared" or "app") with
+/// `what`: "tungstenite" (with "+tls" for wss://), or a mode ("own", "shared" or "app") with
 /// "+tls" (wss://) or "+after" (after one 1 MiB message each) added.
 fn idle_in_child(servers: &Servers, what: &str, n: usize) -> (f64, f64) {
     let out = Command::new(std::env::current_exe().unwrap())
@@ -907,8 +907,9 @@ fn idle_child(spec: &str) {
     let (rss0, hwm0) = (status_kib("VmRSS:"), status_kib("VmHWM:"));
     let mut held_tws: Vec<Tws> = Vec::new();
     let mut handles = Vec::new();
-    if what == "tungstenite" {
-        held_tws = (0..n).map(|_| tungstenite_connect(port, "/echo")).collect();
+    if what.starts_with("tungstenite") {
+        let peer = if what.ends_with("+tls") { Peer { port: tls_port, tls: true } } else { Peer { port, tls: false } };
+        held_tws = (0..n).map(|_| tungstenite_connect_to(peer, "/echo")).collect();
     } else {
         let lib = Libws::new();
         let mode = match what.split('+').next() {
@@ -987,7 +988,7 @@ fn print_smaps_by_size() {
 
 /// Memory per idle open connection, each figure from a process of its own.
 fn idle_memory(servers: &Servers) {
-    let runs: [(&str, &str, usize); 10] = [
+    let runs: [(&str, &str, usize); 11] = [
         ("shared loop, ws://", "shared", 10_000),
         ("shared loop, wss://", "shared+tls", 2_000),
         ("shared loop, after one 1 MiB message each", "shared+after", 1_000),
@@ -998,6 +999,7 @@ fn idle_memory(servers: &Servers) {
         ("application loop, wss://", "app+tls", 1_000),
         ("application loop, after one 1 MiB message each", "app+after", 1_000),
         ("tungstenite, ws://", "tungstenite", 2_000),
+        ("tungstenite, wss:// (native-tls)", "tungstenite+tls", 1_000),
     ];
     println!("\nmemory per idle open connection, each in a fresh process (KiB)    resident    peak (VmHWM)");
     for (name, what, n) in runs {

@@ -62,6 +62,8 @@ pub enum Stream {
     Tls {
         tls: Box<native_tls::TlsStream<Tcp>>,
         /// Small frames are gathered here into one TLS record per write.
+        /// Allocated at the first gathered write: an idle connection that
+        /// never sent two frames at once holds none of it.
         gather: Vec<u8>,
     },
 }
@@ -72,7 +74,7 @@ pub(crate) const TLS_GATHER: usize = 16 * 1024;
 
 impl Stream {
     pub fn tls(tls: native_tls::TlsStream<Tcp>) -> Stream {
-        Stream::Tls { tls: Box::new(tls), gather: Vec::with_capacity(TLS_GATHER) }
+        Stream::Tls { tls: Box::new(tls), gather: Vec::new() }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -148,6 +150,7 @@ impl Write for Stream {
                 // After a WouldBlock OpenSSL wants the same bytes again; the
                 // gathered buffer starts with them, and may only be longer.
                 gather.clear();
+                gather.reserve_exact(TLS_GATHER);
                 for b in bufs {
                     let room = TLS_GATHER - gather.len();
                     gather.extend_from_slice(&b[..b.len().min(room)]);

@@ -36,7 +36,7 @@ impl Client {
         let url = CString::new(target.url.clone()).map_err(|_| Error::syntax("URL contains a NUL byte"))?;
         let lp = match lp {
             Some(lp) => lp,
-            None => Loop::new(true).map_err(|e| Error::os("cannot create the connection's event loop", &e))?,
+            None => Loop::private().map_err(|e| Error::os("cannot create the connection's event loop", &e))?,
         };
         let id = lp.allocate();
         let shared = Arc::new(Shared::new(url, options.max_buffered_amount, connection::link(lp.clone(), id)));

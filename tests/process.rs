@@ -437,3 +437,57 @@ fn the_tls_context_is_built_by_ws_new_not_on_the_loops_thread() {
     let out = run_child(NAME);
     assert!(out.contains("child: checked"), "the child did not run the check:\n{out}");
 }
+
+/// A handle made without a loop runs on a thread of its own. When its
+/// connection has ended, that thread and its loop wait a while (parked)
+/// for the next such handle instead of ending, so that a program that
+/// connects again and again does not pay for a thread each time; two
+/// handles alive at once never share one, and a parked thread ends on its
+/// own. Its own process: parked loops are process-wide.
+#[test]
+fn a_default_mode_thread_serves_the_next_handle_never_two_at_once() {
+    const NAME: &str = "a_default_mode_thread_serves_the_next_handle_never_two_at_once";
+    if in_child(NAME) {
+        use std::sync::{Arc, Mutex};
+        use std::thread::ThreadId;
+        use ws::ffi::testing::parked_loops;
+        let server = echo_server();
+        // A client whose on_open says which thread ran it.
+        let open = |url: &str| -> (Client, Arc<Mutex<Option<ThreadId>>>) {
+            let rec = Recorder::new();
+            let seen = Arc::new(Mutex::new(None));
+            let store = seen.clone();
+            rec.set_hook(move |_, ev| {
+                if matches!(ev, Ev::Open { .. }) {
+                    *store.lock().unwrap() = Some(std::thread::current().id());
+                }
+            });
+            let c = Client::try_with(url, &[], None, rec).unwrap();
+            c.wait_open();
+            (c, seen)
+        };
+        let thread_of = |seen: &Arc<Mutex<Option<ThreadId>>>| seen.lock().unwrap().expect("on_open ran");
+        let (mut first, first_seen) = open(&server.url("/"));
+        assert_eq!(first.close(1000, None), WS_OK);
+        assert_eq!(close_event(&first).0, 1000);
+        first.free();
+        poll_until("the first handle's loop to park", || parked_loops() == 1);
+        let (second, second_seen) = open(&server.url("/"));
+        assert_eq!(parked_loops(), 0, "the parked loop was taken");
+        assert_eq!(thread_of(&second_seen), thread_of(&first_seen), "the second handle got a new thread");
+        assert_eq!(second.send_text("on a reused loop"), WS_OK);
+        assert_eq!(wait_messages(&second, 1)[0].0, b"on a reused loop");
+        // While the second is open, a third gets a thread of its own.
+        let (third, third_seen) = open(&server.url("/"));
+        assert_ne!(thread_of(&third_seen), thread_of(&second_seen), "two open handles share a thread");
+        drop(second);
+        drop(third);
+        // Both park, then end on their own within half a second.
+        poll_until("the parked loops to end", || parked_loops() == 0);
+        poll_until("their fds to close", || loop_fds() == 0);
+        println!("child: checked");
+        return;
+    }
+    let out = run_child(NAME);
+    assert!(out.contains("child: checked"), "the child did not run the check:\n{out}");
+}

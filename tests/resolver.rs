@@ -25,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use ws::ffi::testing::{lookup_threads, set_resolver, MAX_LOOKUP_THREADS};
+use ws::ffi::testing::{lookup_threads, park_private_loops, parked_loops, set_resolver, MAX_LOOKUP_THREADS};
 use ws::ffi::*;
 
 /// Installs the stand-in resolver; hung lookups return (an error) when the
@@ -90,6 +90,9 @@ fn a_name_that_answers_at_once_resolves_while_32_lookups_hang() {
 #[test]
 fn lookups_of_connections_that_ended_leave_the_queue_and_hold_no_loop() {
     let _serial = serial();
+    // Loops are counted: none may be a parked one, reused or ending.
+    park_private_loops(false);
+    poll_until("parked loops to end", || parked_loops() == 0);
     let (release, asked) = stand_in();
     // Every thread of the pool busy with a lookup that hangs...
     let hung = hanging_clients(MAX_LOOKUP_THREADS, "busy");
@@ -117,6 +120,7 @@ fn lookups_of_connections_that_ended_leave_the_queue_and_hold_no_loop() {
     let ran_cancelled = asked.lock().unwrap().iter().filter(|h| h.starts_with("cancelled-")).count();
     assert_eq!(ran_cancelled, 0, "lookups of freed connections ran");
     set_resolver(None);
+    park_private_loops(true);
 }
 
 /// "localhost" and its subdomains are loopback (RFC 6761 6.3), answered

@@ -4,7 +4,7 @@
 
 use super::ws_options;
 pub use crate::conn::shared::testing::on_free_posting;
-pub use crate::runtime::event_loop::testing::on_loop_thread_exiting;
+pub use crate::runtime::event_loop::testing::{on_loop_thread_exiting, park_private_loops, parked_loops};
 pub use crate::runtime::resolver::testing::{lookup_threads, set_resolver, MAX_LOOKUP_THREADS};
 pub use crate::runtime::threads::testing::refuse_threads;
 pub use crate::transport::tls::testing::last_tls_context_built_on;

@@ -57,6 +57,19 @@ const EVENTS_PER_WAIT: usize = 256;
 /// Read buffers a shared loop keeps for reuse; an idle connection holds
 /// none.
 const POOLED_BUFFERS: usize = 8;
+/// A private loop whose connection has ended waits this long, its thread
+/// parked, for the next handle made without a loop: that handle then costs
+/// no new thread, epoll instance or eventfd (about 30 system calls and a
+/// third of a default-mode connect's CPU time). At most MAX_PARKED wait.
+const PARK_FOR: Duration = Duration::from_millis(500);
+const MAX_PARKED: usize = 4;
+
+/// The parked private loops. Type-erased: a static cannot be generic.
+static PARKED: Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>> = Mutex::new(Vec::new());
+
+fn lock_parked() -> MutexGuard<'static, Vec<Arc<dyn std::any::Any + Send + Sync>>> {
+    PARKED.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// What a loop runs: a connection, as the loop sees it. The loop calls it
 /// when it starts, when its socket is ready, when a command or a lookup's
@@ -231,6 +244,16 @@ struct Ids {
     free: Vec<u32>,
 }
 
+/// Where a private loop is in its parking.
+#[repr(u8)]
+enum Parking {
+    No = 0,
+    /// In PARKED, its thread waiting.
+    Parked = 1,
+    /// Taken from PARKED by a new handle, whose connection is on its way.
+    Claimed = 2,
+}
+
 /// Who runs a loop, and until when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -276,6 +299,13 @@ pub struct Loop<T: Task> {
     /// Set when `ws_loop_free`, called from a callback of this loop, could
     /// start no thread for it: why its connections must end.
     orphaned: Mutex<Option<String>>,
+    /// A private loop's parking (`Parking`, changed only under PARKED's
+    /// lock): while not `No`, its thread waits for a next connection
+    /// instead of ending.
+    parking: AtomicU8,
+    /// A private loop that no thread has run yet: its connection is
+    /// handed to the core directly (`register`).
+    fresh: AtomicBool,
 }
 
 /// The part of a loop that only its runner touches.
@@ -344,7 +374,47 @@ impl<T: Task> Loop<T> {
             thread_active: AtomicBool::new(false),
             driver: AtomicU8::new(if private { Driver::Private } else { Driver::Application } as u8),
             orphaned: Mutex::new(None),
+            parking: AtomicU8::new(Parking::No as u8),
+            fresh: AtomicBool::new(private),
         }))
+    }
+
+    /// A private loop for a new handle: a parked one, or a new one.
+    pub fn private() -> io::Result<Arc<Loop<T>>> {
+        let mut parked = lock_parked();
+        while let Some(any) = parked.pop() {
+            if let Ok(lp) = any.downcast::<Loop<T>>() {
+                // Its thread waits on for this handle's connection (or
+                // ends first; then `register` starts another).
+                lp.parking.store(Parking::Claimed as u8, Ordering::SeqCst);
+                return Ok(lp);
+            }
+        }
+        drop(parked);
+        Loop::new(true)
+    }
+
+    /// Parks this private loop, if there is room. True when parked.
+    fn park(self: &Arc<Self>) -> bool {
+        #[cfg(feature = "testing")]
+        if testing::NO_PARKING.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut parked = lock_parked();
+        if parked.len() >= MAX_PARKED {
+            return false;
+        }
+        self.parking.store(Parking::Parked as u8, Ordering::SeqCst);
+        parked.push(self.clone());
+        true
+    }
+
+    /// Takes this loop out of PARKED unless a handle claimed it first.
+    fn unpark(self: &Arc<Self>) {
+        let mut parked = lock_parked();
+        let me: *const Self = &**self;
+        parked.retain(|p| !std::ptr::eq(Arc::as_ptr(p).cast::<Self>(), me));
+        self.parking.store(Parking::No as u8, Ordering::SeqCst);
     }
 
     /// The fd an application polls: readable when `run` has I/O to do.
@@ -405,9 +475,10 @@ impl<T: Task> Loop<T> {
 
     /// Hands a new connection to the loop and makes sure something runs it.
     pub fn register(self: &Arc<Self>, id: ConnId, conn: Box<T>) -> io::Result<()> {
-        if self.driver() == Driver::Private {
-            // Nothing runs a private loop before its one connection is
-            // here: its core is free, and the thread starts it.
+        if self.driver() == Driver::Private && self.fresh.swap(false, Ordering::SeqCst) {
+            // Nothing runs a new private loop before its one connection is
+            // here: its core is free, and the thread starts it. (A parked
+            // loop's thread may be running: that one gets a command.)
             self.core.lock().unwrap_or_else(|e| e.into_inner()).adopted = Some((id, conn));
         } else {
             self.post(LoopCommand::Register(id, conn));
@@ -506,10 +577,36 @@ impl<T: Task> Loop<T> {
                 // loop that was freed meanwhile.
                 let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
                 self.runner.store(current_thread_tag(), Ordering::SeqCst);
-                while !self.may_end(&core) {
-                    let _ = core.turn(&self, None);
-                    if std::mem::take(&mut core.opened) && self.driver() == Driver::Private {
-                        release_unused_stack();
+                // A loop parks once per connection it served: one that was
+                // claimed and got no connection must not be claimed again
+                // while that one may still come.
+                let mut may_park = true;
+                loop {
+                    while !self.may_end(&core) {
+                        let _ = core.turn(&self, None);
+                        if std::mem::take(&mut core.opened) && self.driver() == Driver::Private {
+                            release_unused_stack();
+                        }
+                    }
+                    if !may_park || self.driver() != Driver::Private || !self.park() {
+                        break;
+                    }
+                    // Parked: wait up to PARK_FOR for a new handle's
+                    // connection (posted, with a wake-up), then serve it as
+                    // the first; or end, never parking twice in a row, so
+                    // that a loop is claimed by one handle at a time.
+                    let until = Instant::now() + PARK_FOR;
+                    while core.live == 0 && self.queue.is_empty() {
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        let _ = core.turn(&self, Some(left));
+                    }
+                    self.unpark();
+                    may_park = core.live > 0;
+                    if core.live == 0 && self.queue.is_empty() {
+                        break;
                     }
                 }
                 self.runner.store(0, Ordering::SeqCst);
@@ -532,6 +629,7 @@ impl<T: Task> Loop<T> {
     /// or on a loop the application has freed.
     fn may_end(&self, core: &Core<T>) -> bool {
         let idle = core.live == 0 && core.adopted.is_none() && self.queue.is_empty();
+        let idle = idle && self.parking.load(Ordering::SeqCst) == Parking::No as u8;
         idle && matches!(self.driver(), Driver::Private | Driver::Released)
     }
 
@@ -858,6 +956,19 @@ pub mod testing {
 
     pub(super) fn loop_thread_exiting() {
         LOOP_THREAD_EXITING.call();
+    }
+
+    pub(super) static NO_PARKING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// From now on (`false`) a private loop's thread ends with its
+    /// connection instead of parking, for tests that count loops.
+    pub fn park_private_loops(park: bool) {
+        NO_PARKING.store(!park, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Private loops parked now.
+    pub fn parked_loops() -> usize {
+        super::lock_parked().len()
     }
 }
 

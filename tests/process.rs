@@ -491,3 +491,42 @@ fn a_default_mode_thread_serves_the_next_handle_never_two_at_once() {
     let out = run_child(NAME);
     assert!(out.contains("child: checked"), "the child did not run the check:\n{out}");
 }
+
+/// A child made by fork() has none of its parent's threads: a loop its
+/// parent had parked is not its to take (the handle would wait forever
+/// for a thread that is not there). Its own process, which forks.
+#[test]
+fn a_forked_child_never_takes_its_parents_parked_loop() {
+    const NAME: &str = "a_forked_child_never_takes_its_parents_parked_loop";
+    if in_child(NAME) {
+        use ws::ffi::testing::parked_loops;
+        let server = echo_server();
+        let mut first = Client::open(&server.url("/"));
+        assert_eq!(first.close(1000, None), WS_OK);
+        assert_eq!(close_event(&first).0, 1000);
+        first.free();
+        poll_until("the handle's loop to park", || parked_loops() == 1);
+        // SAFETY: the forked child only connects and then _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let opened = std::panic::catch_unwind(|| {
+                let c = Client::open(&server.url("/"));
+                assert_eq!(c.send_text("from the child"), WS_OK);
+                wait_messages(&c, 1)[0].0 == b"from the child"
+            });
+            unsafe { libc::_exit(if matches!(opened, Ok(true)) { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the forked child's handle did not open: status {status}"
+        );
+        println!("child: checked");
+        return;
+    }
+    let out = run_child(NAME);
+    assert!(out.contains("child: checked"), "the child did not run the check:\n{out}");
+}

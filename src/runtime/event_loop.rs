@@ -64,11 +64,30 @@ const POOLED_BUFFERS: usize = 8;
 const PARK_FOR: Duration = Duration::from_millis(500);
 const MAX_PARKED: usize = 4;
 
-/// The parked private loops. Type-erased: a static cannot be generic.
-static PARKED: Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>> = Mutex::new(Vec::new());
+/// The parked private loops, each with the process it was parked in: a
+/// child made by fork() has none of its parent's threads, so their loops
+/// are not its to take. Type-erased: a static cannot be generic.
+static PARKED: Mutex<Vec<(u32, Arc<dyn std::any::Any + Send + Sync>)>> = Mutex::new(Vec::new());
 
-fn lock_parked() -> MutexGuard<'static, Vec<Arc<dyn std::any::Any + Send + Sync>>> {
+type Parked = Vec<(u32, Arc<dyn std::any::Any + Send + Sync>)>;
+
+fn lock_parked() -> MutexGuard<'static, Parked> {
     PARKED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The parked loops if their lock is free at once: parking and taking are
+/// only worth it then (and in a child made by fork() while another thread
+/// held the lock, it never is).
+fn try_lock_parked() -> Option<MutexGuard<'static, Parked>> {
+    match PARKED.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+fn this_process() -> u32 {
+    std::process::id()
 }
 
 /// What a loop runs: a connection, as the loop sees it. The loop calls it
@@ -381,8 +400,14 @@ impl<T: Task> Loop<T> {
 
     /// A private loop for a new handle: a parked one, or a new one.
     pub fn private() -> io::Result<Arc<Loop<T>>> {
-        let mut parked = lock_parked();
-        while let Some(any) = parked.pop() {
+        let Some(mut parked) = try_lock_parked() else { return Loop::new(true) };
+        while let Some((process, any)) = parked.pop() {
+            if process != this_process() {
+                // Inherited through fork(): its thread is not here. Its
+                // memory stays (other copies of its Arc count it).
+                std::mem::forget(any);
+                continue;
+            }
             if let Ok(lp) = any.downcast::<Loop<T>>() {
                 // Its thread waits on for this handle's connection (or
                 // ends first; then `register` starts another).
@@ -400,12 +425,12 @@ impl<T: Task> Loop<T> {
         if testing::NO_PARKING.load(Ordering::SeqCst) {
             return false;
         }
-        let mut parked = lock_parked();
+        let Some(mut parked) = try_lock_parked() else { return false };
         if parked.len() >= MAX_PARKED {
             return false;
         }
         self.parking.store(Parking::Parked as u8, Ordering::SeqCst);
-        parked.push(self.clone());
+        parked.push((this_process(), self.clone()));
         true
     }
 
@@ -413,7 +438,7 @@ impl<T: Task> Loop<T> {
     fn unpark(self: &Arc<Self>) {
         let mut parked = lock_parked();
         let me: *const Self = &**self;
-        parked.retain(|p| !std::ptr::eq(Arc::as_ptr(p).cast::<Self>(), me));
+        parked.retain(|(_, p)| !std::ptr::eq(Arc::as_ptr(p).cast::<Self>(), me));
         self.parking.store(Parking::No as u8, Ordering::SeqCst);
     }
 
@@ -483,14 +508,27 @@ impl<T: Task> Loop<T> {
         } else {
             self.post(LoopCommand::Register(id, conn));
         }
-        self.ensure_thread().inspect_err(|_| {
-            // No thread will take it: take the connection back, or it would
-            // keep its handle's state, and that the loop, alive forever.
-            if self.driver() == Driver::Private {
-                self.core.lock().unwrap_or_else(|e| e.into_inner()).adopted = None;
-                while self.queue.try_recv().is_some() {}
-            }
-        })
+        let Err(e) = self.ensure_thread() else { return Ok(()) };
+        if self.driver() != Driver::Private {
+            return Err(e);
+        }
+        // No thread could be started. A parked loop's thread that was
+        // ending may have seen the registration and run on: then it runs
+        // the connection. Otherwise this marks the loop as run, so that no
+        // such thread can start now, and takes the connection back: left
+        // here it would keep its handle's state, and that the loop, alive
+        // forever. (Never a blocking wait for the core: a thread that runs
+        // the connection holds it, and its first callback waits for
+        // ws_new to return.)
+        if self.thread_active.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return Ok(());
+        }
+        if let Some(mut core) = self.try_core() {
+            core.adopted = None;
+        }
+        while self.queue.try_recv().is_some() {}
+        self.thread_active.store(false, Ordering::SeqCst);
+        Err(e)
     }
 
     /// `ws_loop_start`: a library thread runs the loop from now on. False

@@ -182,6 +182,12 @@ typedef struct ws_callbacks {
   ws_on_close on_close;
 } ws_callbacks;
 
+/*
+ A pong arrived (see `ws_options_set_on_pong`): `data` holds its `len`
+ payload bytes (at most 125), valid only during the callback; not NULL.
+ */
+typedef void (*ws_on_pong)(void *user_data, struct ws_socket *ws, const uint8_t *data, size_t len);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -298,6 +304,21 @@ int ws_send_bytes(struct ws_socket *ws, const uint8_t *data, size_t len);
  `ws` is NULL or a live handle; `reason` is NULL or a NUL-terminated string.
  */
 int ws_close(struct ws_socket *ws, uint16_t code, const char *reason);
+
+/*
+ Sends a ping with `len` bytes of `data` as its payload (NULL only when
+ `len` is 0); the server's pong reaches the `on_pong` callback set with
+ `ws_options_set_on_pong`, with the same payload, for programs that
+ measure latency. `WS_ERR_INVALID_ARGUMENT` for a `len` over 125 (RFC
+ 6455 5.5: the most a control frame carries); `WS_ERR_INVALID_STATE`
+ unless `WS_OPEN` (no frame may follow our close frame). The payload is
+ copied; the ping goes out after the messages sent before it. Counts
+ toward no `bufferedAmount`. Any thread, also inside callbacks.
+
+ # Safety
+ `ws` is NULL or a live handle; `data` is NULL or points to `len` bytes.
+ */
+int ws_send_ping(struct ws_socket *ws, const uint8_t *data, size_t len);
 
 /*
  readyState: `WS_CONNECTING`, `WS_OPEN`, `WS_CLOSING` or `WS_CLOSED`.
@@ -606,6 +627,71 @@ int ws_options_set_server_max_window_bits(struct ws_options *o, int bits);
  `o` is NULL or a live `ws_options`.
  */
 int ws_options_set_compression_threshold(struct ws_options *o, uint64_t bytes);
+
+/*
+ Keepalive: when nothing has been received for `ms` milliseconds, a ping
+ goes to the server; when nothing at all (its pong or any other frame)
+ follows within the pong timeout, the connection has failed: `on_error`
+ ("no pong within N ms"), then `on_close` 1006, the socket closed at once
+ without a closing handshake. The pong timeout runs from the ping's write,
+ and starts again while the server's TCP acknowledges more of the data
+ written before the ping (a slow link is not a dead peer). With keepalive
+ on, the socket's `TCP_USER_TIMEOUT` is the pong timeout too: data the
+ server does not acknowledge, or a receive window it keeps closed, for
+ that long ends the connection as a lost one (`on_close` 1006, no
+ `on_error`). 0 (the default, as in browsers) turns keepalive off.
+ Keepalive stops when the closing handshake starts; the close timeout
+ bounds it from then. An idle connection's loop wakes once per interval
+ for it, and for the pong. Always `WS_OK` for a live `o`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_ping_interval_ms(struct ws_options *o, uint32_t ms);
+
+/*
+ How long after a keepalive ping something must arrive before the
+ connection counts as dead (see `ws_options_set_ping_interval_ms`).
+ Default, and what 0 sets: the ping interval. Always `WS_OK` for a
+ live `o`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`.
+ */
+int ws_options_set_pong_timeout_ms(struct ws_options *o, uint32_t ms);
+
+/*
+ Called on the loop's thread, with the handle's `user_data`, for each
+ pong received while `WS_OPEN`: answers to `ws_send_ping` (with their
+ payload), to keepalive pings (empty payload) and unasked ones (RFC 6455
+ 5.5.3 allows them). NULL (the default) for none. The `ws_callbacks`
+ struct stays as it is, so programs built against it keep working.
+
+ # Safety
+ `o` is NULL or a live `ws_options`; `on_pong` is NULL or a function
+ that may be called on any libws thread while the handle lives.
+ */
+int ws_options_set_on_pong(struct ws_options *o, ws_on_pong on_pong);
+
+/*
+ Connects to the Unix domain socket at `path` instead of resolving the
+ URL's host, as libcurl's `CURLOPT_UNIX_SOCKET_PATH` does: the URL still
+ gives the `Host` header, the path and whether TLS is spoken (`wss://`
+ checks the certificate against the URL's host). A leading `@` names a
+ socket in Linux's abstract namespace (`@name`). The path is copied. NULL
+ or "" connects to the URL's host again (the default). A path over 107
+ bytes (the most `sun_path` holds) or a bare `@` gives
+ `WS_ERR_INVALID_ARGUMENT`, as does a path that is not UTF-8. A socket
+ that is missing fails the connection with "connect to unix socket PATH
+ failed: No such file or directory"; one whose listener's queue is full
+ fails at once ("Resource temporarily unavailable"): a Unix socket
+ connect does not wait, as a TCP one does.
+
+ # Safety
+ `o` is NULL or a live `ws_options`; `path` is NULL or a NUL-terminated
+ string.
+ */
+int ws_options_set_unix_socket(struct ws_options *o, const char *path);
 
 /*
  A new event loop, not yet run by anyone: call `ws_loop_start` or run it

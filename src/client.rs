@@ -27,6 +27,8 @@ struct Pending {
 
 /// Browsers limit a close reason to 123 bytes (WHATWG close() step 2).
 pub(crate) const MAX_CLOSE_REASON: usize = 123;
+/// RFC 6455 5.5: control frames carry at most 125 bytes.
+pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
 
 impl Client {
     /// The constructor's checks; nothing touches the network until `start`.
@@ -81,6 +83,18 @@ impl Client {
 
     pub fn send_binary(&self, data: &[u8]) -> Result<(), Error> {
         self.shared.send(data, false)
+    }
+
+    /// A ping with `data` as its payload; its pong reaches `on_pong`.
+    pub fn ping(&self, data: &[u8]) -> Result<(), Error> {
+        // RFC 6455 5.5: a control frame's payload is at most 125 bytes.
+        if data.len() > MAX_CONTROL_PAYLOAD {
+            return Err(Error::invalid_argument(format!(
+                "ping payload is {} bytes, over the limit of {MAX_CONTROL_PAYLOAD}",
+                data.len()
+            )));
+        }
+        self.shared.ping(data)
     }
 
     /// `code` 0 is "no code"; `reason` None is "no reason" (WHATWG close()).

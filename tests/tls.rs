@@ -106,6 +106,9 @@ struct TlsOpts {
     accept_invalid_certs: bool,
     accept_invalid_hostnames: bool,
     connect_timeout_ms: Option<u32>,
+    unix_socket: Option<String>,
+    /// Keepalive, with on_pong recorded.
+    ping_interval_ms: Option<u32>,
 }
 
 impl Default for TlsOpts {
@@ -116,6 +119,8 @@ impl Default for TlsOpts {
             accept_invalid_certs: false,
             accept_invalid_hostnames: false,
             connect_timeout_ms: None,
+            unix_socket: None,
+            ping_interval_ms: None,
         }
     }
 }
@@ -141,6 +146,14 @@ fn tls_client_with(url: &str, t: TlsOpts, rec: Arc<Recorder>) -> Client {
         assert_eq!(ws_options_danger_accept_invalid_hostnames(o, t.accept_invalid_hostnames), WS_OK);
         if let Some(ms) = t.connect_timeout_ms {
             assert_eq!(ws_options_set_connect_timeout_ms(o, ms), WS_OK);
+        }
+        if let Some(ms) = t.ping_interval_ms {
+            assert_eq!(ws_options_set_ping_interval_ms(o, ms), WS_OK);
+            assert_eq!(ws_options_set_on_pong(o, Some(handles::recorder::cb_pong)), WS_OK);
+        }
+        if let Some(path) = &t.unix_socket {
+            let path = CString::new(path.as_str()).unwrap();
+            assert_eq!(ws_options_set_unix_socket(o, path.as_ptr()), WS_OK);
         }
         let c = client_with_options(url, o, rec);
         ws_options_free(o);
@@ -187,6 +200,19 @@ fn echo_text_and_16_mib(c: &Client) {
     assert!(msgs[1] == (big, false), "16 MiB echo differs");
     assert_eq!(c.close(1000, Some("bye")), WS_OK);
     assert_eq!(close_event(c), (1000, "bye".to_string(), true));
+}
+
+/// Keepalive over TLS: the pings go through the TLS session, the server's
+/// pongs come back to on_pong, and the connection stays open.
+#[test]
+fn keepalive_over_tls() {
+    let server = tls_server(&pki().server, echo);
+    let t = TlsOpts { ping_interval_ms: Some(100), ..TlsOpts::default() };
+    let c = tls_client(&wss_url(server.port, "localhost"), t);
+    c.wait_open();
+    c.rec.wait_until(WAIT, "5 pongs", |e| e.iter().filter(|e| matches!(e, Ev::Pong { .. })).count() >= 5);
+    assert_eq!(c.state(), WS_OPEN);
+    echo_text_and_16_mib(&c);
 }
 
 #[test]
@@ -550,6 +576,46 @@ fn python_websockets_serves_wss() {
     c.wait_open();
     c.send_text("close 4000 wss bye");
     assert_eq!(close_event(&c), (4000, "wss bye".to_string(), true));
+}
+
+/// The Python `websockets` library serving on a Unix domain socket, over
+/// ws:// and wss://: the URL gives Host and the path, the socket the bytes
+/// (its host does not resolve, its port is closed), and wss:// checks the
+/// certificate against the URL's host.
+#[test]
+fn python_websockets_on_a_unix_socket_over_ws_and_wss() {
+    // Under /tmp: a socket's path must fit in 107 bytes.
+    let dir = std::env::temp_dir().join(format!("libws-unix-peer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (path_str(&pki().server.0), path_str(&pki().server.1));
+    for tls in [false, true] {
+        let path = path_str(&dir.join(if tls { "wss.sock" } else { "ws.sock" }));
+        let mut args = vec!["tests/peers/python_server.py", "--unix", &path];
+        if tls {
+            args.extend(["--tls", &cert, &key]);
+        }
+        let Some(_peer) = start_peer("Python websockets (unix)", "python3", &args, "PYTHONPATH", "target/peers/python")
+        else {
+            return;
+        };
+        let url = if tls { "wss://localhost:9/over/unix?x=1" } else { "ws://unix.invalid/over/unix?x=1" };
+        let opts = || TlsOpts { unix_socket: Some(path.clone()), ..TlsOpts::default() };
+        let c = tls_client(url, opts());
+        c.wait_open();
+        c.send_text("headers");
+        let seen = String::from_utf8(wait_messages(&c, 1).remove(0).0).unwrap();
+        let host = if tls { "localhost:9" } else { "unix.invalid" };
+        assert!(seen.contains(&format!("\"host\": \"{host}\"")), "{seen}");
+        assert!(seen.contains("\"path\": \"/over/unix?x=1\""), "{seen}");
+        echo_text_and_16_mib(&tls_client(url, opts()));
+        if tls {
+            // The certificate is checked against the URL's host, which the
+            // socket does not change.
+            let msg = assert_failed(&tls_client("wss://other.example/", opts()));
+            assert!(msg.contains("certificate"), "{msg}");
+        }
+    }
 }
 
 /// A TLS server that answers the upgrade with the 101 and a 6,000-byte

@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 Ok(Some(Incoming::Ping(payload))) => assert!(payload.len() <= 125),
-                Ok(Some(Incoming::Pong)) => {}
+                Ok(Some(Incoming::Pong(_))) => {}
                 Ok(Some(Incoming::Close { code, reason })) => {
                     assert!(
                         (code == 1005 && reason.is_empty()) || is_valid_wire_close_code(code),

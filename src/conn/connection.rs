@@ -6,18 +6,20 @@
 //! asks what it waits for (`interest`, `deadline`, `wants_turn`).
 
 use crate::conn::closing::{Closing, Ending};
+use crate::conn::dialer::{Dialed, Dialer};
+use crate::conn::keepalive::{Due, Keepalive};
 use crate::conn::options::Options;
 use crate::conn::shared::{Command, LoopLink, ReadyState, Shared};
 use crate::proto::frames::{Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
 use crate::proto::handshake::{self, Agreed};
 use crate::proto::target::Target;
 use crate::runtime::event_loop::{BufferPool, ConnId, Cx, Events, Interest, Loop, LoopCommand, Task};
-use crate::transport::net::{self, Stream, Tcp};
+use crate::transport::net::{self, Socket, Stream, TlsSocket};
 use crate::transport::tls;
 use std::ffi::{CStr, CString};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,9 @@ pub trait Handler: Send {
     fn on_message(&mut self, data: &[u8], text: bool);
     fn on_error(&mut self, message: &CStr);
     fn on_close(&mut self, code: u16, reason: &CStr, was_clean: bool);
+    /// A pong arrived while OPEN (to a keepalive ping, a `ws_send_ping`,
+    /// or unasked): its payload.
+    fn on_pong(&mut self, _data: &[u8]) {}
 }
 
 /// A loop of connections.
@@ -92,9 +97,11 @@ pub struct Connection {
     /// could not be built, for `begin` to fail with. Used once TCP is
     /// connected.
     connector: Option<Result<native_tls::TlsConnector, String>>,
-    /// Counts the sockets this connection opened: epoll must learn of a new
-    /// one even when it reuses the old one's fd number.
+    /// The serial of the socket the connection uses now: epoll must learn
+    /// of a new one even when it reuses the old one's fd number.
     socket_serial: u32,
+    /// Counts the sockets this connection opened (their serials).
+    sockets_made: u32,
 }
 
 enum Phase {
@@ -104,18 +111,17 @@ enum Phase {
     /// phase, or the connection's end) takes it out of the pool's queue.
     Resolving(#[allow(dead_code)] crate::runtime::resolver::Lookup),
     Connecting(Box<Connecting>),
-    Tls(Box<native_tls::MidHandshakeTlsStream<Tcp>>),
+    Tls(Box<native_tls::MidHandshakeTlsStream<TlsSocket>>),
     Upgrading(Box<Upgrading>),
     Open(Box<Open>),
     Done,
 }
 
 struct Connecting {
-    addrs: Vec<SocketAddr>,
-    /// The address `tcp` connects to.
-    at: usize,
-    tcp: TcpStream,
-    errors: Vec<(SocketAddr, io::Error)>,
+    dialer: Dialer,
+    /// For plain ws://, the upgrade request and its key, written as soon
+    /// as an attempt may be connected (see `Dialer::start`).
+    probe: Option<(Vec<u8>, String)>,
 }
 
 struct Upgrading {
@@ -143,6 +149,8 @@ struct Open {
     big_reads: bool,
     /// How long a failing connection tries to get its close frame out.
     linger: Duration,
+    /// Pings when idle, and the dead-peer check (None: off).
+    keepalive: Option<Keepalive>,
 }
 
 impl From<Ending> for End {
@@ -167,6 +175,7 @@ impl Connection {
             connect_deadline,
             connector,
             socket_serial: 0,
+            sockets_made: 0,
         }
     }
 }
@@ -183,7 +192,10 @@ impl Task for Connection {
     /// epoll events wanted now.
     fn interest(&self) -> Option<Interest> {
         let (fd, events) = match &self.phase {
-            Phase::Connecting(c) => (c.tcp.as_raw_fd(), Events::WRITE),
+            Phase::Connecting(c) => {
+                let (fd, serial) = c.dialer.interest()?;
+                return Some(Interest { fd, socket: serial, events: Events::WRITE });
+            }
             Phase::Tls(mid) => (mid.get_ref().fd(), Events::from_poll(mid.get_ref().blocked_on())),
             Phase::Upgrading(u) if u.written < u.request.len() => {
                 (u.stream.fd(), Events::from_poll(u.stream.write_wants()))
@@ -204,15 +216,14 @@ impl Task for Connection {
     fn deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::New | Phase::Done => None,
-            Phase::Resolving(_) | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_) => {
-                Some(self.connect_deadline)
+            Phase::Connecting(c) => {
+                Some(c.dialer.deadline().map_or(self.connect_deadline, |d| d.min(self.connect_deadline)))
             }
+            Phase::Resolving(_) | Phase::Tls(_) | Phase::Upgrading(_) => Some(self.connect_deadline),
             Phase::Open(o) => {
                 let closing = o.closing.deadline(self.options.close_timeout);
-                match (closing, o.closing.failing_until()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                let keepalive = o.keepalive.as_ref().filter(|_| o.keeps_alive()).and_then(Keepalive::deadline);
+                [closing, o.closing.failing_until(), keepalive].into_iter().flatten().min()
             }
         }
     }
@@ -233,13 +244,13 @@ impl Task for Connection {
         self.settle(r);
     }
 
-    fn resolved(&mut self, result: io::Result<Vec<SocketAddr>>) {
+    fn resolved(&mut self, result: io::Result<Vec<SocketAddr>>, cx: &mut Cx<'_, Self>) {
         if !matches!(self.phase, Phase::Resolving(_)) {
             return;
         }
         let host = self.target.host_name();
         let r = match result {
-            Ok(addrs) if !addrs.is_empty() => self.connect_from(addrs, 0, Vec::new()),
+            Ok(addrs) if !addrs.is_empty() => self.dial(addrs, cx),
             Ok(_) => Err(End::Failed(format!("cannot resolve host {host}: no addresses"))),
             Err(e) => Err(End::Failed(format!("cannot resolve host {host}: {}", crate::error::io_text(&e)))),
         };
@@ -248,7 +259,9 @@ impl Task for Connection {
 
     fn ready(&mut self, events: Events, cx: &mut Cx<'_, Self>) {
         let r = match &mut self.phase {
-            Phase::Connecting(_) if !events.is_none() => self.connect_done(),
+            Phase::Connecting(_) if !events.is_none() => {
+                self.dialing(cx, |d, probe, serials, watch| d.ready(probe, serials, watch))
+            }
             Phase::Tls(_) if !events.is_none() => self.tls_step(None),
             Phase::Upgrading(_) if !events.is_none() => {
                 let r = self.upgrade_step();
@@ -263,24 +276,24 @@ impl Task for Connection {
         self.settle(r);
     }
 
-    fn timer(&mut self, now: Instant) {
+    fn timer(&mut self, now: Instant, cx: &mut Cx<'_, Self>) {
         let r = match &mut self.phase {
-            Phase::Resolving(_) | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_) => {
-                if now >= self.connect_deadline {
-                    Err(End::Failed(format!(
-                        "connect timeout: {} did not finish within {} ms",
-                        self.connecting_step(),
-                        self.options.connect_timeout.as_millis()
-                    )))
-                } else {
-                    Ok(())
-                }
+            Phase::Resolving(_) | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_)
+                if now >= self.connect_deadline =>
+            {
+                Err(End::Failed(format!(
+                    "connect timeout: {} did not finish within {} ms",
+                    self.connecting_step(),
+                    self.options.connect_timeout.as_millis()
+                )))
             }
+            Phase::Connecting(_) => self.dialing(cx, |d, probe, serials, watch| d.timer(now, probe, serials, watch)),
+            Phase::Resolving(_) | Phase::Tls(_) | Phase::Upgrading(_) => Ok(()),
             Phase::Open(o) => match o.closing.failing_until() {
                 Some(until) if now >= until => Err(self.give_up_failing()),
                 _ => match o.closing.deadline(self.options.close_timeout) {
                     Some(d) if now >= d => Err(o.closing.ending().into()),
-                    _ => Ok(()),
+                    _ => self.keep_alive(now, cx),
                 },
             },
             _ => Ok(()),
@@ -299,6 +312,13 @@ impl Task for Connection {
                 // on_message); those accepted later were only counted.
                 self.shared.outbox().lock().take_send(buf, text, o.closing.ours_queued());
                 o.queue_close_when_due(&self.shared);
+                Ok(())
+            }
+            (Phase::Open(o), Command::Ping(payload)) => {
+                // No frame may follow our close frame (RFC 6455 5.5.1).
+                if !o.closing.ours_queued() {
+                    self.shared.outbox().lock().push_ping(&payload);
+                }
                 Ok(())
             }
             (Phase::Open(o), Command::Close { code, reason }) => {
@@ -322,7 +342,7 @@ impl Task for Connection {
             // While connecting: close() and free fail the connection now
             // (a Free's `release` drops here: no callback runs now).
             (_, Command::Close { .. } | Command::Free { .. }) => Err(End::Failed(closed_before_open())),
-            (_, Command::Send { .. }) => Ok(()),
+            (_, Command::Send { .. } | Command::Ping(_)) => Ok(()),
         };
         self.settle(r);
     }
@@ -360,8 +380,18 @@ impl Connection {
         if let Some(Err(e)) = &self.connector {
             return Err(End::Failed(e.clone()));
         }
+        if let Some(path) = &self.options.unix_socket {
+            // The URL still names Host, the path and ws/wss: only where
+            // the bytes go changes (libcurl's CURLOPT_UNIX_SOCKET_PATH).
+            let socket = net::connect_unix(path).map_err(|e| {
+                End::Failed(format!("connect to unix socket {path} failed: {}", crate::error::io_text(&e)))
+            })?;
+            self.sockets_made = self.sockets_made.wrapping_add(1);
+            self.socket_serial = self.sockets_made;
+            return self.connected(socket);
+        }
         if let Some(addrs) = self.target.known_addrs() {
-            return self.connect_from(addrs, 0, Vec::new());
+            return self.dial(addrs, cx);
         }
         // getaddrinfo cannot be interrupted: a resolver thread runs it, so
         // that close() and free during DNS stay prompt.
@@ -371,52 +401,59 @@ impl Connection {
         Ok(())
     }
 
-    /// Starts a non-blocking connect to `addrs[at]` or, failing at once,
-    /// to the next address.
-    fn connect_from(
-        &mut self,
-        addrs: Vec<SocketAddr>,
-        mut at: usize,
-        mut errors: Vec<(SocketAddr, io::Error)>,
-    ) -> Result<(), End> {
-        while at < addrs.len() {
-            match net::start_connect(&addrs[at], self.options.send_buffer_size) {
-                Ok(tcp) => {
-                    self.socket_serial = self.socket_serial.wrapping_add(1);
-                    self.phase = Phase::Connecting(Box::new(Connecting { addrs, at, tcp, errors }));
-                    // A connect to this machine is often complete already:
-                    // go on without a round through epoll.
-                    return self.connect_done();
-                }
-                Err(e) => errors.push((addrs[at], e)),
-            }
-            at += 1;
-        }
-        Err(End::Failed(self.target.connect_failed(&errors)))
+    /// Starts connecting to a host's addresses (see `Dialer`).
+    fn dial(&mut self, addrs: Vec<SocketAddr>, cx: &mut Cx<'_, Self>) -> Result<(), End> {
+        // Plain ws:// writes its request as soon as a socket may be
+        // connected; TLS has to handshake first.
+        let probe = self
+            .connector
+            .is_none()
+            .then(|| handshake::request(&self.target, &self.options.headers, &self.options.compression));
+        let dialer = Dialer::new(addrs, self.options.send_buffer_size);
+        self.phase = Phase::Connecting(Box::new(Connecting { dialer, probe }));
+        self.dialing(cx, |d, probe, serials, watch| d.start(probe, serials, watch))
     }
 
-    fn connect_done(&mut self) -> Result<(), End> {
-        let Phase::Connecting(c) = std::mem::replace(&mut self.phase, Phase::New) else { return Ok(()) };
-        let Connecting { addrs, at, tcp, mut errors } = *c;
-        match net::finish_connect(&tcp) {
-            Ok(()) => match self.connector.take() {
-                Some(Err(e)) => Err(End::Failed(e)),
-                Some(Ok(connector)) => {
-                    let step = tls::start(&connector, &self.target.host_name(), tcp).map_err(End::Failed)?;
-                    self.tls_step(Some(step))
+    /// Runs a step of the dialer, and goes on to TLS or the upgrade when
+    /// an attempt connected.
+    fn dialing(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        step: impl FnOnce(&mut Dialer, Option<&[u8]>, &mut u32, &mut dyn FnMut(RawFd)) -> Dialed,
+    ) -> Result<(), End> {
+        let Phase::Connecting(c) = &mut self.phase else { return Ok(()) };
+        let probe = c.probe.as_ref().map(|(request, _)| request.as_slice());
+        // Sockets beside the oldest attempt are watched with the same
+        // token. Should epoll refuse one (out of memory), it is still
+        // checked whenever another attempt or the timer wakes the dialer.
+        let mut watch = |fd: RawFd| {
+            let _ = cx.also_watch(fd, Events::WRITE);
+        };
+        match step(&mut c.dialer, probe, &mut self.sockets_made, &mut watch) {
+            Dialed::Pending => Ok(()),
+            Dialed::Failed(errors) => Err(End::Failed(self.target.connect_failed(&errors))),
+            Dialed::Connected { socket, serial, probed } => {
+                self.socket_serial = serial;
+                let Phase::Connecting(c) = std::mem::replace(&mut self.phase, Phase::New) else {
+                    unreachable!("matched above")
+                };
+                match c.probe {
+                    Some((request, key)) => self.upgrade(Stream::Plain(socket), request, key, probed),
+                    None => self.connected(socket),
                 }
-                None => self.start_upgrade(Stream::Plain(tcp)),
-            },
-            // Not connected yet (poll woke for another reason): wait on.
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                self.phase = Phase::Connecting(Box::new(Connecting { addrs, at, tcp, errors }));
-                Ok(())
             }
-            Err(e) => {
-                errors.push((addrs[at], e));
-                drop(tcp);
-                self.connect_from(addrs, at + 1, errors)
+        }
+    }
+
+    /// The socket is connected: TLS next for wss://, else the upgrade.
+    fn connected(&mut self, socket: Socket) -> Result<(), End> {
+        match self.connector.take() {
+            Some(Err(e)) => Err(End::Failed(e)),
+            Some(Ok(connector)) => {
+                let step = tls::start(&connector, &self.target.host_name(), socket).map_err(End::Failed)?;
+                self.tls_step(Some(step))
             }
+            None => self.start_upgrade(Stream::Plain(socket)),
         }
     }
 
@@ -441,14 +478,21 @@ impl Connection {
 
     fn start_upgrade(&mut self, stream: Stream) -> Result<(), End> {
         let (request, key) = handshake::request(&self.target, &self.options.headers, &self.options.compression);
-        self.phase = Phase::Upgrading(Box::new(Upgrading {
-            stream,
-            request,
-            written: 0,
-            key,
-            response: InputBuffer::default(),
-        }));
-        self.upgrade_step()
+        self.upgrade(stream, request, key, 0)
+    }
+
+    /// The upgrade request goes out (`written` bytes of it already have).
+    fn upgrade(&mut self, stream: Stream, request: Vec<u8>, key: String, written: usize) -> Result<(), End> {
+        let response = InputBuffer::default();
+        let unsent = written < request.len();
+        self.phase = Phase::Upgrading(Box::new(Upgrading { stream, request, written, key, response }));
+        // All out: the answer cannot be here yet, and a read now would only
+        // say EAGAIN; the poller says when it is.
+        if unsent {
+            self.upgrade_step()
+        } else {
+            Ok(())
+        }
     }
 
     fn upgrade_step(&mut self) -> Result<(), End> {
@@ -505,7 +549,7 @@ impl Connection {
     fn connecting_step(&self) -> String {
         match &self.phase {
             Phase::Resolving(_) => format!("resolving {}", self.target.host_name()),
-            Phase::Connecting(c) => format!("TCP connect to {}", c.addrs[c.at]),
+            Phase::Connecting(c) => c.dialer.describe(),
             Phase::Tls(_) => "the TLS handshake".into(),
             _ => "the WebSocket handshake".into(),
         }
@@ -533,7 +577,15 @@ impl Connection {
             write_wants: libc::POLLOUT,
             big_reads: false,
             linger: FAIL_LINGER.min(self.options.close_timeout),
+            keepalive: None,
         });
+        if let Some((interval, timeout)) = self.options.keepalive() {
+            open.keepalive = Some(Keepalive::new(interval, timeout, Instant::now()));
+            // Data the peer does not acknowledge (a vanished host, a
+            // dropped NAT entry) fails the socket after the pong timeout
+            // too, also while a ping waits behind it.
+            net::set_user_timeout(open.stream.fd(), timeout);
+        }
         // From now on other threads may write frames to a plain socket
         // themselves (unless compressing).
         self.shared.outbox().lock().open(
@@ -571,6 +623,38 @@ impl Connection {
             }
         }
         self.write_and_check()
+    }
+
+    /// Keepalive at a passed deadline: a ping when the connection has been
+    /// quiet for the interval, and the end when a ping got no answer in time:
+    /// the socket is closed at once, without a closing handshake that a
+    /// dead peer could not answer (on_error, then on_close 1006).
+    fn keep_alive(&mut self, now: Instant, cx: &mut Cx<'_, Self>) -> Result<(), End> {
+        let Phase::Open(o) = &mut self.phase else { return Ok(()) };
+        if !o.keeps_alive() {
+            return Ok(());
+        }
+        let Some(keepalive) = o.keepalive.as_mut() else { return Ok(()) };
+        match keepalive.due(now) {
+            Due::Nothing => Ok(()),
+            Due::Ping => {
+                self.shared.outbox().lock().push_keepalive_ping();
+                self.write_and_check()
+            }
+            Due::Dead => {
+                // The pong may be in the socket already, its readiness not
+                // yet taken (a loop busy elsewhere, or not run in time):
+                // read once before declaring the peer dead.
+                let drained = read_socket(&self.shared, &mut *self.handler, o, cx.buffers)?;
+                o.more_input = !drained;
+                let Some(keepalive) = o.keepalive.as_mut() else { return Ok(()) };
+                let unacked = net::unacknowledged_bytes(o.stream.fd());
+                if keepalive.due(now) != Due::Dead || keepalive.acknowledged_more(now, unacked) {
+                    return self.write_and_check();
+                }
+                Err(End::Failed(format!("no pong within {} ms", keepalive.timeout().as_millis())))
+            }
+        }
     }
 
     /// Writes what the socket takes; a failing connection ends once its
@@ -648,6 +732,12 @@ impl Connection {
 }
 
 impl Open {
+    /// Keepalive runs until the closing handshake starts; from then the
+    /// close timeout bounds the connection.
+    fn keeps_alive(&self) -> bool {
+        self.keepalive.is_some() && !self.closing.ours_asked() && !self.closing.is_failing()
+    }
+
     /// Asks for our close frame; it is queued once the sends accepted
     /// before it (`due` send commands) have been taken.
     fn request_close(&mut self, shared: &Shared, code: u16, reason: String, due: u64) {
@@ -692,6 +782,11 @@ fn write_out(shared: &Shared, o: &mut Open) -> io::Result<()> {
         o.write_wants = o.stream.write_wants();
     }
     o.closing.wrote(matches!(r, Ok(n) if n > 0), out.close_written());
+    if out.take_keepalive_ping_written() {
+        if let Some(keepalive) = o.keepalive.as_mut() {
+            keepalive.ping_written(Instant::now(), net::unacknowledged_bytes(o.stream.fd()));
+        }
+    }
     r.map(|_| ())
 }
 
@@ -713,6 +808,9 @@ fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &
                 break;
             }
             Ok(n) => {
+                if let Some(keepalive) = o.keepalive.as_mut() {
+                    keepalive.input(Instant::now());
+                }
                 o.big_reads |= n == chunk;
                 o.input.commit(n);
                 if let Err(end) = process_input(shared, handler, o) {
@@ -779,7 +877,9 @@ fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Re
                     shared.outbox().lock().push_pong(&payload);
                 }
             }
-            Incoming::Pong => {}
+            Incoming::Pong(payload) => {
+                shared.run_callback(|state| state == ReadyState::Open, || handler.on_pong(&payload));
+            }
             Incoming::Close { code, reason } => {
                 // A second close frame: the handshake is already done.
                 if !o.closing.received(code, reason.clone()) {

@@ -4,6 +4,8 @@
 
 pub mod closing;
 pub mod connection;
+pub mod dialer;
+pub mod keepalive;
 pub mod options;
 pub mod outbox;
 pub mod shared;

@@ -3,6 +3,7 @@
 use crate::error::Error;
 use crate::proto::extensions::CompressionOptions;
 use crate::proto::target::is_http_token;
+use crate::transport::net::UNIX_PATH_MAX;
 use crate::transport::tls::TlsOptions;
 use std::time::Duration;
 
@@ -32,6 +33,13 @@ pub struct Options {
     /// tests set it (`ffi::testing`), to make partial writes certain.
     pub send_buffer_size: Option<u32>,
     pub compression: CompressionOptions,
+    /// Keepalive: a ping after this long without input; None: off.
+    pub ping_interval: Option<Duration>,
+    /// How long input may take to follow a keepalive ping; None: the interval.
+    pub pong_timeout: Option<Duration>,
+    /// Connect to this Unix domain socket (a leading `@`: an abstract
+    /// name) instead of the URL's host.
+    pub unix_socket: Option<String>,
 }
 
 impl Default for Options {
@@ -45,6 +53,9 @@ impl Default for Options {
             max_buffered_amount: 0,
             send_buffer_size: None,
             compression: CompressionOptions::default(),
+            ping_interval: None,
+            pong_timeout: None,
+            unix_socket: None,
         }
     }
 }
@@ -94,6 +105,40 @@ impl Options {
 
     pub fn set_max_buffered_amount(&mut self, bytes: u64) {
         self.max_buffered_amount = bytes;
+    }
+
+    /// 0: no keepalive (the default, as in browsers).
+    pub fn set_ping_interval_ms(&mut self, ms: u32) {
+        self.ping_interval = (ms > 0).then(|| Duration::from_millis(ms.into()));
+    }
+
+    /// 0: back to the default, the ping interval.
+    pub fn set_pong_timeout_ms(&mut self, ms: u32) {
+        self.pong_timeout = (ms > 0).then(|| Duration::from_millis(ms.into()));
+    }
+
+    /// None or "": connect to the URL's host (the default).
+    pub fn set_unix_socket(&mut self, path: Option<&str>) -> Result<(), Error> {
+        let path = path.filter(|p| !p.is_empty());
+        if let Some(p) = path {
+            let name = p.strip_prefix('@').unwrap_or(p);
+            if name.is_empty() {
+                return Err(Error::invalid_argument("abstract unix socket name \"@\" is empty"));
+            }
+            if name.len() > UNIX_PATH_MAX {
+                return Err(Error::invalid_argument(format!(
+                    "unix socket path is {} bytes, over the limit of {UNIX_PATH_MAX}",
+                    name.len()
+                )));
+            }
+        }
+        self.unix_socket = path.map(str::to_string);
+        Ok(())
+    }
+
+    /// The keepalive's interval and pong timeout, when it is on.
+    pub fn keepalive(&self) -> Option<(Duration, Duration)> {
+        self.ping_interval.map(|interval| (interval, self.pong_timeout.unwrap_or(interval)))
     }
 
     pub fn set_client_max_window_bits(&mut self, bits: i32) -> Result<(), Error> {

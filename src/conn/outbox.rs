@@ -239,6 +239,18 @@ impl Queued<'_> {
         self.q.writer.push_close(code, reason);
     }
 
+    pub fn push_ping(&mut self, payload: &[u8]) {
+        self.q.writer.push_ping(payload);
+    }
+
+    pub fn push_keepalive_ping(&mut self) {
+        self.q.writer.push_keepalive_ping();
+    }
+
+    pub fn take_keepalive_ping_written(&mut self) -> bool {
+        self.q.writer.take_keepalive_ping_written()
+    }
+
     pub fn push_pong(&mut self, payload: &[u8]) {
         self.q.writer.push_pong(payload);
     }

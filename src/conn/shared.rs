@@ -44,6 +44,8 @@ pub enum Command {
     /// A data frame's payload with `HEADROOM` free bytes in front, so that
     /// the loop's thread writes the header and masks in place: no second copy.
     Send { buf: Vec<u8>, text: bool },
+    /// A ping with this payload (at most 125 bytes), from `ws_send_ping`.
+    Ping(Vec<u8>),
     /// `code` 0 means a close frame with no body.
     Close { code: u16, reason: String },
     /// A send from another thread wrote part of its frame directly: the
@@ -271,6 +273,18 @@ impl Shared {
                 self.enqueue(Command::Send { buf, text });
             }
         }
+        Ok(())
+    }
+
+    /// A ping for the server to answer (RFC 6455 5.5.2): only while OPEN,
+    /// since no frame may follow our close frame. The payload is checked
+    /// by the caller.
+    pub fn ping(&self, payload: &[u8]) -> Result<(), Error> {
+        let _gate = self.state_gate.read().unwrap_or_else(|e| e.into_inner());
+        if self.state() != ReadyState::Open {
+            return Err(Error::new(ErrorKind::InvalidState, "ping while the connection is not OPEN"));
+        }
+        self.enqueue(Command::Ping(payload.to_vec()));
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! `WS_OK` or `WS_ERR_INVALID_ARGUMENT` (with `ws_last_error` saying why).
 
 use super::errors::set_last_error;
-use super::{boundary, bytes_arg, str_arg, try_box, try_mut, try_ref, ws_loop};
+use super::{boundary, bytes_arg, str_arg, try_box, try_mut, try_ref, ws_loop, ws_on_pong};
 use crate::conn::connection::ConnLoop;
 use crate::conn::options::Options;
 use crate::error::{Error, WS_ERR_INVALID_ARGUMENT, WS_OK};
@@ -18,6 +18,8 @@ pub struct ws_options {
     /// The loop connections made with these options run on (None: each
     /// on a private loop).
     pub(super) event_loop: Option<std::sync::Arc<ConnLoop>>,
+    /// Called for each pong received (`ws_options_set_on_pong`).
+    pub(super) on_pong: ws_on_pong,
 }
 
 /// New settings, all at their defaults (connect timeout 30000 ms, close
@@ -27,7 +29,7 @@ pub struct ws_options {
 /// memory for it ran out.
 #[no_mangle]
 pub extern "C" fn ws_options_new() -> *mut ws_options {
-    boundary(|| try_box(ws_options { options: Options::default(), event_loop: None }))
+    boundary(|| try_box(ws_options { options: Options::default(), event_loop: None, on_pong: None }))
 }
 
 /// Releases settings from `ws_options_new`; NULL is ignored. Connections
@@ -348,6 +350,106 @@ pub unsafe extern "C" fn ws_options_set_compression_threshold(o: *mut ws_options
         with_options(o, |o| {
             o.compression.threshold = bytes;
             Ok(())
+        })
+    }
+}
+
+/// Keepalive: when nothing has been received for `ms` milliseconds, a ping
+/// goes to the server; when nothing at all (its pong or any other frame)
+/// follows within the pong timeout, the connection has failed: `on_error`
+/// ("no pong within N ms"), then `on_close` 1006, the socket closed at once
+/// without a closing handshake. The pong timeout runs from the ping's write,
+/// and starts again while the server's TCP acknowledges more of the data
+/// written before the ping (a slow link is not a dead peer). With keepalive
+/// on, the socket's `TCP_USER_TIMEOUT` is the pong timeout too: data the
+/// server does not acknowledge, or a receive window it keeps closed, for
+/// that long ends the connection as a lost one (`on_close` 1006, no
+/// `on_error`). 0 (the default, as in browsers) turns keepalive off.
+/// Keepalive stops when the closing handshake starts; the close timeout
+/// bounds it from then. An idle connection's loop wakes once per interval
+/// for it, and for the pong. Always `WS_OK` for a live `o`.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_ping_interval_ms(o: *mut ws_options, ms: u32) -> c_int {
+    // SAFETY: the pointers are NULL or live, as `# Safety` above says.
+    unsafe {
+        with_options(o, |o| {
+            o.set_ping_interval_ms(ms);
+            Ok(())
+        })
+    }
+}
+
+/// How long after a keepalive ping something must arrive before the
+/// connection counts as dead (see `ws_options_set_ping_interval_ms`).
+/// Default, and what 0 sets: the ping interval. Always `WS_OK` for a
+/// live `o`.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_pong_timeout_ms(o: *mut ws_options, ms: u32) -> c_int {
+    // SAFETY: the pointers are NULL or live, as `# Safety` above says.
+    unsafe {
+        with_options(o, |o| {
+            o.set_pong_timeout_ms(ms);
+            Ok(())
+        })
+    }
+}
+
+/// Called on the loop's thread, with the handle's `user_data`, for each
+/// pong received while `WS_OPEN`: answers to `ws_send_ping` (with their
+/// payload), to keepalive pings (empty payload) and unasked ones (RFC 6455
+/// 5.5.3 allows them). NULL (the default) for none. The `ws_callbacks`
+/// struct stays as it is, so programs built against it keep working.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`; `on_pong` is NULL or a function
+/// that may be called on any libws thread while the handle lives.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_on_pong(o: *mut ws_options, on_pong: ws_on_pong) -> c_int {
+    // SAFETY: the pointers are NULL or live, as `# Safety` above says.
+    let o = unsafe { try_mut(o) };
+    boundary(|| match o {
+        Some(o) => {
+            o.on_pong = on_pong;
+            WS_OK
+        }
+        None => WS_ERR_INVALID_ARGUMENT,
+    })
+}
+
+/// Connects to the Unix domain socket at `path` instead of resolving the
+/// URL's host, as libcurl's `CURLOPT_UNIX_SOCKET_PATH` does: the URL still
+/// gives the `Host` header, the path and whether TLS is spoken (`wss://`
+/// checks the certificate against the URL's host). A leading `@` names a
+/// socket in Linux's abstract namespace (`@name`). The path is copied. NULL
+/// or "" connects to the URL's host again (the default). A path over 107
+/// bytes (the most `sun_path` holds) or a bare `@` gives
+/// `WS_ERR_INVALID_ARGUMENT`, as does a path that is not UTF-8. A socket
+/// that is missing fails the connection with "connect to unix socket PATH
+/// failed: No such file or directory"; one whose listener's queue is full
+/// fails at once ("Resource temporarily unavailable"): a Unix socket
+/// connect does not wait, as a TCP one does.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`; `path` is NULL or a NUL-terminated
+/// string.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_unix_socket(o: *mut ws_options, path: *const c_char) -> c_int {
+    // SAFETY: the pointers are NULL or live, as `# Safety` above says.
+    unsafe {
+        with_options(o, |o| {
+            if path.is_null() {
+                return o.set_unix_socket(None);
+            }
+            match str_arg(path) {
+                Some(p) => o.set_unix_socket(Some(p)),
+                None => Err(Error::invalid_argument("unix socket path is not UTF-8")),
+            }
         })
     }
 }

@@ -54,6 +54,11 @@ pub type ws_on_close = Option<
     unsafe extern "C" fn(user_data: *mut c_void, ws: *mut ws_socket, code: u16, reason: *const c_char, was_clean: bool),
 >;
 
+/// A pong arrived (see `ws_options_set_on_pong`): `data` holds its `len`
+/// payload bytes (at most 125), valid only during the callback; not NULL.
+pub type ws_on_pong =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, ws: *mut ws_socket, data: *const u8, len: usize)>;
+
 /// The event callbacks of one connection, copied by `ws_new`.
 ///
 /// Callbacks of one handle run on the thread that runs its loop (by
@@ -81,6 +86,7 @@ pub struct ws_callbacks {
 /// Calls the C callbacks; lives on the loop's thread.
 struct CHandler {
     callbacks: ws_callbacks,
+    on_pong: ws_on_pong,
     ws: *mut ws_socket,
 }
 
@@ -112,6 +118,12 @@ impl Handler for CHandler {
         if let Some(f) = self.callbacks.on_close {
             // SAFETY: reason is a live C string for the call's duration.
             unsafe { f(self.callbacks.user_data, self.ws, code, reason.as_ptr(), was_clean) }
+        }
+    }
+    fn on_pong(&mut self, data: &[u8]) {
+        if let Some(f) = self.on_pong {
+            // SAFETY: data is live for the call's duration.
+            unsafe { f(self.callbacks.user_data, self.ws, data.as_ptr(), data.len()) }
         }
     }
 }
@@ -170,7 +182,8 @@ unsafe fn new_socket(
         on_close: None,
     });
     let ws = Box::into_raw(Box::new(ws_socket { client }));
-    let handler = Box::new(CHandler { callbacks, ws });
+    let on_pong = options.and_then(|o| o.on_pong);
+    let handler = Box::new(CHandler { callbacks, on_pong, ws });
     // No callback may start before the caller has the handle: one that
     // frees it (on_close after a refused connect) would hand back a freed
     // pointer. The loop's thread waits for this hold before its first callback.
@@ -357,6 +370,28 @@ pub unsafe extern "C" fn ws_close(ws: *mut ws_socket, code: u16, reason: *const 
         // SAFETY: not NULL, and NUL-terminated (# Safety).
         let reason = (!reason.is_null()).then(|| unsafe { CStr::from_ptr(reason) }.to_bytes());
         result_code(client.close(code, reason))
+    })
+}
+
+/// Sends a ping with `len` bytes of `data` as its payload (NULL only when
+/// `len` is 0); the server's pong reaches the `on_pong` callback set with
+/// `ws_options_set_on_pong`, with the same payload, for programs that
+/// measure latency. `WS_ERR_INVALID_ARGUMENT` for a `len` over 125 (RFC
+/// 6455 5.5: the most a control frame carries); `WS_ERR_INVALID_STATE`
+/// unless `WS_OPEN` (no frame may follow our close frame). The payload is
+/// copied; the ping goes out after the messages sent before it. Counts
+/// toward no `bufferedAmount`. Any thread, also inside callbacks.
+///
+/// # Safety
+/// `ws` is NULL or a live handle; `data` is NULL or points to `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ws_send_ping(ws: *mut ws_socket, data: *const u8, len: usize) -> c_int {
+    boundary(|| {
+        // SAFETY: the pointers are NULL or live, as `# Safety` above says.
+        let (Some(client), Some(data)) = (unsafe { (client(ws), bytes_arg(data, len)) }) else {
+            return WS_ERR_INVALID_ARGUMENT;
+        };
+        result_code(client.ping(data))
     })
 }
 

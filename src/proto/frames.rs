@@ -43,7 +43,8 @@ pub enum Incoming {
         text: bool,
     },
     Ping(Vec<u8>),
-    Pong,
+    /// A pong, with its payload (at most 125 bytes).
+    Pong(Vec<u8>),
     /// The server's close frame: its code (1005 when it had none) and reason.
     Close {
         code: u16,
@@ -356,7 +357,7 @@ impl Reader {
                 Ok(Some(Incoming::Message { text }))
             }
             OpCode::Control(Control::Ping) => Ok(Some(Incoming::Ping(std::mem::take(&mut self.control)))),
-            OpCode::Control(Control::Pong) => Ok(Some(Incoming::Pong)),
+            OpCode::Control(Control::Pong) => Ok(Some(Incoming::Pong(std::mem::take(&mut self.control)))),
             OpCode::Control(Control::Close) => {
                 let close = parse_close(&self.control)?;
                 self.close_received = true;
@@ -481,6 +482,9 @@ struct Chunk {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ChunkKind {
     Data,
+    Ping,
+    /// A keepalive ping: its pong timeout runs from its last byte's write.
+    KeepalivePing,
     Pong,
     Close,
 }
@@ -505,6 +509,8 @@ pub struct Writer {
     /// queue has not been emptied since.
     blocked: bool,
     close_written: bool,
+    /// A keepalive ping's last byte was written since the flag was taken.
+    keepalive_ping_written: bool,
     /// Some(n): the stream keeps what a blocked write offered, at most n
     /// bytes of it (OpenSSL: the records it sealed must be offered again,
     /// byte for byte).
@@ -632,6 +638,25 @@ impl Writer {
         self.chunks.push_back(Chunk { bytes, pos: 0, release: 0, kind: ChunkKind::Pong });
     }
 
+    /// A ping (keepalive, or `ws_send_ping`): at most 125 bytes of payload,
+    /// which the caller has checked (RFC 6455 5.5).
+    pub fn push_ping(&mut self, payload: &[u8]) {
+        let bytes = Self::control_frame(Control::Ping, payload);
+        self.chunks.push_back(Chunk { bytes, pos: 0, release: 0, kind: ChunkKind::Ping });
+    }
+
+    /// A keepalive ping, with no payload; `take_keepalive_ping_written`
+    /// says when it is out.
+    pub fn push_keepalive_ping(&mut self) {
+        let bytes = Self::control_frame(Control::Ping, &[]);
+        self.chunks.push_back(Chunk { bytes, pos: 0, release: 0, kind: ChunkKind::KeepalivePing });
+    }
+
+    /// Whether a keepalive ping's last byte was written since last asked.
+    pub fn take_keepalive_ping_written(&mut self) -> bool {
+        std::mem::take(&mut self.keepalive_ping_written)
+    }
+
     /// Where in the queue the unstarted pong is, if there is one.
     fn unstarted_pong(&self) -> Option<usize> {
         self.pong.and_then(|at| at.checked_sub(self.popped)).map(|i| i as usize)
@@ -691,7 +716,8 @@ impl Writer {
                         ChunkKind::Data if done.release > 0 => released(done.release, done.bytes),
                         ChunkKind::Close => self.close_written = true,
                         ChunkKind::Pong => self.pongs -= 1,
-                        ChunkKind::Data => {}
+                        ChunkKind::KeepalivePing => self.keepalive_ping_written = true,
+                        ChunkKind::Data | ChunkKind::Ping => {}
                     }
                 }
             }

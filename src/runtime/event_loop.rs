@@ -101,11 +101,11 @@ pub trait Task: Send + Sized + 'static {
     fn command(&mut self, cmd: Self::Command);
     /// Writes what commands queued (after a batch of them was taken).
     fn flush(&mut self);
-    fn resolved(&mut self, result: io::Result<Vec<SocketAddr>>);
+    fn resolved(&mut self, result: io::Result<Vec<SocketAddr>>, cx: &mut Cx<'_, Self>);
     /// `events`: what its socket is ready for, or `Events::NONE` for a
     /// turn it asked for with `wants_turn`.
     fn ready(&mut self, events: Events, cx: &mut Cx<'_, Self>);
-    fn timer(&mut self, now: Instant);
+    fn timer(&mut self, now: Instant, cx: &mut Cx<'_, Self>);
     /// Ends it at once: nothing will run its loop again.
     fn abort(&mut self, why: &str);
     fn is_done(&self) -> bool;
@@ -184,6 +184,14 @@ impl<T: Task> Cx<'_, T> {
     /// does: a private loop's thread gives back the stack it touched.
     pub fn opened(&mut self) {
         *self.opened = true;
+    }
+
+    /// Watches one more socket of this task for `events`, beside the one
+    /// its `interest` names (connect attempts running side by side). It
+    /// leaves the epoll set when it is closed; its events come to the
+    /// task as those of its interest do.
+    pub fn also_watch(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+        epoll_ctl(self.lp.fd(), libc::EPOLL_CTL_ADD, fd, events, self.id.token())
     }
 }
 
@@ -372,7 +380,7 @@ impl<T: Task> Loop<T> {
         // SAFETY: a fresh descriptor that nothing else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
         let waker = Waker::new()?;
-        epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, waker.fd(), Events::READ, WAKE_TOKEN)?;
+        epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, waker.fd(), Events(Waker::EPOLL_EVENTS), WAKE_TOKEN)?;
         Ok(Arc::new(Loop {
             epoll,
             waker,
@@ -877,7 +885,7 @@ impl<T: Task> Core<T> {
                     }
                 }
                 LoopCommand::Resolved(id, result) => {
-                    self.with_conn(lp, id, |conn, _| conn.resolved(result));
+                    self.with_conn(lp, id, |conn, cx| conn.resolved(result, cx));
                 }
             }
         }
@@ -919,7 +927,7 @@ impl<T: Task> Core<T> {
                 continue;
             }
             slot.armed = None;
-            self.with_conn(lp, id, |conn, _| conn.timer(now));
+            self.with_conn(lp, id, |conn, cx| conn.timer(now, cx));
         }
     }
 
@@ -1022,9 +1030,9 @@ mod tests {
         fn start(&mut self, _: &mut Cx<'_, Self>) {}
         fn command(&mut self, _: ()) {}
         fn flush(&mut self) {}
-        fn resolved(&mut self, _: io::Result<Vec<SocketAddr>>) {}
+        fn resolved(&mut self, _: io::Result<Vec<SocketAddr>>, _: &mut Cx<'_, Self>) {}
         fn ready(&mut self, _: Events, _: &mut Cx<'_, Self>) {}
-        fn timer(&mut self, _: Instant) {}
+        fn timer(&mut self, _: Instant, _: &mut Cx<'_, Self>) {}
         fn abort(&mut self, _: &str) {}
         fn is_done(&self) -> bool {
             false

@@ -1,5 +1,6 @@
-//! The wake-up of a loop: an eventfd in its epoll set, written at most
-//! once between two wake-ups.
+//! The wake-up of a loop: an eventfd in its epoll set, edge-triggered,
+//! written at most once between two wake-ups and never read (every write
+//! is a new edge, so the loop pays one system call per wake-up, not two).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,25 +28,29 @@ impl Waker {
             return;
         }
         let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A full
-        // counter (EAGAIN) still leaves the fd readable, which is all we need.
-        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if n < 0 {
+            // A counter at its maximum (after 2^64 - 2 wake-ups, never in
+            // practice) refuses the write: empty it, and the write is an edge.
+            let mut counter: u64 = 0;
+            // SAFETY: reads and writes 8 bytes of live u64s on our own eventfd.
+            unsafe {
+                libc::read(self.fd.as_raw_fd(), (&mut counter as *mut u64).cast(), 8);
+                libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8);
+            }
+        }
     }
 
-    /// Called by the loop when epoll reports the fd readable, before it
-    /// drains the command channel.
-    ///
-    /// The counter is read first and the flag cleared after: cleared first,
-    /// a wake() in between would write the eventfd, the read would consume
-    /// that write too, and the flag would stay set with the fd empty, so no
-    /// later wake() would write again (a lost wake-up). The swap also
-    /// acquires what a wake() that saw the flag set had queued.
+    /// Called by the loop when epoll reports a wake-up, before it drains
+    /// the command channel. The swap acquires what a wake() that saw the
+    /// flag set had queued; a wake() after it writes a new edge.
     pub fn reset(&self) {
-        let mut counter: u64 = 0;
-        // SAFETY: reads 8 bytes into a live u64 from our own eventfd.
-        unsafe { libc::read(self.fd.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
         self.pending.swap(false, Ordering::SeqCst);
     }
+
+    /// How the fd is watched in an epoll set: each write is one event.
+    pub(crate) const EPOLL_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLET) as u32;
 
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
@@ -57,8 +62,8 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    /// A producer pushes and wakes, a consumer polls, resets and drains, as
-    /// the loop's thread does. A lost wake-up leaves the consumer asleep with
+    /// A producer pushes and wakes, a consumer waits in epoll, resets and
+    /// drains, as the loop's thread does. A lost wake-up leaves the consumer asleep with
     /// items queued: the poll times out and the test fails.
     #[test]
     #[cfg_attr(miri, ignore = "poll(2) is not in miri, and 200 000 wake-ups would take hours")]
@@ -73,12 +78,18 @@ mod tests {
                 w.wake();
             }
         });
+        // SAFETY: epoll_create1 takes no pointers; the result is checked.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(epoll >= 0);
+        let mut event = libc::epoll_event { events: Waker::EPOLL_EVENTS, u64: 1 };
+        // SAFETY: a live epoll fd, our eventfd and a live event.
+        assert_eq!(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, waker.fd(), &mut event) }, 0);
         let mut received = 0;
         let deadline = Instant::now() + Duration::from_secs(60);
         while received < N {
-            let mut fds = [libc::pollfd { fd: waker.fd(), events: libc::POLLIN, revents: 0 }];
-            // SAFETY: one live pollfd.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 1, 5000) };
+            let mut out = [libc::epoll_event { events: 0, u64: 0 }];
+            // SAFETY: one live epoll_event.
+            let rc = unsafe { libc::epoll_wait(epoll, out.as_mut_ptr(), 1, 5000) };
             assert!(rc > 0, "lost wake-up: {received} of {N} received, {} queued", rx.len());
             waker.reset();
             while rx.try_recv().is_ok() {
@@ -86,6 +97,8 @@ mod tests {
             }
             assert!(Instant::now() < deadline);
         }
+        // SAFETY: our own epoll fd, closed once.
+        unsafe { libc::close(epoll) };
         producer.join().unwrap();
     }
 }

@@ -1,23 +1,151 @@
-//! Sockets without blocking: a connect that poll(2) can finish, the poll
-//! call itself, and the stream type the loop's thread owns.
+//! Sockets without blocking: a connect that poll(2) can finish (TCP) or
+//! that completes at once (a Unix domain socket), and the stream type the
+//! loop's thread owns.
 
 use std::cell::Cell;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// TCP under TLS, remembering which direction last hit EAGAIN. OpenSSL
-/// reports WouldBlock alike when it needs to read (the server's records)
-/// and when it needs to write (a full send buffer); this says which, so
-/// that the loop waits for the right readiness and never spins or stalls.
-pub struct Tcp {
-    stream: TcpStream,
+/// A connected (or connecting) stream socket, TCP or Unix, non-blocking.
+/// Reads are recv(2) and writes send(2) with MSG_NOSIGNAL: a write to a
+/// peer that has gone returns EPIPE instead of raising SIGPIPE, whose
+/// default action would end the host program.
+pub struct Socket {
+    fd: OwnedFd,
+}
+
+impl Socket {
+    /// A new socket of `domain`, non-blocking and close-on-exec.
+    fn new(domain: libc::c_int) -> io::Result<Socket> {
+        // SAFETY: socket(2) takes no pointers; the result is checked.
+        let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        Ok(Socket { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    fn set_int_option(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: our own fd and a live c_int of the size given.
+        let rc = unsafe { libc::setsockopt(self.fd(), level, name, (&value as *const libc::c_int).cast(), size) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// SO_ERROR: the error a background connect ended with, if any.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: our own fd, and a live c_int with its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
+    }
+
+    /// Whether the socket has a peer: ENOTCONN while a connect is unfinished.
+    pub fn check_connected(&self) -> io::Result<()> {
+        // SAFETY: sockaddr_storage is plain data for which all zeroes is valid.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: our own fd, and live storage with its size.
+        let rc =
+            unsafe { libc::getpeername(self.fd(), (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// FIN after what is queued. Best effort: errors are moot here.
+    pub fn shutdown_write(&self) {
+        // SAFETY: shutdown(2) on our own fd.
+        unsafe { libc::shutdown(self.fd(), libc::SHUT_WR) };
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd()
+    }
+}
+
+impl Read for &Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: our own fd, and `buf` is live and writable for its length.
+        let n = unsafe { libc::recv(self.fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Write for &Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        send_vectored_fd(self.fd(), bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The socket under TLS, remembering which direction last hit EAGAIN.
+/// OpenSSL reports WouldBlock alike when it needs to read (the server's
+/// records) and when it needs to write (a full send buffer); this says
+/// which, so that the loop waits for the right readiness and never spins
+/// or stalls.
+pub struct TlsSocket {
+    stream: Socket,
     blocked: Cell<i16>,
 }
 
-impl Tcp {
-    pub fn new(stream: TcpStream) -> Tcp {
-        Tcp { stream, blocked: Cell::new(libc::POLLIN) }
+impl TlsSocket {
+    pub fn new(stream: Socket) -> TlsSocket {
+        TlsSocket { stream, blocked: Cell::new(libc::POLLIN) }
     }
 
     /// POLLIN or POLLOUT: what the last WouldBlock was waiting for.
@@ -37,16 +165,15 @@ impl Tcp {
     }
 }
 
-impl Read for Tcp {
+impl Read for TlsSocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let r = self.stream.read(buf);
         self.note(r, libc::POLLIN)
     }
 }
 
-impl Write for Tcp {
+impl Write for TlsSocket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // std's TcpStream::write is send(2) with MSG_NOSIGNAL.
         let r = self.stream.write(buf);
         self.note(r, libc::POLLOUT)
     }
@@ -56,11 +183,11 @@ impl Write for Tcp {
     }
 }
 
-/// The connection's byte stream: plain TCP or TLS over it.
+/// The connection's byte stream: a plain socket or TLS over it.
 pub enum Stream {
-    Plain(TcpStream),
+    Plain(Socket),
     Tls {
-        tls: Box<native_tls::TlsStream<Tcp>>,
+        tls: Box<native_tls::TlsStream<TlsSocket>>,
         /// Small frames are gathered here into one TLS record per write.
         /// Allocated at the first gathered write: an idle connection that
         /// never sent two frames at once holds none of it.
@@ -73,7 +200,7 @@ pub enum Stream {
 pub(crate) const TLS_GATHER: usize = 16 * 1024;
 
 impl Stream {
-    pub fn tls(tls: native_tls::TlsStream<Tcp>) -> Stream {
+    pub fn tls(tls: native_tls::TlsStream<TlsSocket>) -> Stream {
         Stream::Tls { tls: Box::new(tls), gather: Vec::new() }
     }
 
@@ -111,12 +238,10 @@ impl Stream {
     /// what is queued. Best effort: errors are moot here.
     pub fn shutdown_write(&mut self) {
         match self {
-            Stream::Plain(s) => {
-                let _ = s.shutdown(std::net::Shutdown::Write);
-            }
+            Stream::Plain(s) => s.shutdown_write(),
             Stream::Tls { tls, .. } => {
                 let _ = tls.shutdown();
-                let _ = tls.get_ref().stream.shutdown(std::net::Shutdown::Write);
+                tls.get_ref().stream.shutdown_write();
             }
         }
     }
@@ -141,7 +266,7 @@ impl Write for Stream {
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Stream::Plain(s) => send_vectored(s, bufs),
+            Stream::Plain(s) => s.write_vectored(bufs),
             Stream::Tls { tls, gather } => {
                 let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
                 if first.len() >= TLS_GATHER || bufs.len() < 2 {
@@ -190,10 +315,6 @@ impl Write for RawSocket {
 /// writev(2) as sendmsg(2) with MSG_NOSIGNAL: a write to a socket the peer
 /// has closed returns EPIPE instead of raising SIGPIPE, whose default action
 /// would end the host program (std's `write_vectored` uses plain writev).
-fn send_vectored(s: &TcpStream, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-    send_vectored_fd(s.as_raw_fd(), bufs)
-}
-
 fn send_vectored_fd(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: msghdr is plain data; IoSlice is ABI-compatible with iovec,
     // and the kernel only reads `bufs` during the call.
@@ -211,42 +332,97 @@ fn send_vectored_fd(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
 
 /// Starts a TCP connect that completes in the background; poll for POLLOUT
 /// and then call `finish_connect`.
-pub fn start_connect(addr: &SocketAddr, send_buffer: Option<u32>) -> io::Result<TcpStream> {
+pub fn start_connect(addr: &SocketAddr, send_buffer: Option<u32>) -> io::Result<Socket> {
     let (domain, storage, len) = sockaddr(addr);
-    // SAFETY: plain syscalls; every result is checked, and the fd is owned by
-    // the TcpStream right after it is created.
-    unsafe {
-        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        if let Some(bytes) = send_buffer {
-            let bytes = bytes.min(i32::MAX as u32) as libc::c_int;
-            let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, (&bytes as *const libc::c_int).cast(), size);
-        }
-        let rc = libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len);
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINPROGRESS) {
-                return Err(err);
-            }
-        }
-        Ok(stream)
+    let socket = Socket::new(domain)?;
+    // Small messages go out at once; libws batches writes itself. Set
+    // before the connect, so that finishing it takes no system call.
+    socket.set_int_option(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    if let Some(bytes) = send_buffer {
+        // Only the tests set it; the kernel's default otherwise.
+        let _ = socket.set_int_option(libc::SOL_SOCKET, libc::SO_SNDBUF, bytes.min(i32::MAX as u32) as libc::c_int);
     }
+    // SAFETY: our own fd, and a live address of the length given.
+    let rc = unsafe { libc::connect(socket.fd(), (&storage as *const libc::sockaddr_storage).cast(), len) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(err);
+        }
+    }
+    Ok(socket)
+}
+
+/// The most a Unix socket's path may hold (sun_path, less the NUL that
+/// ends a path in the file system; an abstract name has no NUL but its
+/// leading zero byte).
+pub(crate) const UNIX_PATH_MAX: usize = 107;
+
+/// Connects to a Unix domain socket: a path in the file system, or with a
+/// leading `@` a name in the abstract namespace (unix(7)). Such a connect
+/// completes at once or fails (a full backlog says EAGAIN).
+pub fn connect_unix(path: &str) -> io::Result<Socket> {
+    // SAFETY: sockaddr_un is plain data for which all zeroes is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let (name, abstract_name) = match path.strip_prefix('@') {
+        Some(name) => (name.as_bytes(), true),
+        None => (path.as_bytes(), false),
+    };
+    if name.len() > UNIX_PATH_MAX {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    if name.contains(&0) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let start = usize::from(abstract_name);
+    for (i, b) in name.iter().enumerate() {
+        addr.sun_path[start + i] = *b as libc::c_char;
+    }
+    // An abstract name is exactly its bytes; a path ends at its NUL.
+    let path_offset = std::mem::size_of::<libc::sa_family_t>();
+    let len = path_offset + start + name.len() + usize::from(!abstract_name);
+    let socket = Socket::new(libc::AF_UNIX)?;
+    // SAFETY: our own fd, and a live sockaddr_un of at least `len` bytes.
+    let rc = unsafe { libc::connect(socket.fd(), (&addr as *const libc::sockaddr_un).cast(), len as libc::socklen_t) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
+/// Bounds how long written data may stay unacknowledged (also by a zero
+/// window) before the kernel fails the connection with ETIMEDOUT
+/// (TCP_USER_TIMEOUT, tcp(7)). Best effort: a refusal leaves the default.
+pub fn set_user_timeout(fd: RawFd, timeout: std::time::Duration) {
+    let ms = timeout.as_millis().min(libc::c_uint::MAX as u128) as libc::c_uint;
+    let size = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
+    // SAFETY: a live fd and a live c_uint of the size given.
+    unsafe {
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, (&ms as *const libc::c_uint).cast(), size)
+    };
+}
+
+/// Bytes written to the socket that the peer has not acknowledged yet
+/// (SIOCOUTQ, tcp(7)); 0 when the socket cannot say.
+pub fn unacknowledged_bytes(fd: RawFd) -> u32 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: a live fd and a live c_int for the kernel to fill.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    if rc < 0 {
+        return 0;
+    }
+    n.max(0) as u32
 }
 
 /// After POLLOUT: did the connect succeed?
-pub fn finish_connect(stream: &TcpStream) -> io::Result<()> {
+pub fn finish_connect(stream: &Socket) -> io::Result<()> {
     if let Some(err) = stream.take_error()? {
         return Err(err);
     }
     // A connect that has not failed may still be unfinished if poll woke
-    // for another reason: peer_addr tells.
-    stream.peer_addr().map(|_| ())?;
-    // Small messages go out at once; libws batches writes itself.
-    stream.set_nodelay(true)
+    // for another reason: getpeername tells.
+    stream.check_connected()
 }
 
 fn sockaddr(addr: &SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
@@ -291,9 +467,9 @@ mod tests {
     #[cfg_attr(miri, ignore = "TCP sockets, poll(2) and signal(2): not in miri")]
     fn writes_to_a_closed_peer_raise_no_sigpipe() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         drop(listener.accept().unwrap().0);
-        let mut stream = Stream::Plain(tcp);
+        let mut stream = Stream::Plain(Socket { fd: OwnedFd::from(tcp) });
         // The first write draws a reset from the closed peer; wait for it.
         let _ = stream.write(b"x");
         let deadline = Instant::now() + std::time::Duration::from_secs(10);

@@ -1,7 +1,7 @@
 //! wss:// over native-tls (OpenSSL on Linux), driven without blocking: the
 //! handshake resumes when epoll says the socket is ready, like everything else on the loop's thread.
 
-use crate::transport::net::Tcp as TcpStream;
+use crate::transport::net::{Socket, TlsSocket};
 use native_tls::{HandshakeError, MidHandshakeTlsStream, Protocol, TlsConnector, TlsStream};
 use std::sync::{Arc, OnceLock};
 
@@ -96,9 +96,9 @@ impl TlsOptions {
 
 /// One step of the handshake.
 pub enum Step {
-    Done(TlsStream<TcpStream>),
+    Done(TlsStream<TlsSocket>),
     /// Wait for what the socket lacked (`Tcp::blocked_on`), then `resume`.
-    Again(MidHandshakeTlsStream<TcpStream>),
+    Again(MidHandshakeTlsStream<TlsSocket>),
 }
 
 /// Builds a connector; `TlsOptions::connector` keeps it for reuse.
@@ -118,15 +118,15 @@ pub fn connector(options: &TlsOptions) -> Result<TlsConnector, String> {
 
 /// Starts the handshake; `host` is the name (or address) the certificate
 /// must match, also sent as SNI when it is a name.
-pub fn start(connector: &TlsConnector, host: &str, tcp: std::net::TcpStream) -> Result<Step, String> {
-    step(connector.connect(host, TcpStream::new(tcp)))
+pub fn start(connector: &TlsConnector, host: &str, socket: Socket) -> Result<Step, String> {
+    step(connector.connect(host, TlsSocket::new(socket)))
 }
 
-pub fn resume(mid: MidHandshakeTlsStream<TcpStream>) -> Result<Step, String> {
+pub fn resume(mid: MidHandshakeTlsStream<TlsSocket>) -> Result<Step, String> {
     step(mid.handshake())
 }
 
-fn step(r: Result<TlsStream<TcpStream>, HandshakeError<TcpStream>>) -> Result<Step, String> {
+fn step(r: Result<TlsStream<TlsSocket>, HandshakeError<TlsSocket>>) -> Result<Step, String> {
     match r {
         Ok(stream) => Ok(Step::Done(stream)),
         Err(HandshakeError::WouldBlock(mid)) => Ok(Step::Again(mid)),

@@ -1,7 +1,9 @@
 """A WebSocket server on the Python `websockets` library, for tests/interop.rs.
 
 Prints "PORT <n>" once listening on 127.0.0.1; exits when stdin closes.
-With --tls CERT KEY it serves wss:// with that certificate and key.
+With --tls CERT KEY it serves wss:// with that certificate and key; with
+--unix PATH it listens on that Unix domain socket instead (and prints
+"PORT 0").
 Echoes every message, except these text commands:
   close CODE REASON   close with that code and reason
   fragments A|B|C     send one text message in fragments A, B, C
@@ -21,7 +23,7 @@ import json
 import sys
 
 import websockets
-from websockets.asyncio.server import serve
+from websockets.asyncio.server import serve, unix_serve
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 closes = {}
@@ -86,15 +88,28 @@ async def handler(ws):
 
 
 async def main():
+    args = sys.argv[1:]
     ssl_context = None
-    if len(sys.argv) == 4 and sys.argv[1] == "--tls":
-        import ssl
-        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ssl_context.load_cert_chain(sys.argv[2], sys.argv[3])
-    async with serve(handler, "127.0.0.1", 0, select_subprotocol=select_subprotocol,
-                     max_size=None, compression=None, ssl=ssl_context,
-                     process_request=process_request) as server:
-        port = server.sockets[0].getsockname()[1]
+    unix_path = None
+    while args:
+        if args[0] == "--tls" and len(args) >= 3:
+            import ssl
+            ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ssl_context.load_cert_chain(args[1], args[2])
+            args = args[3:]
+        elif args[0] == "--unix" and len(args) >= 2:
+            unix_path = args[1]
+            args = args[2:]
+        else:
+            sys.exit(f"unknown arguments: {args}")
+    settings = dict(select_subprotocol=select_subprotocol, max_size=None, compression=None,
+                    ssl=ssl_context, process_request=process_request)
+    if unix_path is not None:
+        server_cm = unix_serve(handler, unix_path, **settings)
+    else:
+        server_cm = serve(handler, "127.0.0.1", 0, **settings)
+    async with server_cm as server:
+        port = 0 if unix_path is not None else server.sockets[0].getsockname()[1]
         print(f"PORT {port} websockets {websockets.__version__}", flush=True)
         # The test process holds our stdin: its end is ours.
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

@@ -556,7 +556,7 @@ fn check(
     // close that is not clean.
     for e in evs {
         let ok = match e {
-            Ev::Open { state } | Ev::Message { state, .. } => *state == WS_OPEN,
+            Ev::Open { state } | Ev::Message { state, .. } | Ev::Pong { state, .. } => *state == WS_OPEN,
             Ev::Error { state, .. } => *state == WS_CLOSED,
             Ev::Close { state, clean, code, .. } => *state == WS_CLOSED && (*clean || *code == 1006),
         };

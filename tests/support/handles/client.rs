@@ -22,6 +22,13 @@ pub struct Opts {
     pub client_max_window_bits: Option<i32>,
     pub server_max_window_bits: Option<i32>,
     pub compression_threshold: Option<u64>,
+    /// Keepalive (ws_options_set_ping_interval_ms / _pong_timeout_ms).
+    pub ping_interval_ms: Option<u32>,
+    pub pong_timeout_ms: Option<u32>,
+    /// Records `on_pong` as `Ev::Pong`.
+    pub record_pongs: bool,
+    /// ws_options_set_unix_socket.
+    pub unix_socket: Option<String>,
 }
 
 /// One libws handle with a recorder; freed on drop unless freed already.
@@ -219,6 +226,19 @@ unsafe fn build_options(o: &Opts) -> *mut ws_options {
     }
     if let Some(n) = o.compression_threshold {
         assert_eq!(ws_options_set_compression_threshold(options, n), WS_OK);
+    }
+    if let Some(ms) = o.ping_interval_ms {
+        assert_eq!(ws_options_set_ping_interval_ms(options, ms), WS_OK);
+    }
+    if let Some(ms) = o.pong_timeout_ms {
+        assert_eq!(ws_options_set_pong_timeout_ms(options, ms), WS_OK);
+    }
+    if let Some(path) = &o.unix_socket {
+        let path = CString::new(path.as_str()).unwrap();
+        assert_eq!(ws_options_set_unix_socket(options, path.as_ptr()), WS_OK);
+    }
+    if o.record_pongs {
+        assert_eq!(ws_options_set_on_pong(options, Some(super::recorder::cb_pong)), WS_OK);
     }
     options
 }

@@ -9,10 +9,29 @@ use ws::ffi::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ev {
-    Open { state: i32 },
-    Message { data: Vec<u8>, text: bool, state: i32 },
-    Error { message: String, state: i32 },
-    Close { code: u16, reason: String, clean: bool, state: i32 },
+    Open {
+        state: i32,
+    },
+    Message {
+        data: Vec<u8>,
+        text: bool,
+        state: i32,
+    },
+    Error {
+        message: String,
+        state: i32,
+    },
+    Close {
+        code: u16,
+        reason: String,
+        clean: bool,
+        state: i32,
+    },
+    /// `on_pong`, set with ws_options_set_on_pong (`Opts::record_pongs`).
+    Pong {
+        data: Vec<u8>,
+        state: i32,
+    },
 }
 
 type Hook = Box<dyn FnMut(*mut ws_socket, &Ev) + Send>;
@@ -144,6 +163,14 @@ unsafe extern "C" fn cb_close(ud: *mut c_void, ws: *mut ws_socket, code: u16, re
     let r = &*(ud as *const Recorder);
     let reason = CStr::from_ptr(reason).to_str().unwrap().to_string();
     r.push(ws, Ev::Close { code, reason, clean, state: ws_ready_state(ws) });
+}
+
+/// The recording `on_pong` (ws_options_set_on_pong), with the handle's user_data.
+pub unsafe extern "C" fn cb_pong(ud: *mut c_void, ws: *mut ws_socket, data: *const u8, len: usize) {
+    let r = &*(ud as *const Recorder);
+    assert!(!data.is_null());
+    let data = std::slice::from_raw_parts(data, len).to_vec();
+    r.push(ws, Ev::Pong { data, state: ws_ready_state(ws) });
 }
 
 /// The recording callbacks, with `rec` as user_data.

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-60}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frames handshake url inflate)
+[ ${#targets[@]} -gt 0 ] || targets=(frames handshake url inflate proxy)
 
 . scripts/nightly.sh
 ensure_nightly

@@ -128,4 +128,20 @@ urls = [
 ]
 for url in urls:
     write("url", hashlib.sha1(url.encode()).hexdigest()[:16], url.encode())
+
+# Proxies: a first byte choosing the proxy (bit 7: text instead), then its
+# answers; the text is a proxy URL and a no_proxy list.
+proxies = [
+    bytes([0]) + b"HTTP/1.1 200 Connection established\r\n\r\n",
+    bytes([0x18]) + b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n",
+    bytes([0x21]) + bytes([5, 0, 5, 0, 0, 1, 127, 0, 0, 1, 0, 80]),
+    bytes([0x05]) + bytes([5, 2, 1, 0, 5, 0, 0, 4]) + bytes(18),
+    bytes([0x0A]) + bytes([5, 0, 5, 0, 0, 3, 4]) + b"name" + bytes([1, 187]),
+    bytes([0x04]) + bytes([5, 2, 1, 1]),
+    bytes([0x80]) + b"http://user:pa%40ss@proxy.example:3128/\0example.com, .local,10.0.0.0/8,*",
+    bytes([0x80]) + b"socks5h://[::1]:1080\0::1,[fe80::]/10",
+    bytes([0x80]) + b"proxy.example\0localhost",
+]
+for seed in proxies:
+    write("proxy", hashlib.sha1(seed).hexdigest()[:16], seed)
 print("seeds written under", os.path.normpath(root), file=sys.stderr)

@@ -236,6 +236,9 @@ run_selection() {
     targets+=("${args[@]}")
   done <"$selected"
   step "$job" cargo_nightly test "$@" --no-run "${targets[@]}"
+  # Built: the tests connect to loopback and choose their proxies
+  # themselves, so the caller's proxy variables (which libws reads) go.
+  unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
   while read -r line; do
     read -ra args <<<"$line"
     step "$job" cargo_nightly test "$@" --no-fail-fast "${args[@]}"

@@ -30,6 +30,9 @@ log=$(mktemp)
 skips=$(mktemp -d)
 trap 'rm -rf "$log" "$skips"' EXIT
 export LIBWS_SKIP_DIR="$skips"
+# Built: the tests connect to loopback and choose their proxies themselves,
+# so the caller's proxy variables (which libws reads) go.
+unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
 set +e
 cargo test --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -42,7 +42,9 @@ impl Client {
         };
         let id = lp.allocate();
         let shared = Arc::new(Shared::new(url, options.max_buffered_amount, connection::link(lp.clone(), id)));
-        let pending = Pending { target, options: options.clone(), lp, id };
+        let mut options = options.clone();
+        options.proxy = options.proxy.for_connection(&target, options.unix_socket.is_some());
+        let pending = Pending { target, options, lp, id };
         Ok(Client { shared, pending: Mutex::new(Some(pending)) })
     }
 

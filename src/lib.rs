@@ -32,7 +32,8 @@ pub mod fuzzing {
     pub use crate::proto::extensions::{CompressionOptions, DeflateParams};
     pub use crate::proto::frames::{is_valid_wire_close_code, Incoming, InputBuffer, Reader, Violation};
     pub use crate::proto::handshake::{parse_response, request, Agreed};
-    pub use crate::proto::target::Target;
+    pub use crate::proto::proxy::{no_proxy_matches, Destination, Handshake, Progress, Proxy};
+    pub use crate::proto::target::{Target, TargetHost};
 
     /// A response head larger than this fails the connection.
     pub const MAX_RESPONSE_HEAD: usize = crate::proto::handshake::MAX_RESPONSE_HEAD;

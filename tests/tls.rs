@@ -17,6 +17,8 @@ mod handles;
 mod paths;
 #[path = "support/peers.rs"]
 mod peers;
+#[path = "support/real_proxies.rs"]
+mod real_proxies;
 #[path = "support/servers.rs"]
 mod servers;
 
@@ -29,6 +31,7 @@ use peers::*;
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
+use real_proxies::*;
 use servers::*;
 use std::ffi::CString;
 use std::io::Write;
@@ -109,6 +112,8 @@ struct TlsOpts {
     unix_socket: Option<String>,
     /// Keepalive, with on_pong recorded.
     ping_interval_ms: Option<u32>,
+    /// ws_options_set_proxy.
+    proxy: Option<String>,
 }
 
 impl Default for TlsOpts {
@@ -121,6 +126,7 @@ impl Default for TlsOpts {
             connect_timeout_ms: None,
             unix_socket: None,
             ping_interval_ms: None,
+            proxy: None,
         }
     }
 }
@@ -154,6 +160,10 @@ fn tls_client_with(url: &str, t: TlsOpts, rec: Arc<Recorder>) -> Client {
         if let Some(path) = &t.unix_socket {
             let path = CString::new(path.as_str()).unwrap();
             assert_eq!(ws_options_set_unix_socket(o, path.as_ptr()), WS_OK);
+        }
+        if let Some(proxy) = &t.proxy {
+            let proxy = CString::new(proxy.as_str()).unwrap();
+            assert_eq!(ws_options_set_proxy(o, proxy.as_ptr()), WS_OK);
         }
         let c = client_with_options(url, o, rec);
         ws_options_free(o);
@@ -930,4 +940,35 @@ fn no_ws_loop_run_call_spends_a_millisecond_on_tls_setup() {
     );
     drop(c);
     unsafe { ws_loop_free(lp) };
+}
+
+// ----- wss:// through proxies: TLS with the origin, inside the tunnel -----
+
+/// Through tinyproxy (HTTP CONNECT) and microsocks (socks5h:// and
+/// socks5://), each asking for credentials: the TLS session is the
+/// origin's, its certificate checked against the origin's name.
+#[test]
+fn wss_through_proxies_speaks_tls_with_the_origin() {
+    let server = tls_server(&pki().server, echo);
+    let other = tls_server(&pki().other_name, echo);
+    let creds = Some(("proxyuser", "proxypass"));
+    let (Some(tiny), Some(socks)) = (tinyproxy(creds, &[]), microsocks(creds)) else { return };
+    // socks5:// sends the first address of the name it resolves; for
+    // "localhost" that is ::1, where this server does not listen.
+    let routes = [
+        (tiny.url("http", creds), "localhost"),
+        (socks.url("socks5h", creds), "localhost"),
+        (socks.url("socks5", creds), "127.0.0.1"),
+    ];
+    for (proxy, host) in &routes {
+        let c = tls_client(&wss_url(server.port, host), TlsOpts { proxy: Some(proxy.clone()), ..TlsOpts::default() });
+        assert_eq!(c.url(), wss_url(server.port, host), "ws_url is the origin's");
+        echo_text_and_16_mib(&c);
+        // A certificate for another name fails as it does without a proxy.
+        let t = TlsOpts { proxy: Some(proxy.clone()), ..TlsOpts::default() };
+        let mismatch = if *host == "localhost" { "hostname mismatch" } else { "IP address mismatch" };
+        expect_tls_failure(&wss_url(other.port, host), t, &[mismatch]);
+    }
+    let log = tiny.log();
+    assert!(log.contains(&format!("CONNECT localhost:{} HTTP/1.1", server.port)), "{log}");
 }

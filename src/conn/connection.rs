@@ -8,11 +8,13 @@
 use crate::conn::closing::{Closing, Ending};
 use crate::conn::dialer::{Dialed, Dialer};
 use crate::conn::keepalive::{Due, Keepalive};
-use crate::conn::options::Options;
+use crate::conn::options::{Options, ProxyChoice};
 use crate::conn::shared::{Command, LoopLink, ReadyState, Shared};
+use crate::conn::tunnel::Tunnel;
 use crate::proto::frames::{Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
 use crate::proto::handshake::{self, Agreed};
-use crate::proto::target::Target;
+use crate::proto::proxy::{Destination, Proxy};
+use crate::proto::target::{self, Target, TargetHost};
 use crate::runtime::event_loop::{BufferPool, ConnId, Cx, Events, Interest, Loop, LoopCommand, Task};
 use crate::transport::net::{self, Socket, Stream, TlsSocket};
 use crate::transport::tls;
@@ -82,6 +84,9 @@ enum End {
     Abnormal,
     /// Failed: on_error with this text, then on_close 1006.
     Failed(String),
+    /// A 401 with a Basic challenge, which the URL's credentials may
+    /// answer on a new connection; when they may not, it is `Failed`.
+    Challenged(String),
 }
 
 pub struct Connection {
@@ -102,6 +107,11 @@ pub struct Connection {
     socket_serial: u32,
     /// Counts the sockets this connection opened (their serials).
     sockets_made: u32,
+    /// socks5:// resolves the origin's name here, before the proxy's.
+    origin_addr: Option<SocketAddr>,
+    /// The server asked for credentials once (a 401 with a Basic
+    /// challenge), and this connection sends them.
+    send_credentials: bool,
 }
 
 enum Phase {
@@ -111,6 +121,8 @@ enum Phase {
     /// phase, or the connection's end) takes it out of the pool's queue.
     Resolving(#[allow(dead_code)] crate::runtime::resolver::Lookup),
     Connecting(Box<Connecting>),
+    /// Connected to the proxy: its handshake opens the tunnel.
+    Tunnel(Box<Tunnel>),
     Tls(Box<native_tls::MidHandshakeTlsStream<TlsSocket>>),
     Upgrading(Box<Upgrading>),
     Open(Box<Open>),
@@ -176,6 +188,8 @@ impl Connection {
             connector,
             socket_serial: 0,
             sockets_made: 0,
+            origin_addr: None,
+            send_credentials: false,
         }
     }
 }
@@ -196,6 +210,7 @@ impl Task for Connection {
                 let (fd, serial) = c.dialer.interest()?;
                 return Some(Interest { fd, socket: serial, events: Events::WRITE });
             }
+            Phase::Tunnel(t) => (t.fd(), if t.wants_write() { Events::WRITE } else { Events::READ }),
             Phase::Tls(mid) => (mid.get_ref().fd(), Events::from_poll(mid.get_ref().blocked_on())),
             Phase::Upgrading(u) if u.written < u.request.len() => {
                 (u.stream.fd(), Events::from_poll(u.stream.write_wants()))
@@ -219,7 +234,7 @@ impl Task for Connection {
             Phase::Connecting(c) => {
                 Some(c.dialer.deadline().map_or(self.connect_deadline, |d| d.min(self.connect_deadline)))
             }
-            Phase::Resolving(_) | Phase::Tls(_) | Phase::Upgrading(_) => Some(self.connect_deadline),
+            Phase::Resolving(_) | Phase::Tunnel(_) | Phase::Tls(_) | Phase::Upgrading(_) => Some(self.connect_deadline),
             Phase::Open(o) => {
                 let closing = o.closing.deadline(self.options.close_timeout);
                 let keepalive = o.keepalive.as_ref().filter(|_| o.keeps_alive()).and_then(Keepalive::deadline);
@@ -248,11 +263,22 @@ impl Task for Connection {
         if !matches!(self.phase, Phase::Resolving(_)) {
             return;
         }
-        let host = self.target.host_name();
-        let r = match result {
-            Ok(addrs) if !addrs.is_empty() => self.dial(addrs, cx),
-            Ok(_) => Err(End::Failed(format!("cannot resolve host {host}: no addresses"))),
-            Err(e) => Err(End::Failed(format!("cannot resolve host {host}: {}", crate::error::io_text(&e)))),
+        let r = match (self.resolving_proxy(), result) {
+            (Some(_), Ok(addrs)) if !addrs.is_empty() => self.dial(addrs, cx),
+            (Some(proxy), result) => {
+                let why = result.err().map_or("no addresses".into(), |e| crate::error::io_text(&e));
+                Err(End::Failed(format!("proxy unreachable: cannot resolve proxy host {}: {why}", proxy.host_name())))
+            }
+            // socks5:// sends the origin's address: its first, as curl does.
+            (None, Ok(addrs)) if !addrs.is_empty() && self.proxy().is_some() => {
+                self.origin_addr = Some(addrs[0]);
+                self.resolve_proxy(cx)
+            }
+            (None, Ok(addrs)) if !addrs.is_empty() => self.dial(addrs, cx),
+            (None, result) => {
+                let why = result.err().map_or("no addresses".into(), |e| crate::error::io_text(&e));
+                Err(End::Failed(format!("cannot resolve host {}: {why}", self.target.host_name())))
+            }
         };
         self.settle(r);
     }
@@ -262,9 +288,13 @@ impl Task for Connection {
             Phase::Connecting(_) if !events.is_none() => {
                 self.dialing(cx, |d, probe, serials, watch| d.ready(probe, serials, watch))
             }
+            Phase::Tunnel(_) if !events.is_none() => self.tunnel_step(),
             Phase::Tls(_) if !events.is_none() => self.tls_step(None),
             Phase::Upgrading(_) if !events.is_none() => {
-                let r = self.upgrade_step();
+                let r = match self.upgrade_step() {
+                    Err(End::Challenged(_)) => self.retry_with_credentials(cx),
+                    r => r,
+                };
                 if matches!(self.phase, Phase::Open(_)) {
                     cx.opened();
                 }
@@ -278,7 +308,7 @@ impl Task for Connection {
 
     fn timer(&mut self, now: Instant, cx: &mut Cx<'_, Self>) {
         let r = match &mut self.phase {
-            Phase::Resolving(_) | Phase::Connecting(_) | Phase::Tls(_) | Phase::Upgrading(_)
+            Phase::Resolving(_) | Phase::Connecting(_) | Phase::Tunnel(_) | Phase::Tls(_) | Phase::Upgrading(_)
                 if now >= self.connect_deadline =>
             {
                 Err(End::Failed(format!(
@@ -288,7 +318,7 @@ impl Task for Connection {
                 )))
             }
             Phase::Connecting(_) => self.dialing(cx, |d, probe, serials, watch| d.timer(now, probe, serials, watch)),
-            Phase::Resolving(_) | Phase::Tls(_) | Phase::Upgrading(_) => Ok(()),
+            Phase::Resolving(_) | Phase::Tunnel(_) | Phase::Tls(_) | Phase::Upgrading(_) => Ok(()),
             Phase::Open(o) => match o.closing.failing_until() {
                 Some(until) if now >= until => Err(self.give_up_failing()),
                 _ => match o.closing.deadline(self.options.close_timeout) {
@@ -390,25 +420,62 @@ impl Connection {
             self.socket_serial = self.sockets_made;
             return self.connected(socket);
         }
-        if let Some(addrs) = self.target.known_addrs() {
-            return self.dial(addrs, cx);
+        if let ProxyChoice::Unusable(why) = &self.options.proxy {
+            return Err(End::Failed(why.clone()));
         }
-        // getaddrinfo cannot be interrupted: a resolver thread runs it, so
-        // that close() and free during DNS stay prompt.
-        let lookup = crate::runtime::resolver::lookup(self.target.host_name(), self.target.port, cx.lp, cx.id)
+        match self.proxy() {
+            // socks5:// needs the origin's address first.
+            Some(p) if p.resolves_here() => match self.target.known_addrs() {
+                Some(addrs) => {
+                    self.origin_addr = addrs.first().copied();
+                    self.resolve_proxy(cx)
+                }
+                None => self.look_up(self.target.host_name(), self.target.port, cx),
+            },
+            Some(_) => self.resolve_proxy(cx),
+            None => match self.target.known_addrs() {
+                Some(addrs) => self.dial(addrs, cx),
+                None => self.look_up(self.target.host_name(), self.target.port, cx),
+            },
+        }
+    }
+
+    /// getaddrinfo cannot be interrupted: a resolver thread runs it, so
+    /// that close() and free during DNS stay prompt.
+    fn look_up(&mut self, host: String, port: u16, cx: &mut Cx<'_, Self>) -> Result<(), End> {
+        let lookup = crate::runtime::resolver::lookup(host, port, cx.lp, cx.id)
             .map_err(|e| End::Failed(format!("cannot start a resolver thread: {}", crate::error::io_text(&e))))?;
         self.phase = Phase::Resolving(lookup);
         Ok(())
+    }
+
+    /// The proxy this connection tunnels through, if any.
+    fn proxy(&self) -> Option<&Proxy> {
+        match &self.options.proxy {
+            ProxyChoice::Via(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The proxy whose name the running lookup resolves, if it is the
+    /// proxy's (not the origin's, which socks5:// looks up first).
+    fn resolving_proxy(&self) -> Option<&Proxy> {
+        self.proxy().filter(|p| !p.resolves_here() || self.origin_addr.is_some())
+    }
+
+    fn resolve_proxy(&mut self, cx: &mut Cx<'_, Self>) -> Result<(), End> {
+        let Some(proxy) = self.proxy() else { return Ok(()) };
+        match proxy.known_addrs() {
+            Some(addrs) => self.dial(addrs, cx),
+            None => self.look_up(proxy.host_name(), proxy.port, cx),
+        }
     }
 
     /// Starts connecting to a host's addresses (see `Dialer`).
     fn dial(&mut self, addrs: Vec<SocketAddr>, cx: &mut Cx<'_, Self>) -> Result<(), End> {
         // Plain ws:// writes its request as soon as a socket may be
         // connected; TLS has to handshake first.
-        let probe = self
-            .connector
-            .is_none()
-            .then(|| handshake::request(&self.target, &self.options.headers, &self.options.compression));
+        let probe = (self.connector.is_none() && self.proxy().is_none()).then(|| self.request());
         let dialer = Dialer::new(addrs, self.options.send_buffer_size);
         self.phase = Phase::Connecting(Box::new(Connecting { dialer, probe }));
         self.dialing(cx, |d, probe, serials, watch| d.start(probe, serials, watch))
@@ -431,26 +498,53 @@ impl Connection {
         };
         match step(&mut c.dialer, probe, &mut self.sockets_made, &mut watch) {
             Dialed::Pending => Ok(()),
-            Dialed::Failed(errors) => Err(End::Failed(self.target.connect_failed(&errors))),
+            Dialed::Failed(errors) => Err(End::Failed(match self.proxy() {
+                Some(p) => format!(
+                    "proxy unreachable: {}",
+                    target::connect_failed(&p.host_name(), matches!(p.host, TargetHost::Ip(_)), p.port, &errors)
+                ),
+                None => self.target.connect_failed(&errors),
+            })),
             Dialed::Connected { socket, serial, probed } => {
                 self.socket_serial = serial;
                 let Phase::Connecting(c) = std::mem::replace(&mut self.phase, Phase::New) else {
                     unreachable!("matched above")
                 };
-                match c.probe {
-                    Some((request, key)) => self.upgrade(Stream::Plain(socket), request, key, probed),
-                    None => self.connected(socket),
+                match (c.probe, self.proxy()) {
+                    (Some((request, key)), _) => self.upgrade(Stream::Plain(socket), request, key, probed),
+                    (None, Some(proxy)) => {
+                        let destination = match (proxy.resolves_here(), self.origin_addr, &self.target.host) {
+                            (true, Some(addr), _) => Destination::Addr(addr),
+                            (_, _, TargetHost::Ip(ip)) => Destination::Addr(SocketAddr::new(*ip, self.target.port)),
+                            (_, _, TargetHost::Domain(name)) => Destination::Name(name.clone(), self.target.port),
+                        };
+                        let tunnel = Tunnel::start(socket, proxy, destination).map_err(End::Failed)?;
+                        self.phase = Phase::Tunnel(Box::new(tunnel));
+                        self.tunnel_step()
+                    }
+                    (None, None) => self.connected(socket),
                 }
             }
         }
     }
 
+    /// The proxy's handshake; once the tunnel is open, TLS or the upgrade.
+    fn tunnel_step(&mut self) -> Result<(), End> {
+        let Phase::Tunnel(t) = &mut self.phase else { return Ok(()) };
+        if !t.step().map_err(End::Failed)? {
+            return Ok(());
+        }
+        let Phase::Tunnel(t) = std::mem::replace(&mut self.phase, Phase::New) else { unreachable!("matched above") };
+        self.connected(t.into_socket())
+    }
+
     /// The socket is connected: TLS next for wss://, else the upgrade.
     fn connected(&mut self, socket: Socket) -> Result<(), End> {
-        match self.connector.take() {
-            Some(Err(e)) => Err(End::Failed(e)),
+        // Kept until open: a retry with credentials handshakes again.
+        match &self.connector {
+            Some(Err(e)) => Err(End::Failed(e.clone())),
             Some(Ok(connector)) => {
-                let step = tls::start(&connector, &self.target.host_name(), socket).map_err(End::Failed)?;
+                let step = tls::start(connector, &self.target.host_name(), socket).map_err(End::Failed)?;
                 self.tls_step(Some(step))
             }
             None => self.start_upgrade(Stream::Plain(socket)),
@@ -477,8 +571,34 @@ impl Connection {
     }
 
     fn start_upgrade(&mut self, stream: Stream) -> Result<(), End> {
-        let (request, key) = handshake::request(&self.target, &self.options.headers, &self.options.compression);
+        let (request, key) = self.request();
         self.upgrade(stream, request, key, 0)
+    }
+
+    /// The server answered 401 with a Basic challenge, and the URL has
+    /// credentials: a new connection sends them (Fetch's "HTTP-network-
+    /// or-cache fetch" step 14, which the WebSocket standard's handshake
+    /// uses; Chromium does the same, once). The connect timeout still runs.
+    fn retry_with_credentials(&mut self, cx: &mut Cx<'_, Self>) -> Result<(), End> {
+        self.send_credentials = true;
+        self.origin_addr = None;
+        // Dropping the old phase closes the first connection's socket.
+        self.phase = Phase::New;
+        self.begin(cx)
+    }
+
+    /// The upgrade request, with the URL's credentials once the server
+    /// asked for them.
+    fn request(&self) -> (Vec<u8>, String) {
+        let authorization = self.target.credentials.as_ref().filter(|_| self.send_credentials);
+        match authorization {
+            Some(value) => {
+                let mut headers = self.options.headers.clone();
+                headers.push(("Authorization".into(), value.reveal().to_string()));
+                handshake::request(&self.target, &headers, &self.options.compression)
+            }
+            None => handshake::request(&self.target, &self.options.headers, &self.options.compression),
+        }
     }
 
     /// The upgrade request goes out (`written` bytes of it already have).
@@ -496,6 +616,7 @@ impl Connection {
     }
 
     fn upgrade_step(&mut self) -> Result<(), End> {
+        let may_retry = self.may_send_credentials();
         let Phase::Upgrading(u) = &mut self.phase else { return Ok(()) };
         let lost =
             |e: io::Error| End::Failed(format!("connection lost during the handshake: {}", crate::error::io_text(&e)));
@@ -532,6 +653,9 @@ impl Connection {
                             return self.open(u.stream, tail, agreed);
                         }
                         Ok(None) => {}
+                        Err(message) if may_retry && handshake::basic_challenge(head) => {
+                            return Err(End::Challenged(message))
+                        }
                         Err(message) => return Err(End::Failed(message)),
                     }
                 }
@@ -545,11 +669,25 @@ impl Connection {
         }
     }
 
+    /// Whether a Basic challenge may be answered with the URL's
+    /// credentials: once, and never in place of an `Authorization` header
+    /// the application set itself.
+    fn may_send_credentials(&self) -> bool {
+        self.target.credentials.is_some()
+            && !self.send_credentials
+            && !self.options.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+    }
+
     /// What the connect timeout interrupted, for its message.
     fn connecting_step(&self) -> String {
         match &self.phase {
-            Phase::Resolving(_) => format!("resolving {}", self.target.host_name()),
+            Phase::Resolving(_) => match self.resolving_proxy() {
+                Some(p) => format!("resolving proxy host {}", p.host_name()),
+                None => format!("resolving {}", self.target.host_name()),
+            },
+            Phase::Connecting(c) if self.proxy().is_some() => format!("{} (the proxy)", c.dialer.describe()),
             Phase::Connecting(c) => c.dialer.describe(),
+            Phase::Tunnel(t) => format!("the handshake with proxy {}", t.label()),
             Phase::Tls(_) => "the TLS handshake".into(),
             _ => "the WebSocket handshake".into(),
         }
@@ -558,6 +696,8 @@ impl Connection {
     // ----- OPEN and CLOSING -----
 
     fn open(&mut self, stream: Stream, tail: Vec<u8>, agreed: Agreed) -> Result<(), End> {
+        // The TLS context is not needed again.
+        self.connector = None;
         let handler = &mut self.handler;
         let (protocol, extensions) = (c_string(agreed.protocol.clone()), c_string(agreed.extensions.clone()));
         if !self.shared.open(protocol, extensions, || handler.on_open()) {
@@ -722,7 +862,7 @@ impl Connection {
                 emit(&mut |h| h.on_close(code, &reason, true));
             }
             End::Abnormal => emit(&mut |h| h.on_close(CLOSE_ABNORMAL, c"", false)),
-            End::Failed(message) => {
+            End::Failed(message) | End::Challenged(message) => {
                 let message = c_string(message);
                 emit(&mut |h| h.on_error(&message));
                 emit(&mut |h| h.on_close(CLOSE_ABNORMAL, c"", false));

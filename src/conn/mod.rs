@@ -9,3 +9,4 @@ pub mod keepalive;
 pub mod options;
 pub mod outbox;
 pub mod shared;
+pub mod tunnel;

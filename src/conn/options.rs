@@ -2,7 +2,9 @@
 
 use crate::error::Error;
 use crate::proto::extensions::CompressionOptions;
+use crate::proto::proxy::{self, Proxy};
 use crate::proto::target::is_http_token;
+use crate::proto::target::Target;
 use crate::transport::net::UNIX_PATH_MAX;
 use crate::transport::tls::TlsOptions;
 use std::time::Duration;
@@ -40,6 +42,41 @@ pub struct Options {
     /// Connect to this Unix domain socket (a leading `@`: an abstract
     /// name) instead of the URL's host.
     pub unix_socket: Option<String>,
+    /// Which proxy, if any, the connection tunnels through.
+    pub proxy: ProxyChoice,
+}
+
+/// `ws_options_set_proxy`'s setting, then (`for_connection`) what one
+/// connection does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxyChoice {
+    /// Not set: the environment decides when the handle is made.
+    Environment,
+    /// No proxy.
+    Direct,
+    Via(Proxy),
+    /// The environment names a proxy that cannot be used: the connection
+    /// fails with this (it names the variable, never its value).
+    Unusable(String),
+}
+
+impl ProxyChoice {
+    /// What a connection to `target` does: the environment is read here,
+    /// once, on the thread that makes the handle (curl's rules, see
+    /// `proxy::from_environment`). A Unix socket needs no proxy.
+    pub fn for_connection(&self, target: &Target, unix_socket: bool) -> ProxyChoice {
+        match self {
+            _ if unix_socket => ProxyChoice::Direct,
+            ProxyChoice::Environment => {
+                match proxy::from_environment(target.secure, &target.host, |name| std::env::var(name).ok()) {
+                    Ok(Some(p)) => ProxyChoice::Via(p),
+                    Ok(None) => ProxyChoice::Direct,
+                    Err(e) => ProxyChoice::Unusable(e),
+                }
+            }
+            other => other.clone(),
+        }
+    }
 }
 
 impl Default for Options {
@@ -56,6 +93,7 @@ impl Default for Options {
             ping_interval: None,
             pong_timeout: None,
             unix_socket: None,
+            proxy: ProxyChoice::Environment,
         }
     }
 }
@@ -133,6 +171,16 @@ impl Options {
             }
         }
         self.unix_socket = path.map(str::to_string);
+        Ok(())
+    }
+
+    /// NULL (None): the environment decides; "": no proxy; else a proxy URL.
+    pub fn set_proxy(&mut self, url: Option<&str>) -> Result<(), Error> {
+        self.proxy = match url {
+            None => ProxyChoice::Environment,
+            Some("") => ProxyChoice::Direct,
+            Some(url) => ProxyChoice::Via(Proxy::parse(url).map_err(Error::invalid_argument)?),
+        };
         Ok(())
     }
 

@@ -453,3 +453,47 @@ pub unsafe extern "C" fn ws_options_set_unix_socket(o: *mut ws_options, path: *c
         })
     }
 }
+
+/// Tunnels the connection through a proxy: `http://[user:password@]host:port`
+/// (HTTP CONNECT; the userinfo, percent-decoded, goes out as Basic
+/// `Proxy-Authorization`), `socks5://[user:password@]host:port` (SOCKS5; the
+/// URL's host is resolved here and its address sent) or `socks5h://...`
+/// (the host name is sent for the proxy to resolve); SOCKS5 credentials use
+/// RFC 1929's username/password method. wss:// speaks TLS through the
+/// tunnel with the origin, and checks the origin's certificate: the proxy
+/// sees only encrypted bytes. The URL is copied.
+///
+/// NULL (the default) lets the environment decide when `ws_new` runs, with
+/// curl's rules: ws:// uses `http_proxy` (lower case only), wss://
+/// `https_proxy` then `HTTPS_PROXY`, both then `all_proxy` and `ALL_PROXY`;
+/// a host matched by `no_proxy` (or `NO_PROXY`) goes direct. "" means no
+/// proxy at all, whatever the environment says.
+///
+/// A URL that does not parse, a scheme other than those three, a missing
+/// port, a path, or SOCKS5 credentials over 255 bytes give
+/// `WS_ERR_INVALID_ARGUMENT`, and `ws_last_error()` says which (never
+/// quoting the URL). Failures name the proxy by host and port, never its
+/// credentials: "proxy 127.0.0.1:3128 refused CONNECT: 403 Forbidden",
+/// "SOCKS5 proxy: authentication failed (127.0.0.1:1080)", "proxy
+/// unreachable: connect to 127.0.0.1 port 3128 failed: Connection refused".
+/// The connect timeout covers the proxy's part. `ws_url()` stays the
+/// origin's URL. With `ws_options_set_unix_socket`, no proxy is used.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`; `url` is NULL or a NUL-terminated
+/// string.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_proxy(o: *mut ws_options, url: *const c_char) -> c_int {
+    // SAFETY: the pointers are NULL or live, as `# Safety` above says.
+    unsafe {
+        with_options(o, |o| {
+            if url.is_null() {
+                return o.set_proxy(None);
+            }
+            match str_arg(url) {
+                Some(u) => o.set_proxy(Some(u)),
+                None => Err(Error::invalid_argument("proxy URL is not UTF-8")),
+            }
+        })
+    }
+}

@@ -120,6 +120,23 @@ pub fn parse_response(
     Ok(Some(Agreed { protocol, extensions, deflate, head_len }))
 }
 
+/// Whether a complete response head is a 401 whose `WWW-Authenticate`
+/// offers the Basic scheme (RFC 7235: a header may list several
+/// challenges, each a scheme token followed by its parameters).
+pub fn basic_challenge(head: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    if !matches!(response.parse(head), Ok(httparse::Status::Complete(_))) || response.code != Some(401) {
+        return false;
+    }
+    response.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("www-authenticate")).any(|h| {
+        let value = String::from_utf8_lossy(h.value);
+        // A challenge starts the value or follows a comma; a parameter
+        // (name=value) is no scheme.
+        value.split(',').filter_map(|item| item.split_whitespace().next()).any(|t| t.eq_ignore_ascii_case("basic"))
+    })
+}
+
 /// What an error page says, for the error message: its HTML title, or
 /// its first line of text; at most 120 characters.
 fn body_summary(body: &[u8]) -> Option<String> {
@@ -137,6 +154,18 @@ mod tests {
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
     const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    #[test]
+    fn basic_challenges() {
+        let head = |status: &str, value: &str| format!("HTTP/1.1 {status}\r\nWWW-Authenticate: {value}\r\n\r\n");
+        assert!(basic_challenge(head("401 Unauthorized", "Basic realm=\"x\"").as_bytes()));
+        assert!(basic_challenge(head("401 Unauthorized", "Negotiate, basic realm=x").as_bytes()));
+        assert!(!basic_challenge(head("401 Unauthorized", "Bearer realm=\"basic\"").as_bytes()));
+        assert!(!basic_challenge(head("401 Unauthorized", "Digest realm=x, nonce=basic").as_bytes()));
+        assert!(!basic_challenge(head("403 Forbidden", "Basic realm=x").as_bytes()));
+        assert!(!basic_challenge(b"HTTP/1.1 401 Unauthorized\r\n\r\n"));
+        assert!(!basic_challenge(b"HTTP/1.1 401 Unauth"));
+    }
 
     fn on() -> CompressionOptions {
         CompressionOptions::default()

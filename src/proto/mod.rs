@@ -6,4 +6,5 @@ pub mod deflate;
 pub mod extensions;
 pub mod frames;
 pub mod handshake;
+pub mod proxy;
 pub mod target;

@@ -18,6 +18,52 @@ pub struct Target {
     /// Path and query, as the request line needs them.
     pub resource: String,
     pub protocols: Vec<String>,
+    /// From the URL's userinfo, sent only when the server asks (a 401
+    /// with a Basic challenge), as browsers do.
+    pub credentials: Option<Credentials>,
+}
+
+/// An `Authorization` value (Basic, RFC 7617) made from a URL's userinfo.
+/// Never printed: its Debug form hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials(String);
+
+impl Credentials {
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(..)")
+    }
+}
+
+/// "Basic base64(user:password)" (RFC 7617), for `Authorization` and
+/// `Proxy-Authorization`.
+pub fn basic_credentials(user: &[u8], pass: &[u8]) -> String {
+    let mut joined = Vec::with_capacity(user.len() + 1 + pass.len());
+    joined.extend_from_slice(user);
+    joined.push(b':');
+    joined.extend_from_slice(pass);
+    format!("Basic {}", data_encoding::BASE64.encode(&joined))
+}
+
+/// The URL as error texts may show it: a password in the userinfo is
+/// replaced by "***" (the text is split by hand, since the URL may not
+/// parse).
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +109,8 @@ impl Target {
 
     pub fn parse(url: &str, protocols: &[&str]) -> Result<Target, Error> {
         // Steps 1-2: parse with the URL parser; failure is a SyntaxError.
-        let mut parsed = Url::parse(url).map_err(|e| Error::syntax(format!("cannot parse URL {url:?}: {e}")))?;
+        let shown = redacted(url);
+        let mut parsed = Url::parse(url).map_err(|e| Error::syntax(format!("cannot parse URL {shown:?}: {e}")))?;
         // Steps 4-5: http -> ws, https -> wss, then only ws and wss remain.
         let secure = match parsed.scheme() {
             "ws" | "http" => false,
@@ -72,7 +119,7 @@ impl Target {
         };
         let scheme = if secure { "wss" } else { "ws" };
         if parsed.scheme() != scheme && parsed.set_scheme(scheme).is_err() {
-            return Err(Error::syntax(format!("cannot use URL {url:?} as {scheme}://")));
+            return Err(Error::syntax(format!("cannot use URL {shown:?} as {scheme}://")));
         }
         // Step 6: a fragment is a SyntaxError.
         if parsed.fragment().is_some() {
@@ -82,9 +129,9 @@ impl Target {
             Some(Host::Domain(d)) => TargetHost::Domain(d.to_string()),
             Some(Host::Ipv4(a)) => TargetHost::Ip(a.into()),
             Some(Host::Ipv6(a)) => TargetHost::Ip(a.into()),
-            None => return Err(Error::syntax(format!("URL {url:?} has no host"))),
+            None => return Err(Error::syntax(format!("URL {shown:?} has no host"))),
         };
-        let port = parsed.port_or_known_default().ok_or_else(|| Error::syntax(format!("URL {url:?} has no port")))?;
+        let port = parsed.port_or_known_default().ok_or_else(|| Error::syntax(format!("URL {shown:?} has no port")))?;
         let host_str = parsed.host_str().unwrap_or_default();
         let host_header = match parsed.port() {
             Some(p) => format!("{host_str}:{p}"),
@@ -95,7 +142,14 @@ impl Target {
             resource.push('?');
             resource.push_str(q);
         }
+        // The userinfo, percent-decoded (Fetch: the URL's username and
+        // password become the Basic credentials).
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).collect::<Vec<u8>>();
+        let credentials = (!parsed.username().is_empty() || parsed.password().is_some()).then(|| {
+            Credentials(basic_credentials(&decode(parsed.username()), &decode(parsed.password().unwrap_or(""))))
+        });
         Ok(Target {
+            credentials,
             url: parsed.to_string(),
             secure,
             host,
@@ -114,19 +168,30 @@ impl Target {
     /// Connection refused; [::1]: Connection refused".
     pub fn connect_failed(&self, errors: &[(std::net::SocketAddr, std::io::Error)]) -> String {
         let host = self.host_header.strip_suffix(&format!(":{}", self.port)).unwrap_or(&self.host_header);
-        let why: Vec<String> = match self.host {
-            // An address literal has one address: the host says it already.
-            TargetHost::Ip(_) => errors.iter().map(|(_, e)| io_text(e)).collect(),
-            TargetHost::Domain(_) => errors
-                .iter()
-                .map(|(addr, e)| match addr {
-                    std::net::SocketAddr::V4(a) => format!("{}: {}", a.ip(), io_text(e)),
-                    std::net::SocketAddr::V6(a) => format!("[{}]: {}", a.ip(), io_text(e)),
-                })
-                .collect(),
-        };
-        format!("connect to {host} port {} failed: {}", self.port, why.join("; "))
+        connect_failed(host, matches!(self.host, TargetHost::Ip(_)), self.port, errors)
     }
+}
+
+/// "connect to HOST port N failed: ...", for the origin or a proxy. An
+/// address literal (`literal`) has one address: the host says it already.
+pub fn connect_failed(
+    host: &str,
+    literal: bool,
+    port: u16,
+    errors: &[(std::net::SocketAddr, std::io::Error)],
+) -> String {
+    let why: Vec<String> = if literal {
+        errors.iter().map(|(_, e)| io_text(e)).collect()
+    } else {
+        errors
+            .iter()
+            .map(|(addr, e)| match addr {
+                std::net::SocketAddr::V4(a) => format!("{}: {}", a.ip(), io_text(e)),
+                std::net::SocketAddr::V6(a) => format!("[{}]: {}", a.ip(), io_text(e)),
+            })
+            .collect()
+    };
+    format!("connect to {host} port {port} failed: {}", why.join("; "))
 }
 
 /// Step 8: each protocol is a non-empty token, with no duplicates. Browsers
@@ -156,6 +221,27 @@ mod tests {
 
     fn ok(url: &str) -> Target {
         Target::parse(url, &[]).unwrap()
+    }
+
+    #[test]
+    fn userinfo_becomes_basic_credentials_and_stays_in_the_url() {
+        // RFC 7617 section 2's example, percent-decoded first.
+        let t = ok("ws://Aladdin:open%20sesame@example.com/");
+        assert_eq!(t.credentials.as_ref().map(Credentials::reveal), Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="));
+        assert_eq!(t.url, "ws://Aladdin:open%20sesame@example.com/");
+        assert!(!format!("{t:?}").contains("QWxh"));
+        assert_eq!(ok("ws://user@h/").credentials.unwrap().reveal(), format!("Basic {}", "dXNlcjo="));
+        assert!(ok("ws://h/").credentials.is_none());
+    }
+
+    #[test]
+    fn error_texts_hide_the_password() {
+        for url in ["ws://user:hunter2@:80/", "ws://user:hunter2@h:99999/", "ws://user:hunter2@h/#frag"] {
+            let e = Target::parse(url, &[]).unwrap_err();
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        assert_eq!(redacted("ws://u:p@w@h:1/x?y"), "ws://u:***@h:1/x?y");
+        assert_eq!(redacted("ws://h/p:q@r"), "ws://h/p:q@r");
     }
 
     #[test]

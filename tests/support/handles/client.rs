@@ -29,6 +29,8 @@ pub struct Opts {
     pub record_pongs: bool,
     /// ws_options_set_unix_socket.
     pub unix_socket: Option<String>,
+    /// ws_options_set_proxy (None: not called, the environment decides).
+    pub proxy: Option<String>,
 }
 
 /// One libws handle with a recorder; freed on drop unless freed already.
@@ -236,6 +238,10 @@ unsafe fn build_options(o: &Opts) -> *mut ws_options {
     if let Some(path) = &o.unix_socket {
         let path = CString::new(path.as_str()).unwrap();
         assert_eq!(ws_options_set_unix_socket(options, path.as_ptr()), WS_OK);
+    }
+    if let Some(url) = &o.proxy {
+        let url = CString::new(url.as_str()).unwrap();
+        assert_eq!(ws_options_set_proxy(options, url.as_ptr()), WS_OK);
     }
     if o.record_pongs {
         assert_eq!(ws_options_set_on_pong(options, Some(super::recorder::cb_pong)), WS_OK);

@@ -70,6 +70,79 @@
  */
 #define WS_CLOSED 3
 
+/*
+ Not ended, or ended by a clean closing handshake.
+ */
+#define WS_CAUSE_NONE 0
+
+/*
+ The host name did not resolve.
+ */
+#define WS_CAUSE_DNS 1
+
+/*
+ The TCP (or Unix socket) connect was refused or unreachable.
+ */
+#define WS_CAUSE_CONNECT 2
+
+/*
+ The connect timeout passed (DNS, TCP, proxy, TLS and upgrade together).
+ */
+#define WS_CAUSE_TIMEOUT 3
+
+/*
+ The TLS handshake failed, the certificate among it; or the TLS settings
+ could not be used.
+ */
+#define WS_CAUSE_TLS 4
+
+/*
+ The answer to the upgrade request was not an acceptable 101.
+ */
+#define WS_CAUSE_HTTP 5
+
+/*
+ The proxy refused, failed or was unreachable, or the environment named
+ one that cannot be used.
+ */
+#define WS_CAUSE_PROXY 6
+
+/*
+ The server broke RFC 6455 or RFC 7692.
+ */
+#define WS_CAUSE_PROTOCOL 7
+
+/*
+ An incoming message was over the max message size.
+ */
+#define WS_CAUSE_TOO_BIG 8
+
+/*
+ TCP was reset or closed without a close frame.
+ */
+#define WS_CAUSE_CONNECTION_LOST 9
+
+/*
+ The closing handshake did not finish within the close timeout.
+ */
+#define WS_CAUSE_CLOSE_TIMEOUT 10
+
+/*
+ Keepalive: no pong (nor any other frame) within the pong timeout.
+ */
+#define WS_CAUSE_PING_TIMEOUT 11
+
+/*
+ `ws_close` while CONNECTING, or the loop that ran the connection was
+ freed while it was live.
+ */
+#define WS_CAUSE_ABORTED 12
+
+/*
+ Out of memory, file descriptors or threads.
+ */
+#define WS_CAUSE_RESOURCE 13
+
 
 
 /*
@@ -818,6 +891,32 @@ int ws_loop_timeout_ms(const struct ws_loop *loop);
  `loop` is NULL or a live `ws_loop`, not used again afterwards.
  */
 void ws_loop_free(struct ws_loop *loop);
+
+/*
+ Why the connection ended: one of the `WS_CAUSE_*` values. Set before the
+ `on_error` / `on_close` that announce the end and readable from them
+ until `ws_free`; `WS_CAUSE_NONE` before the end and after a clean
+ closing handshake (whatever its code). Exactly one cause per end; a
+ connection lost after opening keeps the browser's events (`on_close`
+ 1006 without `on_error`) and says here why (`WS_CAUSE_CONNECTION_LOST`,
+ `WS_CAUSE_CLOSE_TIMEOUT`). The README has the table of every failure
+ and its cause. Any thread. `WS_CAUSE_NONE` for NULL.
+
+ # Safety
+ `ws` is NULL or a live handle.
+ */
+int ws_failure_cause(const struct ws_socket *ws);
+
+/*
+ The OS error (`errno` value) behind the cause, e.g. `ECONNREFUSED` for
+ a refused connect or `ECONNRESET` for a reset; 0 when the cause has
+ none (a timeout, an HTTP answer, a protocol violation) or for NULL.
+ Valid as `ws_failure_cause`.
+
+ # Safety
+ `ws` is NULL or a live handle.
+ */
+int ws_failure_errno(const struct ws_socket *ws);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,5 +1,6 @@
 //! The browser's WebSocket object in safe Rust: what the C boundary wraps.
 
+use crate::conn::cause::Cause;
 use crate::conn::connection::{self, ConnLoop, Connection};
 use crate::conn::options::Options;
 use crate::conn::shared::{ReadyState, Shared};
@@ -130,6 +131,11 @@ impl Client {
 
     pub fn ready_state(&self) -> ReadyState {
         self.shared.state()
+    }
+
+    /// Why the connection ended, and the OS error behind it (0: none).
+    pub fn cause(&self) -> (Cause, i32) {
+        self.shared.cause()
     }
 
     pub fn buffered_amount(&self) -> u64 {

@@ -5,6 +5,7 @@
 //! does not eat the close timeout, and "both close frames have crossed"
 //! means both.
 
+use crate::conn::cause::Failure;
 use std::time::{Duration, Instant};
 
 /// After both close frames have crossed, how long the server has to close
@@ -59,7 +60,7 @@ pub struct Closing {
     /// for this connection and its end must be bounded.
     bounded_from: Option<Instant>,
     /// The connection fails once its close frame is out, or at `until`.
-    failing: Option<(String, Instant)>,
+    failing: Option<(Failure, Instant)>,
 }
 
 impl Closing {
@@ -183,13 +184,13 @@ impl Closing {
     }
 
     /// The connection fails (RFC 6455 7.1.7) once its close frame is out,
-    /// or at `until`; `message` is for on_error.
-    pub fn fail(&mut self, message: String, until: Instant) {
-        self.failing = Some((message, until));
+    /// or at `until`.
+    pub fn fail(&mut self, failure: Failure, until: Instant) {
+        self.failing = Some((failure, until));
     }
 
-    /// The failure's message, once: the connection ends now.
-    pub fn take_failure(&mut self) -> Option<String> {
+    /// The failure, once: the connection ends now.
+    pub fn take_failure(&mut self) -> Option<Failure> {
         self.failing.take().map(|f| f.0)
     }
 }
@@ -197,6 +198,7 @@ impl Closing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::cause::Cause;
 
     #[test]
     fn deadlines_start_on_the_wire() {
@@ -238,9 +240,9 @@ mod tests {
         c.ask(1001, "second".into(), 0);
         assert_eq!(c.due(0), Some((3000, "first".to_string())));
         assert!(!c.is_failing());
-        c.fail("bad frame".into(), Instant::now());
+        c.fail(Failure::new(Cause::Protocol, "bad frame"), Instant::now());
         assert!(c.is_failing());
-        assert_eq!(c.take_failure().as_deref(), Some("bad frame"));
+        assert_eq!(c.take_failure().map(|f| f.message).as_deref(), Some("bad frame"));
         assert_eq!(c.take_failure(), None);
     }
 }

@@ -5,13 +5,16 @@
 //! command or a lookup result arrives, or its deadline passes, and then
 //! asks what it waits for (`interest`, `deadline`, `wants_turn`).
 
+use crate::conn::cause::{Cause, Failure};
 use crate::conn::closing::{Closing, Ending};
 use crate::conn::dialer::{Dialed, Dialer};
 use crate::conn::keepalive::{Due, Keepalive};
 use crate::conn::options::{Options, ProxyChoice};
 use crate::conn::shared::{Command, LoopLink, ReadyState, Shared};
 use crate::conn::tunnel::Tunnel;
-use crate::proto::frames::{Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS};
+use crate::proto::frames::{
+    Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_TOO_BIG,
+};
 use crate::proto::handshake::{self, Agreed};
 use crate::proto::proxy::{Destination, Proxy};
 use crate::proto::target::{self, Target, TargetHost};
@@ -80,13 +83,29 @@ impl LoopLink for Link {
 enum End {
     /// The closing handshake completed: the server's code and reason.
     Clean { code: u16, reason: String },
-    /// Dropped, timed out: on_close 1006 without on_error.
-    Abnormal,
+    /// Lost, or the closing handshake timed out: on_close 1006 without
+    /// on_error (as browsers); the cause says which.
+    Abnormal { cause: Cause, errno: i32 },
     /// Failed: on_error with this text, then on_close 1006.
-    Failed(String),
+    Failed(Failure),
     /// A 401 with a Basic challenge, which the URL's credentials may
     /// answer on a new connection; when they may not, it is `Failed`.
-    Challenged(String),
+    Challenged(Failure),
+}
+
+impl End {
+    fn failed(cause: Cause, message: impl Into<String>) -> End {
+        End::Failed(Failure::new(cause, message))
+    }
+
+    /// Where the socket is done: clean if the closing handshake
+    /// completed, else abnormal with `cause`.
+    fn socket_done(closing: &Closing, cause: Cause, errno: i32) -> End {
+        match closing.ending() {
+            Ending::Clean { code, reason } => End::Clean { code, reason },
+            Ending::Abnormal => End::Abnormal { cause, errno },
+        }
+    }
 }
 
 pub struct Connection {
@@ -163,15 +182,6 @@ struct Open {
     linger: Duration,
     /// Pings when idle, and the dead-peer check (None: off).
     keepalive: Option<Keepalive>,
-}
-
-impl From<Ending> for End {
-    fn from(e: Ending) -> End {
-        match e {
-            Ending::Clean { code, reason } => End::Clean { code, reason },
-            Ending::Abnormal => End::Abnormal,
-        }
-    }
 }
 
 impl Connection {
@@ -267,7 +277,10 @@ impl Task for Connection {
             (Some(_), Ok(addrs)) if !addrs.is_empty() => self.dial(addrs, cx),
             (Some(proxy), result) => {
                 let why = result.err().map_or("no addresses".into(), |e| crate::error::io_text(&e));
-                Err(End::Failed(format!("proxy unreachable: cannot resolve proxy host {}: {why}", proxy.host_name())))
+                Err(End::failed(
+                    Cause::Proxy,
+                    format!("proxy unreachable: cannot resolve proxy host {}: {why}", proxy.host_name()),
+                ))
             }
             // socks5:// sends the origin's address: its first, as curl does.
             (None, Ok(addrs)) if !addrs.is_empty() && self.proxy().is_some() => {
@@ -277,7 +290,7 @@ impl Task for Connection {
             (None, Ok(addrs)) if !addrs.is_empty() => self.dial(addrs, cx),
             (None, result) => {
                 let why = result.err().map_or("no addresses".into(), |e| crate::error::io_text(&e));
-                Err(End::Failed(format!("cannot resolve host {}: {why}", self.target.host_name())))
+                Err(End::failed(Cause::Dns, format!("cannot resolve host {}: {why}", self.target.host_name())))
             }
         };
         self.settle(r);
@@ -311,18 +324,21 @@ impl Task for Connection {
             Phase::Resolving(_) | Phase::Connecting(_) | Phase::Tunnel(_) | Phase::Tls(_) | Phase::Upgrading(_)
                 if now >= self.connect_deadline =>
             {
-                Err(End::Failed(format!(
-                    "connect timeout: {} did not finish within {} ms",
-                    self.connecting_step(),
-                    self.options.connect_timeout.as_millis()
-                )))
+                Err(End::failed(
+                    Cause::Timeout,
+                    format!(
+                        "connect timeout: {} did not finish within {} ms",
+                        self.connecting_step(),
+                        self.options.connect_timeout.as_millis()
+                    ),
+                ))
             }
             Phase::Connecting(_) => self.dialing(cx, |d, probe, serials, watch| d.timer(now, probe, serials, watch)),
             Phase::Resolving(_) | Phase::Tunnel(_) | Phase::Tls(_) | Phase::Upgrading(_) => Ok(()),
             Phase::Open(o) => match o.closing.failing_until() {
                 Some(until) if now >= until => Err(self.give_up_failing()),
                 _ => match o.closing.deadline(self.options.close_timeout) {
-                    Some(d) if now >= d => Err(o.closing.ending().into()),
+                    Some(d) if now >= d => Err(End::socket_done(&o.closing, Cause::CloseTimeout, 0)),
                     _ => self.keep_alive(now, cx),
                 },
             },
@@ -371,7 +387,7 @@ impl Task for Connection {
             (Phase::Done, _) => Ok(()),
             // While connecting: close() and free fail the connection now
             // (a Free's `release` drops here: no callback runs now).
-            (_, Command::Close { .. } | Command::Free { .. }) => Err(End::Failed(closed_before_open())),
+            (_, Command::Close { .. } | Command::Free { .. }) => Err(End::failed(Cause::Aborted, closed_before_open())),
             (_, Command::Send { .. } | Command::Ping(_)) => Ok(()),
         };
         self.settle(r);
@@ -390,7 +406,7 @@ impl Task for Connection {
     /// will run its loop again. `on_error` says why, `on_close` is 1006.
     fn abort(&mut self, why: &str) {
         if !self.is_done() {
-            self.finish(End::Failed(why.to_string()));
+            self.finish(End::failed(Cause::Aborted, why));
         }
     }
 }
@@ -408,20 +424,21 @@ impl Connection {
     fn begin(&mut self, cx: &mut Cx<'_, Self>) -> Result<(), End> {
         // A TLS setting that could not be used fails before any traffic.
         if let Some(Err(e)) = &self.connector {
-            return Err(End::Failed(e.clone()));
+            return Err(End::failed(Cause::Tls, e.clone()));
         }
         if let Some(path) = &self.options.unix_socket {
             // The URL still names Host, the path and ws/wss: only where
             // the bytes go changes (libcurl's CURLOPT_UNIX_SOCKET_PATH).
             let socket = net::connect_unix(path).map_err(|e| {
-                End::Failed(format!("connect to unix socket {path} failed: {}", crate::error::io_text(&e)))
+                let text = format!("connect to unix socket {path} failed: {}", crate::error::io_text(&e));
+                End::Failed(Failure::io(Cause::Connect, &e, text))
             })?;
             self.sockets_made = self.sockets_made.wrapping_add(1);
             self.socket_serial = self.sockets_made;
             return self.connected(socket);
         }
         if let ProxyChoice::Unusable(why) = &self.options.proxy {
-            return Err(End::Failed(why.clone()));
+            return Err(End::failed(Cause::Proxy, why.clone()));
         }
         match self.proxy() {
             // socks5:// needs the origin's address first.
@@ -443,8 +460,10 @@ impl Connection {
     /// getaddrinfo cannot be interrupted: a resolver thread runs it, so
     /// that close() and free during DNS stay prompt.
     fn look_up(&mut self, host: String, port: u16, cx: &mut Cx<'_, Self>) -> Result<(), End> {
-        let lookup = crate::runtime::resolver::lookup(host, port, cx.lp, cx.id)
-            .map_err(|e| End::Failed(format!("cannot start a resolver thread: {}", crate::error::io_text(&e))))?;
+        let lookup = crate::runtime::resolver::lookup(host, port, cx.lp, cx.id).map_err(|e| {
+            let text = format!("cannot start a resolver thread: {}", crate::error::io_text(&e));
+            End::Failed(Failure::io(Cause::Resource, &e, text))
+        })?;
         self.phase = Phase::Resolving(lookup);
         Ok(())
     }
@@ -498,13 +517,18 @@ impl Connection {
         };
         match step(&mut c.dialer, probe, &mut self.sockets_made, &mut watch) {
             Dialed::Pending => Ok(()),
-            Dialed::Failed(errors) => Err(End::Failed(match self.proxy() {
-                Some(p) => format!(
-                    "proxy unreachable: {}",
-                    target::connect_failed(&p.host_name(), matches!(p.host, TargetHost::Ip(_)), p.port, &errors)
-                ),
-                None => self.target.connect_failed(&errors),
-            })),
+            Dialed::Failed(errors) => {
+                // The OS error of the last attempt (usually every one's).
+                let errno = errors.last().and_then(|(_, e)| e.raw_os_error()).unwrap_or(0);
+                Err(End::Failed(match self.proxy() {
+                    Some(p) => {
+                        let literal = matches!(p.host, TargetHost::Ip(_));
+                        let why = target::connect_failed(&p.host_name(), literal, p.port, &errors);
+                        Failure::new(Cause::Proxy, format!("proxy unreachable: {why}")).with_errno(errno)
+                    }
+                    None => Failure::new(Cause::Connect, self.target.connect_failed(&errors)).with_errno(errno),
+                }))
+            }
             Dialed::Connected { socket, serial, probed } => {
                 self.socket_serial = serial;
                 let Phase::Connecting(c) = std::mem::replace(&mut self.phase, Phase::New) else {
@@ -518,7 +542,8 @@ impl Connection {
                             (_, _, TargetHost::Ip(ip)) => Destination::Addr(SocketAddr::new(*ip, self.target.port)),
                             (_, _, TargetHost::Domain(name)) => Destination::Name(name.clone(), self.target.port),
                         };
-                        let tunnel = Tunnel::start(socket, proxy, destination).map_err(End::Failed)?;
+                        let tunnel =
+                            Tunnel::start(socket, proxy, destination).map_err(|e| End::failed(Cause::Proxy, e))?;
                         self.phase = Phase::Tunnel(Box::new(tunnel));
                         self.tunnel_step()
                     }
@@ -542,9 +567,10 @@ impl Connection {
     fn connected(&mut self, socket: Socket) -> Result<(), End> {
         // Kept until open: a retry with credentials handshakes again.
         match &self.connector {
-            Some(Err(e)) => Err(End::Failed(e.clone())),
+            Some(Err(e)) => Err(End::failed(Cause::Tls, e.clone())),
             Some(Ok(connector)) => {
-                let step = tls::start(connector, &self.target.host_name(), socket).map_err(End::Failed)?;
+                let step =
+                    tls::start(connector, &self.target.host_name(), socket).map_err(|e| End::failed(Cause::Tls, e))?;
                 self.tls_step(Some(step))
             }
             None => self.start_upgrade(Stream::Plain(socket)),
@@ -556,7 +582,7 @@ impl Connection {
             Some(step) => step,
             None => {
                 let Phase::Tls(mid) = std::mem::replace(&mut self.phase, Phase::New) else { return Ok(()) };
-                tls::resume(*mid).map_err(End::Failed)?
+                tls::resume(*mid).map_err(|e| End::failed(Cause::Tls, e))?
             }
         };
         match step {
@@ -618,12 +644,14 @@ impl Connection {
     fn upgrade_step(&mut self) -> Result<(), End> {
         let may_retry = self.may_send_credentials();
         let Phase::Upgrading(u) = &mut self.phase else { return Ok(()) };
-        let lost =
-            |e: io::Error| End::Failed(format!("connection lost during the handshake: {}", crate::error::io_text(&e)));
+        let lost = |e: io::Error| {
+            let text = format!("connection lost during the handshake: {}", crate::error::io_text(&e));
+            End::Failed(Failure::io(Cause::ConnectionLost, &e, text))
+        };
         if u.written < u.request.len() {
             while u.written < u.request.len() {
                 match u.stream.write(&u.request[u.written..]) {
-                    Ok(0) => return Err(End::Failed("connection lost during the handshake".into())),
+                    Ok(0) => return Err(End::failed(Cause::ConnectionLost, "connection lost during the handshake")),
                     Ok(n) => u.written += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -640,7 +668,9 @@ impl Connection {
             // which counts while many connections open at once.
             let spare = u.response.spare(1024);
             match u.stream.read(spare) {
-                Ok(0) => return Err(End::Failed("server closed the connection during the handshake".into())),
+                Ok(0) => {
+                    return Err(End::failed(Cause::ConnectionLost, "server closed the connection during the handshake"))
+                }
                 Ok(n) => {
                     u.response.commit(n);
                     let head = u.response.pending();
@@ -654,9 +684,9 @@ impl Connection {
                         }
                         Ok(None) => {}
                         Err(message) if may_retry && handshake::basic_challenge(head) => {
-                            return Err(End::Challenged(message))
+                            return Err(End::Challenged(Failure::new(Cause::Http, message)))
                         }
-                        Err(message) => return Err(End::Failed(message)),
+                        Err(message) => return Err(End::failed(Cause::Http, message)),
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -702,7 +732,7 @@ impl Connection {
         let (protocol, extensions) = (c_string(agreed.protocol.clone()), c_string(agreed.extensions.clone()));
         if !self.shared.open(protocol, extensions, || handler.on_open()) {
             // ws_close() won the race against the last handshake bytes.
-            return Err(End::Failed(closed_before_open()));
+            return Err(End::failed(Cause::Aborted, closed_before_open()));
         }
         let tls = stream.is_tls();
         let mut open = Box::new(Open {
@@ -751,14 +781,18 @@ impl Connection {
         if o.more_input || events.is_readable() {
             match read_socket(&self.shared, &mut *self.handler, o, cx.buffers) {
                 Ok(drained) => o.more_input = !drained,
-                Err(_) => {
+                Err(end) => {
                     // The server's FIN may come in the same turn as its
                     // close frame: what that queued (our echo, RFC 6455
                     // 5.5.1) goes out now, as far as the socket takes it,
                     // before the socket is closed; whether it did decides
                     // whether the close was clean.
                     let _ = write_out(&self.shared, o);
-                    return Err(o.closing.ending().into());
+                    return Err(match end {
+                        End::Clean { .. } => End::socket_done(&o.closing, Cause::ConnectionLost, 0),
+                        End::Abnormal { cause, errno } => End::socket_done(&o.closing, cause, errno),
+                        failed => failed,
+                    });
                 }
             }
         }
@@ -792,7 +826,7 @@ impl Connection {
                 if keepalive.due(now) != Due::Dead || keepalive.acknowledged_more(now, unacked) {
                     return self.write_and_check();
                 }
-                Err(End::Failed(format!("no pong within {} ms", keepalive.timeout().as_millis())))
+                Err(End::failed(Cause::PingTimeout, format!("no pong within {} ms", keepalive.timeout().as_millis())))
             }
         }
     }
@@ -806,9 +840,8 @@ impl Connection {
                 return Err(self.give_up_failing());
             }
             // The peer is gone; what it sent before may still say how.
-            let _ = e;
             read_socket(&self.shared, &mut *self.handler, o, &mut BufferPool::new(0))?;
-            return Err(o.closing.ending().into());
+            return Err(End::socket_done(&o.closing, Cause::ConnectionLost, e.raw_os_error().unwrap_or(0)));
         }
         if o.closing.is_failing() {
             let drained = self.shared.outbox().lock().is_empty();
@@ -828,7 +861,7 @@ impl Connection {
     /// so that unread input does not turn close(2) into a reset that could
     /// destroy the close frame in flight.
     fn give_up_failing(&mut self) -> End {
-        let Phase::Open(o) = &mut self.phase else { return End::Abnormal };
+        let Phase::Open(o) = &mut self.phase else { return End::Abnormal { cause: Cause::ConnectionLost, errno: 0 } };
         o.stream.shutdown_write();
         let mut scratch = [0u8; 4096];
         for _ in 0..256 {
@@ -838,12 +871,18 @@ impl Connection {
             }
         }
         match o.closing.take_failure() {
-            Some(message) => End::Failed(message),
-            None => End::Abnormal,
+            Some(failure) => End::Failed(failure),
+            None => End::Abnormal { cause: Cause::ConnectionLost, errno: 0 },
         }
     }
 
     fn finish(&mut self, end: End) {
+        let (cause, errno) = match &end {
+            End::Clean { .. } => (Cause::None, 0),
+            End::Abnormal { cause, errno } => (*cause, *errno),
+            End::Failed(f) | End::Challenged(f) => (f.cause, f.errno),
+        };
+        self.shared.set_cause(cause, errno);
         self.shared.transition(None, ReadyState::Closed);
         {
             // No thread writes to the socket from now on: it is about to
@@ -861,9 +900,9 @@ impl Connection {
                 let reason = c_string(reason);
                 emit(&mut |h| h.on_close(code, &reason, true));
             }
-            End::Abnormal => emit(&mut |h| h.on_close(CLOSE_ABNORMAL, c"", false)),
-            End::Failed(message) | End::Challenged(message) => {
-                let message = c_string(message);
+            End::Abnormal { .. } => emit(&mut |h| h.on_close(CLOSE_ABNORMAL, c"", false)),
+            End::Failed(failure) | End::Challenged(failure) => {
+                let message = c_string(failure.message);
                 emit(&mut |h| h.on_error(&message));
                 emit(&mut |h| h.on_close(CLOSE_ABNORMAL, c"", false));
             }
@@ -901,12 +940,12 @@ impl Open {
     /// Fails the connection (RFC 6455 7.1.7): our close frame with `code`
     /// if none was sent yet, after the messages accepted while OPEN (an
     /// echo sent from on_message, say); then TCP is closed.
-    fn fail(&mut self, shared: &Shared, code: u16, message: String) {
+    fn fail(&mut self, shared: &Shared, code: u16, failure: Failure) {
         let accepted = shared
             .transition_counting(None, ReadyState::Closing)
             .unwrap_or_else(|| shared.outbox().lock().sends_taken());
         self.request_close(shared, code, String::new(), accepted);
-        self.closing.fail(message, Instant::now() + self.linger);
+        self.closing.fail(failure, Instant::now() + self.linger);
     }
 }
 
@@ -944,7 +983,7 @@ fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &
         let spare = &mut o.input.spare(chunk)[..chunk];
         match o.stream.read(spare) {
             Ok(0) => {
-                result = Err(o.closing.ending().into());
+                result = Err(End::socket_done(&o.closing, Cause::ConnectionLost, 0));
                 break;
             }
             Ok(n) => {
@@ -974,8 +1013,8 @@ fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // A reset without a close frame: 1006, no on_error (as browsers).
-            Err(_) => {
-                result = Err(o.closing.ending().into());
+            Err(e) => {
+                result = Err(End::socket_done(&o.closing, Cause::ConnectionLost, e.raw_os_error().unwrap_or(0)));
                 break;
             }
         }
@@ -998,7 +1037,12 @@ fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Re
             Err(v) => {
                 // Our close frame may be queued already (an echo): then it
                 // is the one that goes out before TCP is closed.
-                o.fail(shared, v.code, v.message);
+                let cause = match v.code {
+                    _ if v.out_of_memory => Cause::Resource,
+                    CLOSE_TOO_BIG => Cause::TooBig,
+                    _ => Cause::Protocol,
+                };
+                o.fail(shared, v.code, Failure::new(cause, v.message));
                 return Ok(());
             }
         };

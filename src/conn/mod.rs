@@ -2,6 +2,7 @@
 //! handle (ready state, callbacks gate, outbox), and the state machine the
 //! loop drives through connecting, open and closing.
 
+pub mod cause;
 pub mod closing;
 pub mod connection;
 pub mod dialer;

@@ -1,12 +1,13 @@
 //! State shared between a handle (any thread) and the loop that runs its
 //! connection: the ready state, bufferedAmount, and when callbacks may run.
 
+use crate::conn::cause::Cause;
 use crate::conn::outbox::{Direct, Outbox};
 use crate::error::{Error, ErrorKind};
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
 
 thread_local! {
@@ -86,6 +87,10 @@ pub struct Shared {
     extensions: OnceLock<CString>,
     freed: AtomicBool,
     abandoned: AtomicBool,
+    /// Why the connection ended (a `Cause`) and the OS error behind it:
+    /// set before the callbacks that announce the end.
+    cause: AtomicU8,
+    errno: AtomicI32,
     /// Held by the loop's thread while a callback runs (and by `ws_new` until
     /// it has returned the handle); taken by state changes from other
     /// threads, so that a callback's check of the state and its start are
@@ -107,9 +112,23 @@ impl Shared {
             extensions: OnceLock::new(),
             freed: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
+            cause: AtomicU8::new(Cause::None as u8),
+            errno: AtomicI32::new(0),
             dispatch: Mutex::new(()),
             link,
         }
+    }
+
+    /// Records why the connection ended, before its last callbacks.
+    pub fn set_cause(&self, cause: Cause, errno: i32) {
+        self.errno.store(errno, Ordering::SeqCst);
+        self.cause.store(cause as u8, Ordering::SeqCst);
+    }
+
+    /// Why the connection ended: `Cause::None` before the end and after a
+    /// clean closing handshake.
+    pub fn cause(&self) -> (Cause, i32) {
+        (Cause::from_u8(self.cause.load(Ordering::SeqCst)), self.errno.load(Ordering::SeqCst))
     }
 
     pub fn state(&self) -> ReadyState {

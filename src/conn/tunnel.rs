@@ -3,6 +3,7 @@
 //! Once the tunnel is open the socket carries the origin's bytes: TLS or
 //! the upgrade request go next, as on a direct connection.
 
+use crate::conn::cause::{Cause, Failure};
 use crate::proto::proxy::{Destination, Handshake, Progress, Proxy};
 use crate::transport::net::Socket;
 use std::io::{self, Read, Write};
@@ -41,11 +42,12 @@ impl Tunnel {
 
     /// Writes and reads until the socket would block (false) or the tunnel
     /// is open (true).
-    pub fn step(&mut self) -> Result<bool, String> {
+    pub fn step(&mut self) -> Result<bool, Failure> {
         // The answers are a few bytes (SOCKS5) or a short HTTP head.
         let mut buf = [0u8; 1024];
         let lost = |label: &str, e: &io::Error| {
-            format!("connection to proxy {label} lost during its handshake: {}", crate::error::io_text(e))
+            let text = format!("connection to proxy {label} lost during its handshake: {}", crate::error::io_text(e));
+            Failure::io(Cause::Proxy, e, text)
         };
         loop {
             let output = self.handshake.output();
@@ -60,9 +62,13 @@ impl Tunnel {
             }
             let limit = self.handshake.read_limit().min(buf.len());
             match (&self.socket).read(&mut buf[..limit]) {
-                Ok(0) => return Err(format!("proxy {} closed the connection during its handshake", self.label)),
+                Ok(0) => {
+                    let text = format!("proxy {} closed the connection during its handshake", self.label);
+                    return Err(Failure::new(Cause::Proxy, text));
+                }
                 Ok(n) => {
-                    if self.handshake.received(&buf[..n])? == Progress::Done {
+                    let progress = self.handshake.received(&buf[..n]).map_err(|e| Failure::new(Cause::Proxy, e))?;
+                    if progress == Progress::Done {
                         return Ok(true);
                     }
                 }

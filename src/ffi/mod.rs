@@ -3,7 +3,8 @@
 //!
 //! One file per C type, in the order `include/ws.h` groups them: the
 //! connection (`socket`), errors and version (`errors`), settings
-//! (`options`), event loops (`event_loop`). Every export runs its body in
+//! (`options`), event loops (`event_loop`), what a connection reports
+//! about itself (`diagnostics`). Every export runs its body in
 //! `boundary`, which turns a panic (a bug) into the value its return type
 //! gives for one (`PanicValue`): `WS_ERR_INTERNAL` for a result code, NULL
 //! for a handle (with `ws_last_error` saying so), "" for a string, 0 for a
@@ -19,10 +20,12 @@ mod socket;
 mod errors;
 mod options;
 mod event_loop;
+mod diagnostics;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
 
+pub use diagnostics::*;
 pub use errors::*;
 pub use event_loop::*;
 pub use options::*;

@@ -129,7 +129,7 @@ impl Handler for CHandler {
 }
 
 /// SAFETY: `ws` is NULL or a live handle from ws_new.
-unsafe fn client<'a>(ws: *const ws_socket) -> Option<&'a Client> {
+pub(super) unsafe fn client<'a>(ws: *const ws_socket) -> Option<&'a Client> {
     // SAFETY: the caller's promise.
     unsafe { try_ref(ws) }.map(|w| &w.client)
 }

@@ -29,10 +29,12 @@ pub fn is_valid_wire_close_code(code: u16) -> bool {
 pub struct Violation {
     pub code: u16,
     pub message: String,
+    /// Not the peer's doing: this process could not hold the message.
+    pub out_of_memory: bool,
 }
 
 fn violation(code: u16, message: impl Into<String>) -> Violation {
-    Violation { code, message: message.into() }
+    Violation { code, message: message.into(), out_of_memory: false }
 }
 
 /// One thing the reader found in the input.
@@ -395,7 +397,8 @@ impl Reader {
 /// A message buffer could not grow: the connection fails with 1009 (the
 /// message is too big for this process now), and on_error says why.
 fn out_of_memory(held: usize, more: usize) -> Violation {
-    violation(CLOSE_TOO_BIG, format!("out of memory: cannot grow a message of {held} bytes by {more} bytes"))
+    let message = format!("out of memory: cannot grow a message of {held} bytes by {more} bytes");
+    Violation { out_of_memory: true, ..violation(CLOSE_TOO_BIG, message) }
 }
 
 /// The max message size as a length in memory.

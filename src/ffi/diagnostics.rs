@@ -1,0 +1,68 @@
+//! What a program reads about how its connection went: why it ended
+//! (`ws_failure_cause`, `ws_failure_errno`).
+
+use super::boundary;
+use super::socket::{client, ws_socket};
+use std::ffi::c_int;
+
+/// Not ended, or ended by a clean closing handshake.
+pub const WS_CAUSE_NONE: c_int = 0;
+/// The host name did not resolve.
+pub const WS_CAUSE_DNS: c_int = 1;
+/// The TCP (or Unix socket) connect was refused or unreachable.
+pub const WS_CAUSE_CONNECT: c_int = 2;
+/// The connect timeout passed (DNS, TCP, proxy, TLS and upgrade together).
+pub const WS_CAUSE_TIMEOUT: c_int = 3;
+/// The TLS handshake failed, the certificate among it; or the TLS settings
+/// could not be used.
+pub const WS_CAUSE_TLS: c_int = 4;
+/// The answer to the upgrade request was not an acceptable 101.
+pub const WS_CAUSE_HTTP: c_int = 5;
+/// The proxy refused, failed or was unreachable, or the environment named
+/// one that cannot be used.
+pub const WS_CAUSE_PROXY: c_int = 6;
+/// The server broke RFC 6455 or RFC 7692.
+pub const WS_CAUSE_PROTOCOL: c_int = 7;
+/// An incoming message was over the max message size.
+pub const WS_CAUSE_TOO_BIG: c_int = 8;
+/// TCP was reset or closed without a close frame.
+pub const WS_CAUSE_CONNECTION_LOST: c_int = 9;
+/// The closing handshake did not finish within the close timeout.
+pub const WS_CAUSE_CLOSE_TIMEOUT: c_int = 10;
+/// Keepalive: no pong (nor any other frame) within the pong timeout.
+pub const WS_CAUSE_PING_TIMEOUT: c_int = 11;
+/// `ws_close` while CONNECTING, or the loop that ran the connection was
+/// freed while it was live.
+pub const WS_CAUSE_ABORTED: c_int = 12;
+/// Out of memory, file descriptors or threads.
+pub const WS_CAUSE_RESOURCE: c_int = 13;
+
+/// Why the connection ended: one of the `WS_CAUSE_*` values. Set before the
+/// `on_error` / `on_close` that announce the end and readable from them
+/// until `ws_free`; `WS_CAUSE_NONE` before the end and after a clean
+/// closing handshake (whatever its code). Exactly one cause per end; a
+/// connection lost after opening keeps the browser's events (`on_close`
+/// 1006 without `on_error`) and says here why (`WS_CAUSE_CONNECTION_LOST`,
+/// `WS_CAUSE_CLOSE_TIMEOUT`). The README has the table of every failure
+/// and its cause. Any thread. `WS_CAUSE_NONE` for NULL.
+///
+/// # Safety
+/// `ws` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ws_failure_cause(ws: *const ws_socket) -> c_int {
+    // SAFETY: the pointers are NULL or live, as `# Safety` above says.
+    boundary(|| unsafe { client(ws) }.map_or(WS_CAUSE_NONE, |c| c_int::from(c.cause().0 as u8)))
+}
+
+/// The OS error (`errno` value) behind the cause, e.g. `ECONNREFUSED` for
+/// a refused connect or `ECONNRESET` for a reset; 0 when the cause has
+/// none (a timeout, an HTTP answer, a protocol violation) or for NULL.
+/// Valid as `ws_failure_cause`.
+///
+/// # Safety
+/// `ws` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ws_failure_errno(ws: *const ws_socket) -> c_int {
+    // SAFETY: the pointers are NULL or live, as `# Safety` above says.
+    boundary(|| unsafe { client(ws) }.map_or(0, |c| c.cause().1))
+}

@@ -918,6 +918,35 @@ int ws_failure_cause(const struct ws_socket *ws);
  */
 int ws_failure_errno(const struct ws_socket *ws);
 
+/*
+ The status of the server's answer to the upgrade request: 101 once
+ open; the refusing status (401, 302, 503, ...) when the answer was not
+ accepted; 0 before an answer came, when none came (a refused connect, a
+ timeout) or when it was not HTTP, and for NULL. Readable from `on_open`,
+ and from `on_error`/`on_close` when the answer was refused, until
+ `ws_free`. After a retry with the URL's credentials, the second
+ answer's. Any thread.
+
+ # Safety
+ `ws` is NULL or a live handle.
+ */
+int ws_response_status(const struct ws_socket *ws);
+
+/*
+ The first value of header `name` (ASCII case-insensitive) in the
+ server's answer to the upgrade request: a `Set-Cookie`, a session id a
+ server hands out, a 302's `Location`, a 401's `WWW-Authenticate`. NULL
+ when the answer has no such header, when no answer came (see
+ `ws_response_status`), or for NULL arguments. The string is owned by
+ the handle and valid until `ws_free` (a later answer, after a retry with
+ credentials, does not free an earlier one's strings). Only the answer's
+ header block is kept, once per handle. Any thread.
+
+ # Safety
+ `ws` is NULL or a live handle; `name` is NULL or a NUL-terminated string.
+ */
+const char *ws_response_header(const struct ws_socket *ws, const char *name);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

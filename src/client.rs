@@ -133,6 +133,17 @@ impl Client {
         self.shared.state()
     }
 
+    /// The status of the server's answer to the upgrade; 0 before one.
+    pub fn response_status(&self) -> u16 {
+        self.shared.response_status()
+    }
+
+    /// The first value of a header of that answer, as a C string owned by
+    /// the handle.
+    pub fn response_header(&self, name: &[u8]) -> Option<*const std::ffi::c_char> {
+        self.shared.response_header(name)
+    }
+
     /// Why the connection ended, and the OS error behind it (0: none).
     pub fn cause(&self) -> (Cause, i32) {
         self.shared.cause()

@@ -15,7 +15,7 @@ use crate::conn::tunnel::Tunnel;
 use crate::proto::frames::{
     Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_TOO_BIG,
 };
-use crate::proto::handshake::{self, Agreed};
+use crate::proto::handshake::{self, Agreed, ResponseHead};
 use crate::proto::proxy::{Destination, Proxy};
 use crate::proto::target::{self, Target, TargetHost};
 use crate::runtime::event_loop::{BufferPool, ConnId, Cx, Events, Interest, Loop, LoopCommand, Task};
@@ -674,7 +674,15 @@ impl Connection {
                 Ok(n) => {
                     u.response.commit(n);
                     let head = u.response.pending();
-                    match handshake::parse_response(head, &u.key, &self.target.protocols, &self.options.compression) {
+                    let verdict =
+                        handshake::parse_response(head, &u.key, &self.target.protocols, &self.options.compression);
+                    if !matches!(verdict, Ok(None)) {
+                        // The answer, accepted or not, for ws_response_*.
+                        if let Some(answer) = ResponseHead::parse(head) {
+                            self.shared.set_response(answer);
+                        }
+                    }
+                    match verdict {
                         Ok(Some(agreed)) => {
                             let tail = head[agreed.head_len..].to_vec();
                             let Phase::Upgrading(u) = std::mem::replace(&mut self.phase, Phase::New) else {

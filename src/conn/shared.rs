@@ -4,6 +4,7 @@
 use crate::conn::cause::Cause;
 use crate::conn::outbox::{Direct, Outbox};
 use crate::error::{Error, ErrorKind};
+use crate::proto::handshake::ResponseHead;
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -38,6 +39,12 @@ impl ReadyState {
             _ => ReadyState::Closed,
         }
     }
+}
+
+/// An answer to the upgrade request, and the one before it, if any.
+struct Response {
+    head: ResponseHead,
+    _previous: Option<Box<Response>>,
 }
 
 /// Work for the loop's thread, in the order the API calls returned.
@@ -91,6 +98,8 @@ pub struct Shared {
     /// set before the callbacks that announce the end.
     cause: AtomicU8,
     errno: AtomicI32,
+    /// The server's answer to the upgrade request, once it came.
+    response: Mutex<Option<Box<Response>>>,
     /// Held by the loop's thread while a callback runs (and by `ws_new` until
     /// it has returned the handle); taken by state changes from other
     /// threads, so that a callback's check of the state and its start are
@@ -114,6 +123,7 @@ impl Shared {
             abandoned: AtomicBool::new(false),
             cause: AtomicU8::new(Cause::None as u8),
             errno: AtomicI32::new(0),
+            response: Mutex::new(None),
             dispatch: Mutex::new(()),
             link,
         }
@@ -123,6 +133,27 @@ impl Shared {
     pub fn set_cause(&self, cause: Cause, errno: i32) {
         self.errno.store(errno, Ordering::SeqCst);
         self.cause.store(cause as u8, Ordering::SeqCst);
+    }
+
+    /// Keeps the server's answer. An earlier one (the 401 before a retry
+    /// with credentials) stays behind it: a pointer to its headers handed
+    /// out before stays valid until the handle is freed.
+    pub fn set_response(&self, head: ResponseHead) {
+        let mut slot = self.response.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = slot.take();
+        *slot = Some(Box::new(Response { head, _previous: previous }));
+    }
+
+    /// The answer's status; 0 when none came.
+    pub fn response_status(&self) -> u16 {
+        self.response.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |r| r.head.status)
+    }
+
+    /// The first value of header `name`, a C string that lives as long as
+    /// this `Shared` (answers are never dropped before it).
+    pub fn response_header(&self, name: &[u8]) -> Option<*const std::ffi::c_char> {
+        let slot = self.response.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref()?.head.header(name).map(|v| v.as_ptr().cast())
     }
 
     /// Why the connection ended: `Cause::None` before the end and after a

@@ -1,9 +1,10 @@
 //! What a program reads about how its connection went: why it ended
-//! (`ws_failure_cause`, `ws_failure_errno`).
+//! (`ws_failure_cause`, `ws_failure_errno`) and what the server answered to
+//! the upgrade (`ws_response_status`, `ws_response_header`).
 
 use super::boundary;
 use super::socket::{client, ws_socket};
-use std::ffi::c_int;
+use std::ffi::{c_char, c_int, CStr};
 
 /// Not ended, or ended by a clean closing handshake.
 pub const WS_CAUSE_NONE: c_int = 0;
@@ -65,4 +66,44 @@ pub unsafe extern "C" fn ws_failure_cause(ws: *const ws_socket) -> c_int {
 pub unsafe extern "C" fn ws_failure_errno(ws: *const ws_socket) -> c_int {
     // SAFETY: the pointers are NULL or live, as `# Safety` above says.
     boundary(|| unsafe { client(ws) }.map_or(0, |c| c.cause().1))
+}
+
+/// The status of the server's answer to the upgrade request: 101 once
+/// open; the refusing status (401, 302, 503, ...) when the answer was not
+/// accepted; 0 before an answer came, when none came (a refused connect, a
+/// timeout) or when it was not HTTP, and for NULL. Readable from `on_open`,
+/// and from `on_error`/`on_close` when the answer was refused, until
+/// `ws_free`. After a retry with the URL's credentials, the second
+/// answer's. Any thread.
+///
+/// # Safety
+/// `ws` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ws_response_status(ws: *const ws_socket) -> c_int {
+    // SAFETY: the pointers are NULL or live, as `# Safety` above says.
+    boundary(|| unsafe { client(ws) }.map_or(0, |c| c_int::from(c.response_status())))
+}
+
+/// The first value of header `name` (ASCII case-insensitive) in the
+/// server's answer to the upgrade request: a `Set-Cookie`, a session id a
+/// server hands out, a 302's `Location`, a 401's `WWW-Authenticate`. NULL
+/// when the answer has no such header, when no answer came (see
+/// `ws_response_status`), or for NULL arguments. The string is owned by
+/// the handle and valid until `ws_free` (a later answer, after a retry with
+/// credentials, does not free an earlier one's strings). Only the answer's
+/// header block is kept, once per handle. Any thread.
+///
+/// # Safety
+/// `ws` is NULL or a live handle; `name` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ws_response_header(ws: *const ws_socket, name: *const c_char) -> *const c_char {
+    boundary(|| {
+        if name.is_null() {
+            return std::ptr::null();
+        }
+        // SAFETY: `name` is a NUL-terminated string, as `# Safety` says.
+        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+        // SAFETY: the pointers are NULL or live, as `# Safety` above says.
+        unsafe { client(ws) }.and_then(|c| c.response_header(name)).unwrap_or(std::ptr::null())
+    })
 }

@@ -120,6 +120,51 @@ pub fn parse_response(
     Ok(Some(Agreed { protocol, extensions, deflate, head_len }))
 }
 
+/// The server's answer to the upgrade request, kept for
+/// `ws_response_status` and `ws_response_header`: the status, and the
+/// headers packed as "name\0value\0..." so that each value is a C string
+/// in place (one allocation, the size of the header block).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    packed: Box<[u8]>,
+}
+
+impl ResponseHead {
+    /// A complete response head (None while incomplete or invalid).
+    pub fn parse(head: &[u8]) -> Option<ResponseHead> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        if !matches!(response.parse(head), Ok(httparse::Status::Complete(_))) {
+            return None;
+        }
+        let size: usize = response.headers.iter().map(|h| h.name.len() + h.value.len() + 2).sum();
+        let mut packed = Vec::new();
+        packed.try_reserve_exact(size).ok()?;
+        for h in response.headers.iter() {
+            packed.extend_from_slice(h.name.as_bytes());
+            packed.push(0);
+            // A NUL cannot be in a C string: the value ends there.
+            let value = h.value.split(|&b| b == 0).next().unwrap_or_default();
+            packed.extend_from_slice(value);
+            packed.push(0);
+        }
+        Some(ResponseHead { status: response.code.unwrap_or(0), packed: packed.into_boxed_slice() })
+    }
+
+    /// The first value of header `name` (ASCII case-insensitive) with its
+    /// terminating NUL.
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        let mut fields = self.packed.split_inclusive(|&b| b == 0);
+        while let (Some(n), Some(v)) = (fields.next(), fields.next()) {
+            if n[..n.len() - 1].eq_ignore_ascii_case(name) {
+                return Some(v);
+            }
+        }
+        None
+    }
+}
+
 /// Whether a complete response head is a 401 whose `WWW-Authenticate`
 /// offers the Basic scheme (RFC 7235: a header may list several
 /// challenges, each a scheme token followed by its parameters).
@@ -154,6 +199,21 @@ mod tests {
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
     const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    #[test]
+    fn response_heads_keep_the_first_value_of_each_header() {
+        let head =
+            b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\nX-Empty:\r\n\r\nbody";
+        let r = ResponseHead::parse(head).unwrap();
+        assert_eq!(r.status, 302);
+        assert_eq!(r.header(b"location"), Some(&b"/elsewhere\0"[..]));
+        assert_eq!(r.header(b"SET-COOKIE"), Some(&b"a=1\0"[..]));
+        assert_eq!(r.header(b"x-empty"), Some(&b"\0"[..]));
+        assert_eq!(r.header(b"missing"), None);
+        assert_eq!(r.header(b""), None);
+        assert!(ResponseHead::parse(b"HTTP/1.1 101 Switching").is_none());
+        assert!(ResponseHead::parse(b"garbage\r\n\r\n").is_none());
+    }
 
     #[test]
     fn basic_challenges() {

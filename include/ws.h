@@ -394,6 +394,26 @@ int ws_close(struct ws_socket *ws, uint16_t code, const char *reason);
 int ws_send_ping(struct ws_socket *ws, const uint8_t *data, size_t len);
 
 /*
+ Flow control for incoming data: `false` stops reading this connection's
+ socket, so that TCP pushes back on the server (its sends block once the
+ socket buffers fill); `true` reads again. Messages that the current read
+ already brought are still delivered, up to its end; none after that
+ until resumed, in order then. Pings that arrive while paused are
+ answered once reading resumes; keepalive does not count a paused
+ connection as dead while the server's TCP acknowledges what we send (the
+ pongs wait unread). Once the closing handshake starts (`ws_close`, or
+ the server's close frame) the socket is read again regardless: no
+ message is delivered then, and the server's close frame must come in.
+ May be called before the connection opens (it opens paused), from any
+ thread and from callbacks; the loop takes the change at its next turn.
+ `WS_OK`, or `WS_ERR_INVALID_ARGUMENT` for NULL.
+
+ # Safety
+ `ws` is NULL or a live handle.
+ */
+int ws_set_receiving(struct ws_socket *ws, bool on);
+
+/*
  readyState: `WS_CONNECTING`, `WS_OPEN`, `WS_CLOSING` or `WS_CLOSED`.
  Updated before the callback that announces a change. 0 for NULL.
 

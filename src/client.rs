@@ -133,6 +133,12 @@ impl Client {
         self.shared.state()
     }
 
+    /// false: stop reading the socket (TCP pushes back on the server);
+    /// true: read again.
+    pub fn set_receiving(&self, on: bool) {
+        self.shared.set_receiving(on);
+    }
+
     /// The status of the server's answer to the upgrade; 0 before one.
     pub fn response_status(&self) -> u16 {
         self.shared.response_status()

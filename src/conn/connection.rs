@@ -229,8 +229,9 @@ impl Task for Connection {
             Phase::Open(o) => {
                 let pending = !self.shared.outbox().lock().is_empty();
                 let write = if pending { Events::from_poll(o.write_wants) } else { Events::NONE };
-                // A failing connection reads nothing more.
-                let read = if o.closing.is_failing() { Events::NONE } else { Events::READ };
+                // A failing connection reads nothing more; a paused one
+                // nothing until resumed.
+                let read = if o.closing.is_failing() || !o.reads(&self.shared) { Events::NONE } else { Events::READ };
                 (o.stream.fd(), read | write)
             }
             Phase::New | Phase::Resolving(_) | Phase::Done => return None,
@@ -255,7 +256,7 @@ impl Task for Connection {
 
     /// Work is left that epoll will not report.
     fn wants_turn(&self) -> bool {
-        matches!(&self.phase, Phase::Open(o) if o.more_input && !o.closing.is_failing())
+        matches!(&self.phase, Phase::Open(o) if o.more_input && !o.closing.is_failing() && o.reads(&self.shared))
     }
 
     fn start(&mut self, cx: &mut Cx<'_, Self>) {
@@ -383,7 +384,7 @@ impl Task for Connection {
                 o.closing.bound();
                 Ok(())
             }
-            (_, Command::Flush) => Ok(()),
+            (_, Command::Flush | Command::Receiving) => Ok(()),
             (Phase::Done, _) => Ok(()),
             // While connecting: close() and free fail the connection now
             // (a Free's `release` drops here: no callback runs now).
@@ -786,7 +787,7 @@ impl Connection {
             }
             return self.write_and_check();
         }
-        if o.more_input || events.is_readable() {
+        if (o.more_input || events.is_readable()) && o.reads(&self.shared) {
             match read_socket(&self.shared, &mut *self.handler, o, cx.buffers) {
                 Ok(drained) => o.more_input = !drained,
                 Err(end) => {
@@ -816,6 +817,7 @@ impl Connection {
         if !o.keeps_alive() {
             return Ok(());
         }
+        let paused = !o.reads(&self.shared);
         let Some(keepalive) = o.keepalive.as_mut() else { return Ok(()) };
         match keepalive.due(now) {
             Due::Nothing => Ok(()),
@@ -824,13 +826,26 @@ impl Connection {
                 self.write_and_check()
             }
             Due::Dead => {
+                let unacked = net::unacknowledged_bytes(o.stream.fd());
+                if paused {
+                    // Paused: the pong waits in the socket unread. The
+                    // peer's TCP acknowledging all we sent, the ping
+                    // included, says it is alive.
+                    if unacked == 0 {
+                        keepalive.input(now);
+                        return Ok(());
+                    }
+                    return Err(End::failed(
+                        Cause::PingTimeout,
+                        format!("no pong within {} ms", keepalive.timeout().as_millis()),
+                    ));
+                }
                 // The pong may be in the socket already, its readiness not
                 // yet taken (a loop busy elsewhere, or not run in time):
                 // read once before declaring the peer dead.
                 let drained = read_socket(&self.shared, &mut *self.handler, o, cx.buffers)?;
                 o.more_input = !drained;
                 let Some(keepalive) = o.keepalive.as_mut() else { return Ok(()) };
-                let unacked = net::unacknowledged_bytes(o.stream.fd());
                 if keepalive.due(now) != Due::Dead || keepalive.acknowledged_more(now, unacked) {
                     return self.write_and_check();
                 }
@@ -919,6 +934,13 @@ impl Connection {
 }
 
 impl Open {
+    /// Whether the socket is read now: always once the closing handshake
+    /// has started (no message is delivered then, and the server's close
+    /// frame must come in), else unless ws_set_receiving paused it.
+    fn reads(&self, shared: &Shared) -> bool {
+        shared.is_receiving() || self.closing.ours_asked() || shared.state() != ReadyState::Open
+    }
+
     /// Keepalive runs until the closing handshake starts; from then the
     /// close timeout bounds the connection.
     fn keeps_alive(&self) -> bool {
@@ -1002,6 +1024,12 @@ fn read_socket(shared: &Shared, handler: &mut dyn Handler, o: &mut Open, pool: &
                 o.input.commit(n);
                 if let Err(end) = process_input(shared, handler, o) {
                     result = Err(end);
+                    break;
+                }
+                // Paused (from a callback, or another thread): what this
+                // read brought was delivered; the next waits for resume.
+                if !o.reads(shared) {
+                    result = Ok(false);
                     break;
                 }
                 // A short read from TCP almost always took all the kernel

@@ -59,6 +59,9 @@ pub enum Command {
     /// A send from another thread wrote part of its frame directly: the
     /// loop takes over the rest (and watches for room to write).
     Flush,
+    /// ws_set_receiving changed whether the socket is read: the loop
+    /// looks again at what it waits for.
+    Receiving,
     /// The handle was freed: close with 1001 if open, then end. `release`
     /// is the handle's memory when a callback of it was running as it was
     /// freed: the loop's thread drops it once that callback has returned.
@@ -98,6 +101,8 @@ pub struct Shared {
     /// set before the callbacks that announce the end.
     cause: AtomicU8,
     errno: AtomicI32,
+    /// ws_set_receiving: false stops reading the socket while OPEN.
+    receiving: AtomicBool,
     /// The server's answer to the upgrade request, once it came.
     response: Mutex<Option<Box<Response>>>,
     /// Held by the loop's thread while a callback runs (and by `ws_new` until
@@ -124,6 +129,7 @@ impl Shared {
             cause: AtomicU8::new(Cause::None as u8),
             errno: AtomicI32::new(0),
             response: Mutex::new(None),
+            receiving: AtomicBool::new(true),
             dispatch: Mutex::new(()),
             link,
         }
@@ -200,6 +206,18 @@ impl Shared {
 
     pub fn is_abandoned(&self) -> bool {
         self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// ws_set_receiving: any thread, callbacks included. The loop takes
+    /// the change at its next turn (woken for it).
+    pub fn set_receiving(&self, on: bool) {
+        if self.receiving.swap(on, Ordering::SeqCst) != on {
+            self.enqueue(Command::Receiving);
+        }
+    }
+
+    pub fn is_receiving(&self) -> bool {
+        self.receiving.load(Ordering::SeqCst)
     }
 
     pub fn is_freed(&self) -> bool {

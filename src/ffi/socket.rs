@@ -5,7 +5,7 @@ use super::errors::set_last_error;
 use super::{boundary, boundary_or, bytes_arg, result_code, try_ref, ws_options};
 use crate::client::{Client, Handler};
 use crate::conn::options::Options;
-use crate::error::{Error, WS_ERR_INVALID_ARGUMENT};
+use crate::error::{Error, WS_ERR_INVALID_ARGUMENT, WS_OK};
 use std::ffi::{c_char, c_int, c_void, CStr};
 
 /// readyState: the connection is not yet open.
@@ -392,6 +392,32 @@ pub unsafe extern "C" fn ws_send_ping(ws: *mut ws_socket, data: *const u8, len: 
             return WS_ERR_INVALID_ARGUMENT;
         };
         result_code(client.ping(data))
+    })
+}
+
+/// Flow control for incoming data: `false` stops reading this connection's
+/// socket, so that TCP pushes back on the server (its sends block once the
+/// socket buffers fill); `true` reads again. Messages that the current read
+/// already brought are still delivered, up to its end; none after that
+/// until resumed, in order then. Pings that arrive while paused are
+/// answered once reading resumes; keepalive does not count a paused
+/// connection as dead while the server's TCP acknowledges what we send (the
+/// pongs wait unread). Once the closing handshake starts (`ws_close`, or
+/// the server's close frame) the socket is read again regardless: no
+/// message is delivered then, and the server's close frame must come in.
+/// May be called before the connection opens (it opens paused), from any
+/// thread and from callbacks; the loop takes the change at its next turn.
+/// `WS_OK`, or `WS_ERR_INVALID_ARGUMENT` for NULL.
+///
+/// # Safety
+/// `ws` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ws_set_receiving(ws: *mut ws_socket, on: bool) -> c_int {
+    boundary(|| {
+        // SAFETY: the pointers are NULL or live, as `# Safety` above says.
+        let Some(client) = (unsafe { client(ws) }) else { return WS_ERR_INVALID_ARGUMENT };
+        client.set_receiving(on);
+        WS_OK
     })
 }
 

@@ -261,6 +261,12 @@ typedef struct ws_callbacks {
  */
 typedef void (*ws_on_pong)(void *user_data, struct ws_socket *ws, const uint8_t *data, size_t len);
 
+/*
+ bufferedAmount fell to the low mark set with `ws_options_set_on_drain`
+ after a send took it above: send more now.
+ */
+typedef void (*ws_on_drain)(void *user_data, struct ws_socket *ws);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -817,6 +823,24 @@ int ws_options_set_unix_socket(struct ws_options *o, const char *path);
  string.
  */
 int ws_options_set_proxy(struct ws_options *o, const char *url);
+
+/*
+ Calls `on_drain(user_data, ws)` (with the handle's `user_data`) when
+ bufferedAmount falls to `low_mark` or below after a send took it above:
+ RTCDataChannel's `bufferedamountlow`, for a producer that sends from
+ there instead of polling `ws_buffered_amount`. Exactly once per crossing
+ (a send that takes it above again arms the next one); on the thread that
+ runs the handle's loop, like every callback; only while `WS_OPEN`, so
+ never after `ws_close` was called or the connection ended. A send that
+ never took bufferedAmount above the mark (written at once, or at most
+ `low_mark` bytes waiting) calls nothing. NULL `on_drain` turns it off
+ (the default). `WS_OK`, or `WS_ERR_INVALID_ARGUMENT` for a NULL `o`.
+
+ # Safety
+ `o` is NULL or a live `ws_options`; `on_drain` is NULL or a function
+ that may be called on any libws thread while the handle lives.
+ */
+int ws_options_set_on_drain(struct ws_options *o, ws_on_drain on_drain, uint64_t low_mark);
 
 /*
  A new event loop, not yet run by anyone: call `ws_loop_start` or run it

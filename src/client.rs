@@ -42,7 +42,8 @@ impl Client {
             None => Loop::private().map_err(|e| Error::os("cannot create the connection's event loop", &e))?,
         };
         let id = lp.allocate();
-        let shared = Arc::new(Shared::new(url, options.max_buffered_amount, connection::link(lp.clone(), id)));
+        let link = connection::link(lp.clone(), id);
+        let shared = Arc::new(Shared::new(url, options.max_buffered_amount, options.drain_mark, link));
         let mut options = options.clone();
         options.proxy = options.proxy.for_connection(&target, options.unix_socket.is_some());
         let pending = Pending { target, options, lp, id };

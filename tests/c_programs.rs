@@ -92,7 +92,7 @@ fn shared_object_exports_only_ws_symbols() {
 #[test]
 fn examples_compile_and_wscat_talks_to_the_server() {
     let scratch = scratch_dir("examples");
-    for name in ["echo", "wscat", "epoll_loop"] {
+    for name in ["echo", "wscat", "epoll_loop", "stream"] {
         let src = repo_dir().join(format!("examples/{name}.c"));
         compile(&src, &scratch.join(name), "cc", C_FLAGS, Link::Shared, &scratch);
     }
@@ -151,6 +151,22 @@ fn examples_compile_and_wscat_talks_to_the_server() {
         assert!(out.contains(&format!("[{i}] close 1000 \"done\" (clean)\n")), "{out}");
     }
     assert!(out.ends_with("all 5 connections closed\n"), "{out}");
+}
+
+/// examples/stream.c sends 32 MiB from on_drain alone against a server
+/// that echoes it all back (which the example ignores).
+#[test]
+fn the_drain_driven_stream_example_sends_everything() {
+    let scratch = scratch_dir("stream-example");
+    let binary = scratch.join("stream");
+    compile(&repo_dir().join("examples/stream.c"), &binary, "cc", C_FLAGS, Link::Shared, &scratch);
+    let server = echo_server();
+    let out = Command::new(&binary).arg(server.url("/")).arg("32").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("sent 32 MiB in 512 messages with "), "{stdout}");
+    let drains: u64 = stdout.split(" with ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(drains >= 4, "{stdout}");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Flow control: `ws_set_receiving` (pause and resume reading) against a
 //! server that sends as fast as it can, pings while paused, keepalive
-//! while paused; and `ws_options_set_on_drain`. Every loop mode.
+//! while paused; and `ws_options_set_on_drain`: a producer that sends
+//! only from on_drain streams 64 MiB (every loop mode) and 1 GiB through a
+//! slow server with bounded peak memory and no polling. Every loop mode.
 //!
 //! sanitize: asan
 
@@ -11,10 +13,13 @@ mod frames;
 mod handles;
 #[path = "support/servers.rs"]
 mod servers;
+#[path = "support/producer.rs"]
+mod producer;
 
 use common::*;
 use frames::*;
 use handles::*;
+use producer::*;
 use servers::*;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -188,15 +193,34 @@ fn paused_before_open_and_closed_while_paused() {
     assert_eq!(close_event(&c), (1000, "ok".to_string(), true));
 }
 
+#[test]
+fn set_receiving_refuses_null() {
+    // SAFETY: NULL is allowed.
+    assert_eq!(unsafe { ws_set_receiving(std::ptr::null_mut(), true) }, WS_ERR_INVALID_ARGUMENT);
+}
+
+fn a_producer_streams_64_mib_from_on_drain() {
+    // Peak memory is measured in tests/drain_stream.rs, a process of its
+    // own: here other tests share the process.
+    stream_from_on_drain(64 << 20, None);
+}
+
 every_mode!(
     a_paused_client_pushes_back_on_a_flooding_server,
     a_ping_while_paused_is_answered_on_resume,
     keepalive_holds_a_paused_connection,
     paused_before_open_and_closed_while_paused,
+    a_producer_streams_64_mib_from_on_drain,
 );
 
 #[test]
-fn set_receiving_refuses_null() {
-    // SAFETY: NULL is allowed.
-    assert_eq!(unsafe { ws_set_receiving(std::ptr::null_mut(), true) }, WS_ERR_INVALID_ARGUMENT);
+fn on_drain_setter() {
+    // SAFETY: NULL options are allowed; a live one is freed.
+    unsafe {
+        assert_eq!(ws_options_set_on_drain(std::ptr::null_mut(), Some(producer_drain), 0), WS_ERR_INVALID_ARGUMENT);
+        let o = ws_options_new();
+        assert_eq!(ws_options_set_on_drain(o, Some(producer_drain), 0), WS_OK);
+        assert_eq!(ws_options_set_on_drain(o, None, 0), WS_OK, "NULL turns it off");
+        ws_options_free(o);
+    }
 }

@@ -49,6 +49,8 @@ pub trait Handler: Send {
     /// A pong arrived while OPEN (to a keepalive ping, a `ws_send_ping`,
     /// or unasked): its payload.
     fn on_pong(&mut self, _data: &[u8]) {}
+    /// bufferedAmount fell to the drain mark (`ws_options_set_on_drain`).
+    fn on_drain(&mut self) {}
 }
 
 /// A loop of connections.
@@ -858,7 +860,15 @@ impl Connection {
     /// close frame is out.
     fn write_and_check(&mut self) -> Result<(), End> {
         let Phase::Open(o) = &mut self.phase else { return Ok(()) };
-        if let Err(e) = write_out(&self.shared, o) {
+        let written = write_out(&self.shared, o);
+        // Once per crossing down to the mark, and only while OPEN: never
+        // after ws_close (which leaves OPEN before it returns).
+        if self.shared.outbox().take_drain() {
+            let handler = &mut self.handler;
+            self.shared.run_callback(|state| state == ReadyState::Open, || handler.on_drain());
+        }
+        let Phase::Open(o) = &mut self.phase else { return Ok(()) };
+        if let Err(e) = written {
             if o.closing.is_failing() {
                 return Err(self.give_up_failing());
             }

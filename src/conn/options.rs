@@ -44,6 +44,8 @@ pub struct Options {
     pub unix_socket: Option<String>,
     /// Which proxy, if any, the connection tunnels through.
     pub proxy: ProxyChoice,
+    /// on_drain's low mark; None: no on_drain.
+    pub drain_mark: Option<u64>,
 }
 
 /// `ws_options_set_proxy`'s setting, then (`for_connection`) what one
@@ -94,6 +96,7 @@ impl Default for Options {
             pong_timeout: None,
             unix_socket: None,
             proxy: ProxyChoice::Environment,
+            drain_mark: None,
         }
     }
 }

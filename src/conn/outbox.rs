@@ -18,10 +18,18 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 const SPARE_BUFFERS: usize = 8;
 const SPARE_BUFFER_MAX: usize = 64 * 1024;
 
+/// In `Outbox::buffered`: a send took bufferedAmount above the drain mark,
+/// and on_drain is due once it falls back. One atomic with the amount, so
+/// that "fell to the mark" and "disarmed" are one step against a racing
+/// send that arms it again.
+const ARMED: u64 = 1 << 63;
+
 pub struct Outbox {
     queue: Mutex<Queue>,
-    /// bufferedAmount.
+    /// bufferedAmount, with the `ARMED` bit.
     buffered: AtomicU64,
+    /// on_drain's low mark (`ws_options_set_on_drain`); None: no on_drain.
+    drain_mark: Option<u64>,
     /// 0: no limit, as in browsers.
     max_buffered: u64,
     /// Send commands queued for the loop and not yet taken (changed under
@@ -65,10 +73,11 @@ pub enum Direct {
 }
 
 impl Outbox {
-    pub fn new(max_buffered: u64) -> Outbox {
+    pub fn new(max_buffered: u64, drain_mark: Option<u64>) -> Outbox {
         Outbox {
             queue: Mutex::new(Queue::default()),
             buffered: AtomicU64::new(0),
+            drain_mark,
             max_buffered,
             untaken: AtomicU64::new(0),
             last_direct: AtomicU64::new(0),
@@ -82,18 +91,34 @@ impl Outbox {
     /// bufferedAmount (WHATWG): bytes accepted by send() and not yet
     /// written, plus every byte sent while CLOSING or CLOSED.
     pub fn buffered_amount(&self) -> u64 {
-        self.buffered.load(Ordering::SeqCst)
+        self.buffered.load(Ordering::SeqCst) & !ARMED
+    }
+
+    /// Whether on_drain is due: armed, and bufferedAmount at or under the
+    /// mark. Disarms when it is (once per crossing).
+    pub fn take_drain(&self) -> bool {
+        let Some(mark) = self.drain_mark else { return false };
+        let update = |cur: u64| (cur & ARMED != 0 && cur & !ARMED <= mark).then_some(cur & !ARMED);
+        self.buffered.fetch_update(Ordering::SeqCst, Ordering::SeqCst, update).is_ok()
+    }
+
+    /// Armed and at or under the mark: on_drain is due (without taking it).
+    pub fn drain_due(&self) -> bool {
+        let cur = self.buffered.load(Ordering::SeqCst);
+        self.drain_mark.is_some_and(|mark| cur & ARMED != 0 && cur & !ARMED <= mark)
     }
 
     /// Counts `len` more bytes, unless that would pass the max buffered
     /// amount.
     pub fn reserve(&self, len: u64) -> Result<(), Error> {
-        let limit = self.max_buffered;
+        let (limit, mark) = (self.max_buffered, self.drain_mark);
         let update = |cur: u64| {
-            let next = cur.checked_add(len)?;
-            (limit == 0 || next <= limit).then_some(next)
+            let next = (cur & !ARMED).checked_add(len).filter(|n| n & ARMED == 0)?;
+            let armed = if mark.is_some_and(|m| next > m) { ARMED } else { cur & ARMED };
+            (limit == 0 || next <= limit).then_some(next | armed)
         };
         self.buffered.fetch_update(Ordering::SeqCst, Ordering::SeqCst, update).map(|_| ()).map_err(|cur| {
+            let cur = cur & !ARMED;
             Error::new(
                 ErrorKind::BufferFull,
                 format!("{len} bytes more would exceed the max buffered amount {limit} (now {cur})"),
@@ -109,7 +134,10 @@ impl Outbox {
     /// A send while CLOSING or CLOSED: counted, never sent (WHATWG send()
     /// step 3), and never limited.
     pub fn count_dropped(&self, len: u64) {
-        self.buffered.fetch_add(len, Ordering::SeqCst);
+        // Saturating below the ARMED bit: no count reaches 2^63 bytes.
+        let _ = self.buffered.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
+            Some(((cur & !ARMED).saturating_add(len).min(ARMED - 1)) | (cur & ARMED))
+        });
     }
 
     /// A copy of `data` with HEADROOM free bytes in front, in a spare
@@ -314,7 +342,7 @@ mod tests {
 
     #[test]
     fn written_buffers_are_reused_within_bounds() {
-        let outbox = Outbox::new(0);
+        let outbox = Outbox::new(0, None);
         let buf = Vec::<u8>::with_capacity(1000);
         let ptr = buf.as_ptr();
         outbox.written(0, buf);
@@ -331,12 +359,46 @@ mod tests {
 
     #[test]
     fn the_max_buffered_amount_is_checked_and_taken_back() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, None);
         outbox.reserve(60).unwrap();
         assert_eq!(outbox.reserve(41).unwrap_err().kind, ErrorKind::BufferFull);
         outbox.reserve(40).unwrap();
         outbox.unreserve(40);
         outbox.count_dropped(1000);
         assert_eq!(outbox.buffered_amount(), 1060, "a dropped send is counted past the limit");
+    }
+
+    #[test]
+    fn drain_is_due_once_per_crossing_down_to_the_mark() {
+        let outbox = Outbox::new(0, Some(100));
+        outbox.reserve(100).unwrap();
+        assert!(!outbox.take_drain(), "at the mark: never above it");
+        outbox.reserve(1).unwrap();
+        assert!(!outbox.take_drain(), "above the mark");
+        assert_eq!(outbox.buffered_amount(), 101, "the armed bit is not counted");
+        outbox.written(50, Vec::new());
+        assert!(outbox.drain_due());
+        assert!(outbox.take_drain());
+        assert!(!outbox.take_drain(), "once per crossing");
+        assert_eq!(outbox.buffered_amount(), 51);
+        outbox.reserve(100).unwrap();
+        outbox.written(151, Vec::new());
+        assert!(outbox.take_drain(), "the next crossing");
+        let off = Outbox::new(0, None);
+        off.reserve(1000).unwrap();
+        off.written(1000, Vec::new());
+        assert!(!off.take_drain() && !off.drain_due());
+    }
+
+    #[test]
+    fn the_max_buffered_amount_holds_with_the_armed_bit() {
+        let outbox = Outbox::new(100, Some(10));
+        outbox.reserve(60).unwrap();
+        assert_eq!(
+            outbox.reserve(41).unwrap_err().message,
+            "41 bytes more would exceed the max buffered amount 100 (now 60)"
+        );
+        outbox.count_dropped(u64::MAX);
+        assert_eq!(outbox.buffered_amount(), (1 << 63) - 1, "saturates below the bit");
     }
 }

@@ -115,12 +115,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(url: CString, max_buffered: u64, link: Box<dyn LoopLink>) -> Shared {
+    pub fn new(url: CString, max_buffered: u64, drain_mark: Option<u64>, link: Box<dyn LoopLink>) -> Shared {
         Shared {
             state: AtomicU8::new(ReadyState::Connecting as u8),
             state_gate: RwLock::new(()),
             accepted: AtomicU64::new(0),
-            outbox: Outbox::new(max_buffered),
+            outbox: Outbox::new(max_buffered, drain_mark),
             url,
             protocol: OnceLock::new(),
             extensions: OnceLock::new(),
@@ -334,6 +334,9 @@ impl Shared {
         let direct =
             if self.link.on_loop_thread() { Direct::NotNow(payload) } else { self.outbox.try_direct(payload, text) };
         match direct {
+            // A direct write that took bufferedAmount back to the drain
+            // mark: the loop's thread runs on_drain.
+            Direct::Written if self.outbox.drain_due() => self.enqueue(Command::Flush),
             Direct::Written => {}
             Direct::Unfinished => self.enqueue(Command::Flush),
             Direct::NotNow(buf) => {
@@ -442,7 +445,7 @@ mod tests {
 
     #[test]
     fn transitions_report_the_sends_accepted_before_them() {
-        let shared = Shared::new(CString::default(), 0, Box::new(Unlinked));
+        let shared = Shared::new(CString::default(), 0, None, Box::new(Unlinked));
         assert!(shared.transition(Some(ReadyState::Connecting), ReadyState::Open));
         for _ in 0..3 {
             shared.send(&[0], false).unwrap();

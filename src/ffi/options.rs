@@ -2,7 +2,7 @@
 //! `WS_OK` or `WS_ERR_INVALID_ARGUMENT` (with `ws_last_error` saying why).
 
 use super::errors::set_last_error;
-use super::{boundary, bytes_arg, str_arg, try_box, try_mut, try_ref, ws_loop, ws_on_pong};
+use super::{boundary, bytes_arg, str_arg, try_box, try_mut, try_ref, ws_loop, ws_on_drain, ws_on_pong};
 use crate::conn::connection::ConnLoop;
 use crate::conn::options::Options;
 use crate::error::{Error, WS_ERR_INVALID_ARGUMENT, WS_OK};
@@ -20,6 +20,8 @@ pub struct ws_options {
     pub(super) event_loop: Option<std::sync::Arc<ConnLoop>>,
     /// Called for each pong received (`ws_options_set_on_pong`).
     pub(super) on_pong: ws_on_pong,
+    /// Called when bufferedAmount drains (`ws_options_set_on_drain`).
+    pub(super) on_drain: ws_on_drain,
 }
 
 /// New settings, all at their defaults (connect timeout 30000 ms, close
@@ -29,7 +31,7 @@ pub struct ws_options {
 /// memory for it ran out.
 #[no_mangle]
 pub extern "C" fn ws_options_new() -> *mut ws_options {
-    boundary(|| try_box(ws_options { options: Options::default(), event_loop: None, on_pong: None }))
+    boundary(|| try_box(ws_options { options: Options::default(), event_loop: None, on_pong: None, on_drain: None }))
 }
 
 /// Releases settings from `ws_options_new`; NULL is ignored. Connections
@@ -496,4 +498,32 @@ pub unsafe extern "C" fn ws_options_set_proxy(o: *mut ws_options, url: *const c_
             }
         })
     }
+}
+
+/// Calls `on_drain(user_data, ws)` (with the handle's `user_data`) when
+/// bufferedAmount falls to `low_mark` or below after a send took it above:
+/// RTCDataChannel's `bufferedamountlow`, for a producer that sends from
+/// there instead of polling `ws_buffered_amount`. Exactly once per crossing
+/// (a send that takes it above again arms the next one); on the thread that
+/// runs the handle's loop, like every callback; only while `WS_OPEN`, so
+/// never after `ws_close` was called or the connection ended. A send that
+/// never took bufferedAmount above the mark (written at once, or at most
+/// `low_mark` bytes waiting) calls nothing. NULL `on_drain` turns it off
+/// (the default). `WS_OK`, or `WS_ERR_INVALID_ARGUMENT` for a NULL `o`.
+///
+/// # Safety
+/// `o` is NULL or a live `ws_options`; `on_drain` is NULL or a function
+/// that may be called on any libws thread while the handle lives.
+#[no_mangle]
+pub unsafe extern "C" fn ws_options_set_on_drain(o: *mut ws_options, on_drain: ws_on_drain, low_mark: u64) -> c_int {
+    // SAFETY: the pointers are NULL or live, as `# Safety` above says.
+    let o = unsafe { try_mut(o) };
+    boundary(|| match o {
+        Some(o) => {
+            o.on_drain = on_drain;
+            o.options.drain_mark = on_drain.map(|_| low_mark);
+            WS_OK
+        }
+        None => WS_ERR_INVALID_ARGUMENT,
+    })
 }

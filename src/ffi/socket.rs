@@ -59,6 +59,10 @@ pub type ws_on_close = Option<
 pub type ws_on_pong =
     Option<unsafe extern "C" fn(user_data: *mut c_void, ws: *mut ws_socket, data: *const u8, len: usize)>;
 
+/// bufferedAmount fell to the low mark set with `ws_options_set_on_drain`
+/// after a send took it above: send more now.
+pub type ws_on_drain = Option<unsafe extern "C" fn(user_data: *mut c_void, ws: *mut ws_socket)>;
+
 /// The event callbacks of one connection, copied by `ws_new`.
 ///
 /// Callbacks of one handle run on the thread that runs its loop (by
@@ -87,6 +91,7 @@ pub struct ws_callbacks {
 struct CHandler {
     callbacks: ws_callbacks,
     on_pong: ws_on_pong,
+    on_drain: ws_on_drain,
     ws: *mut ws_socket,
 }
 
@@ -124,6 +129,12 @@ impl Handler for CHandler {
         if let Some(f) = self.on_pong {
             // SAFETY: data is live for the call's duration.
             unsafe { f(self.callbacks.user_data, self.ws, data.as_ptr(), data.len()) }
+        }
+    }
+    fn on_drain(&mut self) {
+        if let Some(f) = self.on_drain {
+            // SAFETY: a C function pointer the caller supplied for this.
+            unsafe { f(self.callbacks.user_data, self.ws) }
         }
     }
 }
@@ -183,7 +194,8 @@ unsafe fn new_socket(
     });
     let ws = Box::into_raw(Box::new(ws_socket { client }));
     let on_pong = options.and_then(|o| o.on_pong);
-    let handler = Box::new(CHandler { callbacks, on_pong, ws });
+    let on_drain = options.and_then(|o| o.on_drain);
+    let handler = Box::new(CHandler { callbacks, on_pong, on_drain, ws });
     // No callback may start before the caller has the handle: one that
     // frees it (on_close after a refused connect) would hand back a freed
     // pointer. The loop's thread waits for this hold before its first callback.

@@ -143,6 +143,27 @@
  */
 #define WS_CAUSE_RESOURCE 13
 
+/*
+ Log level: a connection failed.
+ */
+#define WS_LOG_ERROR 0
+
+/*
+ Log level: a connection ended abnormally (lost, close timeout).
+ */
+#define WS_LOG_WARNING 1
+
+/*
+ Log level: each connection's phases: resolve, TCP connect, proxy, TLS,
+ the answer's status, open, the end.
+ */
+#define WS_LOG_INFO 2
+
+/*
+ Log level: the upgrade request line, closing frames, keepalive pings.
+ */
+#define WS_LOG_DEBUG 3
+
 
 
 /*
@@ -208,7 +229,13 @@ typedef void (*ws_on_message)(void *user_data,
 typedef void (*ws_on_error)(void *user_data, struct ws_socket *ws, const char *message);
 
 /*
- The connection is closed: always the last callback, exactly once.
+ The connection is closed: the last callback, at most once. It runs
+ exactly once for every connection that ends while its handle lives (a
+ failure, the server's close, `ws_close`); it does not run when `ws_free`
+ comes first: after `ws_free` returns no callback runs, so a handle freed
+ while connecting or open gets no `on_close` (the connection is closed
+ with 1001 in the background). A wrapper that releases its state in
+ `on_close` must release it after `ws_free` too.
  `code` and `reason` are the server's when the closing handshake completed
  (`was_clean` true; 1005 if its close frame had no code); 1006 with
  `was_clean` false when the connection dropped, timed out or failed.
@@ -250,7 +277,8 @@ typedef struct ws_callbacks {
    */
   ws_on_error on_error;
   /*
-   Exactly once, always the last callback.
+   The last callback: once per connection that ends before `ws_free`;
+   never after `ws_free` (see `ws_on_close`).
    */
   ws_on_close on_close;
 } ws_callbacks;
@@ -267,13 +295,23 @@ typedef void (*ws_on_pong)(void *user_data, struct ws_socket *ws, const uint8_t 
  */
 typedef void (*ws_on_drain)(void *user_data, struct ws_socket *ws);
 
+/*
+ Takes the library's log lines (see `ws_set_log`): `level` one of the
+ `WS_LOG_*` values, `message` NUL-terminated UTF-8, valid only during
+ the call.
+ */
+typedef void (*ws_log_fn)(void *user_data, int level, const char *message);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
 /*
- Creates a connection and starts connecting at once on a background
- thread; returns without waiting for the network.
+ Creates a connection and starts connecting at once; returns without
+ waiting for the network. Without a loop in the options the connection
+ runs on a library thread of its own (the default); with
+ `ws_options_set_loop` it runs on that loop: a library thread for a
+ started loop, or the application's thread that calls `ws_loop_run`.
 
  `url`: `ws://`, `wss://`, `http://` (taken as `ws://`) or `https://`
  (taken as `wss://`), parsed as the WHATWG URL Standard parses it. A
@@ -658,7 +696,7 @@ int ws_options_set_loop(struct ws_options *o, struct ws_loop *loop);
  permessage-deflate (RFC 7692), on by default: the handshake offers
  "permessage-deflate; client_max_window_bits", as browsers do, and when
  the server accepts, messages are compressed and decompressed on the
- connection's background thread. Off: no offer, and a server that
+ thread that runs the connection's loop. Off: no offer, and a server that
  answers with an extension anyway fails the connection. `ws_extensions`
  shows what the server answered. Always `WS_OK`.
 
@@ -990,6 +1028,29 @@ int ws_response_status(const struct ws_socket *ws);
  `ws` is NULL or a live handle; `name` is NULL or a NUL-terminated string.
  */
 const char *ws_response_header(const struct ws_socket *ws, const char *name);
+
+/*
+ Sets the process's one log sink: `fn` gets every line of `max_level`
+ (`WS_LOG_ERROR` 0 .. `WS_LOG_DEBUG` 3) or below, with `user_data`.
+ Lines name the connection by a short id and its URL without
+ credentials ("ws#12 ws://host:9001/chat: TCP connected to
+ 127.0.0.1:9001"); no line ever holds a password, a proxy's credentials
+ or a header value of the request. `fn` NULL (or a negative level) turns
+ logging off, the default; off, a log point costs one atomic load and
+ formats nothing.
+
+ `fn` runs on whatever thread the event happened on: a loop's thread for
+ a connection's phases, several at once when several loops run. It must
+ not block for long (it holds up the connections of that loop). When
+ `ws_set_log` returns, no call of the previous function is running or
+ will start, so its `user_data` may be freed. Called from inside the log
+ function, `ws_set_log` does nothing.
+
+ # Safety
+ `fn` is NULL or a function that may be called on any thread with
+ `user_data` until the next `ws_set_log` returns.
+ */
+void ws_set_log(ws_log_fn fn, void *user_data, int max_level);
 
 #ifdef __cplusplus
 }  // extern "C"

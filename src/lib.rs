@@ -10,6 +10,7 @@
 //! - `runtime`: the event loop, threads and the resolver, which run tasks;
 //! - `proto`: WebSocket as bytes (URL, handshake, frames, deflate);
 //! - `transport`: sockets and TLS;
+//! - `log`: the process-wide log sink (`ws_set_log`), used by all above it;
 //! - `error`: result codes, used by all.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -19,6 +20,7 @@ mod client;
 mod conn;
 mod error;
 pub mod ffi;
+mod log;
 mod proto;
 mod runtime;
 mod transport;

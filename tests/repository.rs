@@ -52,7 +52,7 @@ fn no_file_points_outside_the_repository() {
 
 /// The layers of `src/`, bottom first: a module may import from its own
 /// layer and those before it in this list (`src/lib.rs` names them all).
-const LAYERS: &[&str] = &["error", "transport", "proto", "runtime", "conn", "client", "ffi"];
+const LAYERS: &[&str] = &["error", "log", "transport", "proto", "runtime", "conn", "client", "ffi"];
 
 fn layer_of(rel: &Path) -> Option<usize> {
     let first = rel.components().next()?.as_os_str().to_str()?;

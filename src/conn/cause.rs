@@ -25,6 +25,26 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// For log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::None => "none",
+            Cause::Dns => "dns",
+            Cause::Connect => "connect",
+            Cause::Timeout => "timeout",
+            Cause::Tls => "tls",
+            Cause::Http => "http",
+            Cause::Proxy => "proxy",
+            Cause::Protocol => "protocol",
+            Cause::TooBig => "too big",
+            Cause::ConnectionLost => "connection lost",
+            Cause::CloseTimeout => "close timeout",
+            Cause::PingTimeout => "ping timeout",
+            Cause::Aborted => "aborted",
+            Cause::Resource => "resource",
+        }
+    }
+
     pub fn from_u8(v: u8) -> Cause {
         const ALL: [Cause; 14] = [
             Cause::None,

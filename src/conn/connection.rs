@@ -12,6 +12,7 @@ use crate::conn::keepalive::{Due, Keepalive};
 use crate::conn::options::{Options, ProxyChoice};
 use crate::conn::shared::{Command, LoopLink, ReadyState, Shared};
 use crate::conn::tunnel::Tunnel;
+use crate::log::{log, DEBUG, ERROR, INFO, WARNING};
 use crate::proto::frames::{
     Incoming, InputBuffer, Reader, CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_TOO_BIG,
 };
@@ -133,6 +134,8 @@ pub struct Connection {
     /// The server asked for credentials once (a 401 with a Basic
     /// challenge), and this connection sends them.
     send_credentials: bool,
+    /// Names the connection in log lines ("ws#12").
+    log_id: u32,
 }
 
 enum Phase {
@@ -202,6 +205,7 @@ impl Connection {
             sockets_made: 0,
             origin_addr: None,
             send_credentials: false,
+            log_id: next_log_id(),
         }
     }
 }
@@ -371,6 +375,7 @@ impl Task for Connection {
                 Ok(())
             }
             (Phase::Open(o), Command::Close { code, reason }) => {
+                log!(DEBUG, "{}: closing handshake: our close frame {code} {reason:?}", who(&self.target, self.log_id));
                 // ws_close changed the state before queueing this, behind
                 // every send it accepted: the close frame goes next.
                 let taken = self.shared.outbox().lock().sends_taken();
@@ -429,7 +434,11 @@ impl Connection {
         if let Some(Err(e)) = &self.connector {
             return Err(End::failed(Cause::Tls, e.clone()));
         }
+        if let Some(p) = self.proxy() {
+            log!(INFO, "{}: through {:?} proxy {}", self.who(), p.kind, p.label());
+        }
         if let Some(path) = &self.options.unix_socket {
+            log!(INFO, "{}: connecting to unix socket {path}", self.who());
             // The URL still names Host, the path and ws/wss: only where
             // the bytes go changes (libcurl's CURLOPT_UNIX_SOCKET_PATH).
             let socket = net::connect_unix(path).map_err(|e| {
@@ -463,12 +472,18 @@ impl Connection {
     /// getaddrinfo cannot be interrupted: a resolver thread runs it, so
     /// that close() and free during DNS stay prompt.
     fn look_up(&mut self, host: String, port: u16, cx: &mut Cx<'_, Self>) -> Result<(), End> {
+        log!(INFO, "{}: resolving {host}", self.who());
         let lookup = crate::runtime::resolver::lookup(host, port, cx.lp, cx.id).map_err(|e| {
             let text = format!("cannot start a resolver thread: {}", crate::error::io_text(&e));
             End::Failed(Failure::io(Cause::Resource, &e, text))
         })?;
         self.phase = Phase::Resolving(lookup);
         Ok(())
+    }
+
+    /// "ws#12 ws://host/path": the connection in log lines.
+    fn who(&self) -> String {
+        who(&self.target, self.log_id)
     }
 
     /// The proxy this connection tunnels through, if any.
@@ -495,6 +510,12 @@ impl Connection {
 
     /// Starts connecting to a host's addresses (see `Dialer`).
     fn dial(&mut self, addrs: Vec<SocketAddr>, cx: &mut Cx<'_, Self>) -> Result<(), End> {
+        log!(
+            INFO,
+            "{}: connecting to {}",
+            self.who(),
+            addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        );
         // Plain ws:// writes its request as soon as a socket may be
         // connected; TLS has to handshake first.
         let probe = (self.connector.is_none() && self.proxy().is_none()).then(|| self.request());
@@ -532,7 +553,8 @@ impl Connection {
                     None => Failure::new(Cause::Connect, self.target.connect_failed(&errors)).with_errno(errno),
                 }))
             }
-            Dialed::Connected { socket, serial, probed } => {
+            Dialed::Connected { socket, serial, probed, addr } => {
+                log!(INFO, "{}: TCP connected to {addr}", self.who());
                 self.socket_serial = serial;
                 let Phase::Connecting(c) = std::mem::replace(&mut self.phase, Phase::New) else {
                     unreachable!("matched above")
@@ -563,6 +585,7 @@ impl Connection {
             return Ok(());
         }
         let Phase::Tunnel(t) = std::mem::replace(&mut self.phase, Phase::New) else { unreachable!("matched above") };
+        log!(INFO, "{}: tunnel open through proxy {}", self.who(), t.label());
         self.connected(t.into_socket())
     }
 
@@ -572,6 +595,7 @@ impl Connection {
         match &self.connector {
             Some(Err(e)) => Err(End::failed(Cause::Tls, e.clone())),
             Some(Ok(connector)) => {
+                log!(INFO, "{}: TLS handshake with {}", self.who(), self.target.host_name());
                 let step =
                     tls::start(connector, &self.target.host_name(), socket).map_err(|e| End::failed(Cause::Tls, e))?;
                 self.tls_step(Some(step))
@@ -589,7 +613,10 @@ impl Connection {
             }
         };
         match step {
-            tls::Step::Done(stream) => self.start_upgrade(Stream::tls(stream)),
+            tls::Step::Done(stream) => {
+                log!(INFO, "{}: TLS established", self.who());
+                self.start_upgrade(Stream::tls(stream))
+            }
             // Usually the server's records; but a client certificate chain
             // can be larger than the free send buffer (see `interest`).
             tls::Step::Again(mid) => {
@@ -609,6 +636,7 @@ impl Connection {
     /// or-cache fetch" step 14, which the WebSocket standard's handshake
     /// uses; Chromium does the same, once). The connect timeout still runs.
     fn retry_with_credentials(&mut self, cx: &mut Cx<'_, Self>) -> Result<(), End> {
+        log!(INFO, "{}: 401 with a Basic challenge: once more, with the URL's credentials", self.who());
         self.send_credentials = true;
         self.origin_addr = None;
         // Dropping the old phase closes the first connection's socket.
@@ -632,6 +660,8 @@ impl Connection {
 
     /// The upgrade request goes out (`written` bytes of it already have).
     fn upgrade(&mut self, stream: Stream, request: Vec<u8>, key: String, written: usize) -> Result<(), End> {
+        // The request line only: headers may hold credentials.
+        log!(DEBUG, "{}: upgrade request GET {} ({} bytes)", self.who(), self.target.resource, request.len());
         let response = InputBuffer::default();
         let unsent = written < request.len();
         self.phase = Phase::Upgrading(Box::new(Upgrading { stream, request, written, key, response }));
@@ -682,6 +712,7 @@ impl Connection {
                     if !matches!(verdict, Ok(None)) {
                         // The answer, accepted or not, for ws_response_*.
                         if let Some(answer) = ResponseHead::parse(head) {
+                            log!(INFO, "{}: answer {}", who(&self.target, self.log_id), answer.status);
                             self.shared.set_response(answer);
                         }
                     }
@@ -739,6 +770,7 @@ impl Connection {
     fn open(&mut self, stream: Stream, tail: Vec<u8>, agreed: Agreed) -> Result<(), End> {
         // The TLS context is not needed again.
         self.connector = None;
+        log!(INFO, "{}: open (protocol {:?}, extensions {:?})", self.who(), agreed.protocol, agreed.extensions);
         let handler = &mut self.handler;
         let (protocol, extensions) = (c_string(agreed.protocol.clone()), c_string(agreed.extensions.clone()));
         if !self.shared.open(protocol, extensions, || handler.on_open()) {
@@ -824,6 +856,7 @@ impl Connection {
         match keepalive.due(now) {
             Due::Nothing => Ok(()),
             Due::Ping => {
+                log!(DEBUG, "{}: keepalive ping", who(&self.target, self.log_id));
                 self.shared.outbox().lock().push_keepalive_ping();
                 self.write_and_check()
             }
@@ -916,6 +949,15 @@ impl Connection {
             End::Failed(f) | End::Challenged(f) => (f.cause, f.errno),
         };
         self.shared.set_cause(cause, errno);
+        match &end {
+            End::Clean { code, reason } => log!(INFO, "{}: closed cleanly: {code} {reason:?}", self.who()),
+            End::Abnormal { .. } => {
+                log!(WARNING, "{}: closed abnormally (1006): {}, errno {errno}", self.who(), cause.name())
+            }
+            End::Failed(f) | End::Challenged(f) => {
+                log!(ERROR, "{}: failed ({}, errno {errno}): {}", self.who(), cause.name(), f.message)
+            }
+        }
         self.shared.transition(None, ReadyState::Closed);
         {
             // No thread writes to the socket from now on: it is about to
@@ -1124,6 +1166,26 @@ fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Re
             }
         }
     }
+}
+
+/// "ws#12 ws://host/path": a connection in log lines, its URL without
+/// credentials.
+fn who(target: &Target, log_id: u32) -> String {
+    let url = match url::Url::parse(&target.url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => target.url.clone(),
+    };
+    format!("ws#{log_id} {url}")
+}
+
+/// Log ids: 1, 2, ... for the connections of the process.
+fn next_log_id() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn closed_before_open() -> String {

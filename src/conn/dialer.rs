@@ -24,7 +24,7 @@ struct Attempt {
 pub enum Dialed {
     /// Connected: the socket, its serial, and how many bytes of the probe
     /// it took (plain ws:// writes the upgrade request as the test).
-    Connected { socket: Socket, serial: u32, probed: usize },
+    Connected { socket: Socket, serial: u32, probed: usize, addr: SocketAddr },
     /// Attempts are under way: wait for their sockets or the deadline.
     Pending,
     /// Every address failed; why, for each.
@@ -119,7 +119,7 @@ impl Dialer {
                 Ok(Some(probed)) => {
                     // The others, if any, close as they drop.
                     self.attempts.clear();
-                    return Dialed::Connected { socket, serial, probed };
+                    return Dialed::Connected { socket, serial, probed, addr };
                 }
                 Ok(None) => {
                     if !self.attempts.is_empty() {
@@ -149,7 +149,7 @@ impl Dialer {
                     let won = self.attempts.swap_remove(i);
                     self.attempts.clear();
                     self.next_at = None;
-                    return Dialed::Connected { socket: won.socket, serial: won.serial, probed: 0 };
+                    return Dialed::Connected { socket: won.socket, serial: won.serial, probed: 0, addr: won.addr };
                 }
                 // Still connecting: poll woke for another attempt.
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => i += 1,

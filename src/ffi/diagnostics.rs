@@ -4,7 +4,7 @@
 
 use super::boundary;
 use super::socket::{client, ws_socket};
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 
 /// Not ended, or ended by a clean closing handshake.
 pub const WS_CAUSE_NONE: c_int = 0;
@@ -105,5 +105,46 @@ pub unsafe extern "C" fn ws_response_header(ws: *const ws_socket, name: *const c
         let name = unsafe { CStr::from_ptr(name) }.to_bytes();
         // SAFETY: the pointers are NULL or live, as `# Safety` above says.
         unsafe { client(ws) }.and_then(|c| c.response_header(name)).unwrap_or(std::ptr::null())
+    })
+}
+
+/// Log level: a connection failed.
+pub const WS_LOG_ERROR: c_int = 0;
+/// Log level: a connection ended abnormally (lost, close timeout).
+pub const WS_LOG_WARNING: c_int = 1;
+/// Log level: each connection's phases: resolve, TCP connect, proxy, TLS,
+/// the answer's status, open, the end.
+pub const WS_LOG_INFO: c_int = 2;
+/// Log level: the upgrade request line, closing frames, keepalive pings.
+pub const WS_LOG_DEBUG: c_int = 3;
+
+/// Takes the library's log lines (see `ws_set_log`): `level` one of the
+/// `WS_LOG_*` values, `message` NUL-terminated UTF-8, valid only during
+/// the call.
+pub type ws_log_fn = Option<unsafe extern "C" fn(user_data: *mut c_void, level: c_int, message: *const c_char)>;
+
+/// Sets the process's one log sink: `fn` gets every line of `max_level`
+/// (`WS_LOG_ERROR` 0 .. `WS_LOG_DEBUG` 3) or below, with `user_data`.
+/// Lines name the connection by a short id and its URL without
+/// credentials ("ws#12 ws://host:9001/chat: TCP connected to
+/// 127.0.0.1:9001"); no line ever holds a password, a proxy's credentials
+/// or a header value of the request. `fn` NULL (or a negative level) turns
+/// logging off, the default; off, a log point costs one atomic load and
+/// formats nothing.
+///
+/// `fn` runs on whatever thread the event happened on: a loop's thread for
+/// a connection's phases, several at once when several loops run. It must
+/// not block for long (it holds up the connections of that loop). When
+/// `ws_set_log` returns, no call of the previous function is running or
+/// will start, so its `user_data` may be freed. Called from inside the log
+/// function, `ws_set_log` does nothing.
+///
+/// # Safety
+/// `fn` is NULL or a function that may be called on any thread with
+/// `user_data` until the next `ws_set_log` returns.
+#[no_mangle]
+pub unsafe extern "C" fn ws_set_log(r#fn: ws_log_fn, user_data: *mut c_void, max_level: c_int) {
+    boundary(|| {
+        crate::log::set(r#fn, user_data, max_level);
     })
 }

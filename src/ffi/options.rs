@@ -254,7 +254,7 @@ pub unsafe extern "C" fn ws_options_set_loop(o: *mut ws_options, r#loop: *mut ws
 /// permessage-deflate (RFC 7692), on by default: the handshake offers
 /// "permessage-deflate; client_max_window_bits", as browsers do, and when
 /// the server accepts, messages are compressed and decompressed on the
-/// connection's background thread. Off: no offer, and a server that
+/// thread that runs the connection's loop. Off: no offer, and a server that
 /// answers with an extension anyway fails the connection. `ws_extensions`
 /// shows what the server answered. Always `WS_OK`.
 ///

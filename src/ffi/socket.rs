@@ -44,7 +44,13 @@ pub type ws_on_message = Option<
 /// valid only during the callback. readyState is `WS_CLOSED`.
 pub type ws_on_error = Option<unsafe extern "C" fn(user_data: *mut c_void, ws: *mut ws_socket, message: *const c_char)>;
 
-/// The connection is closed: always the last callback, exactly once.
+/// The connection is closed: the last callback, at most once. It runs
+/// exactly once for every connection that ends while its handle lives (a
+/// failure, the server's close, `ws_close`); it does not run when `ws_free`
+/// comes first: after `ws_free` returns no callback runs, so a handle freed
+/// while connecting or open gets no `on_close` (the connection is closed
+/// with 1001 in the background). A wrapper that releases its state in
+/// `on_close` must release it after `ws_free` too.
 /// `code` and `reason` are the server's when the closing handshake completed
 /// (`was_clean` true; 1005 if its close frame had no code); 1006 with
 /// `was_clean` false when the connection dropped, timed out or failed.
@@ -83,7 +89,8 @@ pub struct ws_callbacks {
     pub on_message: ws_on_message,
     /// The connection failed; `on_close` (1006) follows at once.
     pub on_error: ws_on_error,
-    /// Exactly once, always the last callback.
+    /// The last callback: once per connection that ends before `ws_free`;
+    /// never after `ws_free` (see `ws_on_close`).
     pub on_close: ws_on_close,
 }
 
@@ -240,8 +247,11 @@ fn new_or_null(r: Result<*mut ws_socket, Error>) -> *mut ws_socket {
     })
 }
 
-/// Creates a connection and starts connecting at once on a background
-/// thread; returns without waiting for the network.
+/// Creates a connection and starts connecting at once; returns without
+/// waiting for the network. Without a loop in the options the connection
+/// runs on a library thread of its own (the default); with
+/// `ws_options_set_loop` it runs on that loop: a library thread for a
+/// started loop, or the application's thread that calls `ws_loop_run`.
 ///
 /// `url`: `ws://`, `wss://`, `http://` (taken as `ws://`) or `https://`
 /// (taken as `wss://`), parsed as the WHATWG URL Standard parses it. A

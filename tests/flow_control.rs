@@ -31,13 +31,6 @@ const MESSAGE: usize = 16 * 1024;
 /// 32 MiB in all: far more than the socket buffers of both sides hold.
 const TOTAL: usize = 2048;
 
-/// The process's resident memory now, in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// Waits until `count` stops moving for 300 ms; returns its value.
 fn settled(count: &AtomicUsize) -> usize {
     let deadline = Instant::now() + WAIT;
@@ -56,8 +49,9 @@ fn settled(count: &AtomicUsize) -> usize {
     last
 }
 
-/// A paused client stops reading: the server's sends block, the client's
-/// memory and messages stay flat; resuming delivers every message in order.
+/// A paused client stops reading: the server's sends block and no message
+/// arrives (nothing is read into memory); resuming delivers every message
+/// in order.
 fn a_paused_client_pushes_back_on_a_flooding_server() {
     let sent = Arc::new(AtomicUsize::new(0));
     let counter = sent.clone();
@@ -86,13 +80,13 @@ fn a_paused_client_pushes_back_on_a_flooding_server() {
     c.wait_open();
     let stalled = settled(&sent);
     assert!(stalled < TOTAL / 2, "the server was not held back: {stalled} of {TOTAL} sent");
+    // Flat: nothing delivered and the server blocked for 300 ms, so the
+    // client reads nothing into its memory (the process's resident memory
+    // is no measure here: other tests run in it at the same time).
     let delivered = c.rec.messages().len();
-    let rss = rss_kib();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(c.rec.messages().len(), delivered, "messages arrived while paused");
     assert_eq!(sent.load(Ordering::SeqCst), stalled, "the server sent more while paused");
-    let grown = rss_kib().saturating_sub(rss);
-    assert!(grown < 2048, "memory grew by {grown} KiB while paused");
 
     // SAFETY: the handle is live.
     assert_eq!(unsafe { ws_set_receiving(c.ws, true) }, WS_OK);

@@ -37,13 +37,14 @@ const USER: &str = "proxyuser";
 const PASS: &str = "s3cr3t-pass";
 
 /// Names only this binary's stand-in for getaddrinfo knows (the proxies
-/// do not): "origin.libws-test" and "proxy.libws-test", both 127.0.0.1.
-/// Other names go to getaddrinfo.
+/// do not): "origin.libws-test" and "proxy.libws-test", both 127.0.0.1;
+/// "nowhere.libws-test" does not resolve. Other names go to getaddrinfo.
 fn stand_in_resolver() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        set_resolver(Some(Arc::new(|host: &str, port: u16| {
-            host.ends_with(".libws-test").then(|| Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))]))
+        set_resolver(Some(Arc::new(|host: &str, port: u16| match host {
+            "nowhere.libws-test" => Some(Err(std::io::Error::other("Name or service not known"))),
+            _ => host.ends_with(".libws-test").then(|| Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])),
         })))
     });
 }
@@ -120,18 +121,23 @@ fn tinyproxy_refusing_the_destination() {
 fn through_microsocks() {
     let server = echo_server();
     let Some(proxy) = microsocks(None) else { return };
-    for scheme in ["socks5", "socks5h"] {
-        let c = Client::with(&server.url("/"), &[], &via(&proxy.url(scheme, None)));
+    // The relay counts the connections that reach the proxy.
+    let relay = counting_relay(proxy.port);
+    for (n, scheme) in ["socks5", "socks5h"].into_iter().enumerate() {
+        let c = Client::with(&server.url("/"), &[], &via(&relay.url(scheme, None)));
         converse(&c);
+        assert_eq!(relay.count(), n + 1, "{scheme}: not through the proxy");
     }
 }
 
 fn through_microsocks_with_a_password() {
     let server = echo_server();
     let Some(proxy) = microsocks(Some((USER, PASS))) else { return };
-    for scheme in ["socks5", "socks5h"] {
-        let c = Client::with(&server.url("/"), &[], &via(&proxy.url(scheme, Some((USER, PASS)))));
+    let relay = counting_relay(proxy.port);
+    for (n, scheme) in ["socks5", "socks5h"].into_iter().enumerate() {
+        let c = Client::with(&server.url("/"), &[], &via(&relay.url(scheme, Some((USER, PASS)))));
         converse(&c);
+        assert_eq!(relay.count(), n + 1, "{scheme}: not through the proxy");
     }
     let c = Client::with(&server.url("/"), &[], &via(&proxy.url("socks5", Some((USER, "wrong")))));
     assert_eq!(failure(&c), format!("SOCKS5 proxy: authentication failed (127.0.0.1:{})", proxy.port));
@@ -153,8 +159,10 @@ fn socks5_resolves_here_and_socks5h_at_the_proxy() {
     let server = echo_server();
     let Some(proxy) = microsocks(None) else { return };
     let url = format!("ws://origin.libws-test:{}/", server.port);
-    let c = Client::with(&url, &[], &via(&proxy.url("socks5", None)));
+    let relay = counting_relay(proxy.port);
+    let c = Client::with(&url, &[], &via(&relay.url("socks5", None)));
     converse(&c);
+    assert_eq!(relay.count(), 1, "not through the proxy");
     let c = Client::with(&url, &[], &via(&proxy.url("socks5h", None)));
     let e = failure(&c);
     let expected =
@@ -170,9 +178,9 @@ fn the_proxy_named_by_host() {
     let Some(proxy) = microsocks(None) else { return };
     let c = Client::with(&server.url("/"), &[], &via(&format!("socks5h://proxy.libws-test:{}", proxy.port)));
     converse(&c);
-    let c = Client::with(&server.url("/"), &[], &via("http://nowhere.invalid:3128"));
+    let c = Client::with(&server.url("/"), &[], &via("http://nowhere.libws-test:3128"));
     let e = failure(&c);
-    assert!(e.starts_with("proxy unreachable: cannot resolve proxy host nowhere.invalid: "), "{e}");
+    assert_eq!(e, "proxy unreachable: cannot resolve proxy host nowhere.libws-test: Name or service not known");
 }
 
 fn a_proxy_that_is_down() {

@@ -27,10 +27,23 @@ mod servers;
 use handles::*;
 use real_proxies::*;
 use servers::*;
+use std::os::unix::ffi::OsStrExt;
 use ws::ffi::*;
 
-const VARS: &[&str] =
-    &["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"];
+const VARS: &[&str] = &[
+    "ws_proxy",
+    "WS_PROXY",
+    "wss_proxy",
+    "WSS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
 
 /// Sets exactly these proxy variables (the others unset).
 fn environment(vars: &[(&str, &str)]) {
@@ -90,6 +103,12 @@ fn the_environment_chooses_with_curls_rules() {
     assert_eq!(error_of(&wss), unreachable);
     environment(&[("http_proxy", &format!("http://{dead}"))]);
     assert_eq!(error_of(&wss), direct_wss_error, "http_proxy is not for wss://");
+    // ws_proxy / WS_PROXY before http_proxy; wss_proxy / WSS_PROXY before
+    // https_proxy (curl's order for its ws and wss schemes).
+    environment(&[("ws_proxy", &format!("http://{dead}")), ("http_proxy", "http://127.0.0.1:9")]);
+    assert_eq!(error_of(&ws), unreachable);
+    environment(&[("WSS_PROXY", &format!("http://{dead}")), ("https_proxy", "http://127.0.0.1:9")]);
+    assert_eq!(error_of(&wss), unreachable);
     // all_proxy, then ALL_PROXY, for both.
     environment(&[("ALL_PROXY", &format!("socks5h://{dead}"))]);
     assert_eq!(error_of(&ws), unreachable);
@@ -118,14 +137,17 @@ fn the_environment_chooses_with_curls_rules() {
     let socks = microsocks(None);
     let tiny = tinyproxy(None, &[]);
     if let (Some(socks), Some(tiny)) = (socks, tiny) {
-        assert!(opens_with(&ws, &socks.url("socks5", None)), "the setter's proxy, not the environment's");
+        let relay = counting_relay(socks.port);
+        assert!(opens_with(&ws, &relay.url("socks5", None)), "the setter's proxy, not the environment's");
+        assert_eq!(relay.count(), 1);
         // A live proxy from the environment carries the conversation.
         environment(&[("http_proxy", &tiny.url("http", None))]);
         assert!(opens(&ws));
         let log = tiny.log();
         assert!(log.contains(&format!("CONNECT 127.0.0.1:{} HTTP/1.1", server.port)), "{log}");
-        environment(&[("all_proxy", &socks.url("socks5h", None))]);
+        environment(&[("all_proxy", &relay.url("socks5h", None))]);
         assert!(opens(&ws));
+        assert_eq!(relay.count(), 2, "not through the environment's proxy");
     }
 
     // A variable that names no usable proxy fails the connection, naming
@@ -136,6 +158,10 @@ fn the_environment_chooses_with_curls_rules() {
         e,
         "environment variable http_proxy: proxy scheme \"ftp\" is not supported (use http://, socks5:// or socks5h://)"
     );
+    // Not UTF-8: an error, never "unset" (which would go around the proxy).
+    environment(&[]);
+    std::env::set_var("http_proxy", std::ffi::OsStr::from_bytes(b"http://\xff:1"));
+    assert_eq!(error_of(&ws), "environment variable http_proxy is not UTF-8");
     environment(&[]);
 }
 

@@ -953,12 +953,14 @@ fn wss_through_proxies_speaks_tls_with_the_origin() {
     let other = tls_server(&pki().other_name, echo);
     let creds = Some(("proxyuser", "proxypass"));
     let (Some(tiny), Some(socks)) = (tinyproxy(creds, &[]), microsocks(creds)) else { return };
+    // Counts the connections that reach microsocks.
+    let relay = counting_relay(socks.port);
     // socks5:// sends the first address of the name it resolves; for
     // "localhost" that is ::1, where this server does not listen.
     let routes = [
         (tiny.url("http", creds), "localhost"),
-        (socks.url("socks5h", creds), "localhost"),
-        (socks.url("socks5", creds), "127.0.0.1"),
+        (relay.url("socks5h", creds), "localhost"),
+        (relay.url("socks5", creds), "127.0.0.1"),
     ];
     for (proxy, host) in &routes {
         let c = tls_client(&wss_url(server.port, host), TlsOpts { proxy: Some(proxy.clone()), ..TlsOpts::default() });
@@ -971,4 +973,43 @@ fn wss_through_proxies_speaks_tls_with_the_origin() {
     }
     let log = tiny.log();
     assert!(log.contains(&format!("CONNECT localhost:{} HTTP/1.1", server.port)), "{log}");
+    assert_eq!(relay.count(), 4, "two SOCKS5 routes, two connections each");
+}
+
+/// URL credentials over wss://: the retry after a Basic challenge is a new
+/// TLS connection, and the Authorization header goes inside TLS.
+#[test]
+#[allow(clippy::result_large_err)] // tungstenite's handshake callback type
+fn url_credentials_answer_a_challenge_over_wss() {
+    use std::sync::Mutex;
+    use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let record = seen.clone();
+    let cert = std::fs::read(&pki().server.0).unwrap();
+    let key = std::fs::read(&pki().server.1).unwrap();
+    let acceptor = native_tls::TlsAcceptor::new(native_tls::Identity::from_pkcs8(&cert, &key).unwrap()).unwrap();
+    let server = raw_server(move |tcp| {
+        let Ok(tls) = acceptor.accept(tcp) else { return };
+        let record = record.clone();
+        let check = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+            let auth = req.headers().get("authorization").map(|v| v.to_str().unwrap_or("?").to_string());
+            record.lock().unwrap().push(auth.clone());
+            match auth.as_deref() {
+                Some("Basic dXNlcjpwdw==") => Ok(resp),
+                _ => Err(tungstenite::http::Response::builder()
+                    .status(401)
+                    .header("WWW-Authenticate", "Basic realm=\"tls\"")
+                    .body(None)
+                    .unwrap()),
+            }
+        };
+        if let Ok(ws) = tungstenite::accept_hdr(tls, check) {
+            echo(ws);
+        }
+    });
+    let c = tls_client(&format!("wss://user:pw@localhost:{}/", server.port), TlsOpts::default());
+    c.wait_open();
+    assert_eq!(*seen.lock().unwrap(), vec![None, Some("Basic dXNlcjpwdw==".to_string())]);
+    assert_eq!(c.send_text("over TLS"), WS_OK);
+    assert_eq!(wait_messages(&c, 1)[0], (b"over TLS".to_vec(), true));
 }

@@ -9,9 +9,11 @@
 //! `no_proxy` list.
 //!
 //! Invariants: no panic; a parsed proxy's label never holds its
-//! credentials, nor does any error text (unless the proxy sent them); the handshake never reads past
-//! what `read_limit` allows, so no byte of the origin is taken; once done it
-//! reads no more; every error names the proxy.
+//! credentials, nor does any error text (unless the proxy sent them); the
+//! handshake, fed at most `read_limit` bytes at a time, ends or fails
+//! without a panic; once done it reads no more; every error names the
+//! proxy; a parsed proxy's addresses and name are computed without a panic
+//! (a non-ASCII host once panicked in the localhost check).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -30,7 +32,8 @@ fuzz_target!(|data: &[u8]| {
             match parsed {
                 Ok(p) => {
                     assert!(p.port != 0);
-                    let _ = format!("{p:?} {}", p.label());
+                    let _ = format!("{p:?} {} {}", p.label(), p.host_name());
+                    let _ = p.known_addrs();
                 }
                 Err(e) => assert!(!e.contains(SECRET) || !url.contains(SECRET) || e.contains("scheme"), "{e}"),
             }

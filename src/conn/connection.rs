@@ -518,7 +518,7 @@ impl Connection {
         );
         // Plain ws:// writes its request as soon as a socket may be
         // connected; TLS has to handshake first.
-        let probe = (self.connector.is_none() && self.proxy().is_none()).then(|| self.request());
+        let probe = (!self.target.secure && self.proxy().is_none()).then(|| self.request());
         let dialer = Dialer::new(addrs, self.options.send_buffer_size);
         self.phase = Phase::Connecting(Box::new(Connecting { dialer, probe }));
         self.dialing(cx, |d, probe, serials, watch| d.start(probe, serials, watch))
@@ -591,7 +591,12 @@ impl Connection {
 
     /// The socket is connected: TLS next for wss://, else the upgrade.
     fn connected(&mut self, socket: Socket) -> Result<(), End> {
-        // Kept until open: a retry with credentials handshakes again.
+        // wss:// is decided by the URL, never by what is left: a retry
+        // with credentials handshakes again, with the connector kept
+        // until open.
+        if !self.target.secure {
+            return self.start_upgrade(Stream::Plain(socket));
+        }
         match &self.connector {
             Some(Err(e)) => Err(End::failed(Cause::Tls, e.clone())),
             Some(Ok(connector)) => {
@@ -600,7 +605,7 @@ impl Connection {
                     tls::start(connector, &self.target.host_name(), socket).map_err(|e| End::failed(Cause::Tls, e))?;
                 self.tls_step(Some(step))
             }
-            None => self.start_upgrade(Stream::Plain(socket)),
+            None => Err(End::failed(Cause::Tls, "internal error: no TLS context for wss://")),
         }
     }
 

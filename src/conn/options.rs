@@ -70,7 +70,7 @@ impl ProxyChoice {
         match self {
             _ if unix_socket => ProxyChoice::Direct,
             ProxyChoice::Environment => {
-                match proxy::from_environment(target.secure, &target.host, |name| std::env::var(name).ok()) {
+                match proxy::from_environment(target.secure, &target.host, |name: &str| std::env::var_os(name)) {
                     Ok(Some(p)) => ProxyChoice::Via(p),
                     Ok(None) => ProxyChoice::Direct,
                     Err(e) => ProxyChoice::Unusable(e),

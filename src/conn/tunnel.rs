@@ -53,6 +53,10 @@ impl Tunnel {
             let output = self.handshake.output();
             if !output.is_empty() {
                 match (&self.socket).write(output) {
+                    Ok(0) => {
+                        let text = format!("proxy {} closed the connection during its handshake", self.label);
+                        return Err(Failure::new(Cause::Proxy, text));
+                    }
                     Ok(n) => self.handshake.wrote(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -466,9 +466,11 @@ pub unsafe extern "C" fn ws_options_set_unix_socket(o: *mut ws_options, path: *c
 /// sees only encrypted bytes. The URL is copied.
 ///
 /// NULL (the default) lets the environment decide when `ws_new` runs, with
-/// curl's rules: ws:// uses `http_proxy` (lower case only), wss://
-/// `https_proxy` then `HTTPS_PROXY`, both then `all_proxy` and `ALL_PROXY`;
-/// a host matched by `no_proxy` (or `NO_PROXY`) goes direct. "" means no
+/// curl's rules: ws:// uses `ws_proxy`, `WS_PROXY`, then `http_proxy`
+/// (lower case only); wss:// `wss_proxy`, `WSS_PROXY`, `https_proxy`, then
+/// `HTTPS_PROXY`; both then `all_proxy` and `ALL_PROXY`; a host matched by
+/// `no_proxy` (or `NO_PROXY`) goes direct. A variable that is not UTF-8 or
+/// names no usable proxy fails the connection (naming the variable). "" means no
 /// proxy at all, whatever the environment says.
 ///
 /// A URL that does not parse, a scheme other than those three, a missing

@@ -175,11 +175,31 @@ pub fn basic_challenge(head: &[u8]) -> bool {
         return false;
     }
     response.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("www-authenticate")).any(|h| {
-        let value = String::from_utf8_lossy(h.value);
-        // A challenge starts the value or follows a comma; a parameter
-        // (name=value) is no scheme.
-        value.split(',').filter_map(|item| item.split_whitespace().next()).any(|t| t.eq_ignore_ascii_case("basic"))
+        // A challenge starts the value or follows a comma outside a quoted
+        // string; a parameter (name=value) is no scheme.
+        outside_quotes(h.value)
+            .split(|&b| b == b',')
+            .filter_map(|item| item.split(|b| b.is_ascii_whitespace()).find(|t| !t.is_empty()))
+            .any(|t| t.eq_ignore_ascii_case(b"basic"))
     })
+}
+
+/// `value` with each quoted string (RFC 9110 5.6.4, escapes included)
+/// blanked out, so that commas and words inside one are not read as
+/// list separators or schemes.
+fn outside_quotes(value: &[u8]) -> Vec<u8> {
+    let (mut out, mut quoted, mut escaped) = (Vec::with_capacity(value.len()), false, false);
+    for &b in value {
+        let keep = !quoted && b != b'"';
+        match (quoted, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (_, _, b'"') => quoted = !quoted,
+            _ => {}
+        }
+        out.push(if keep { b } else { b' ' });
+    }
+    out
 }
 
 /// What an error page says, for the error message: its HTML title, or
@@ -222,6 +242,9 @@ mod tests {
         assert!(basic_challenge(head("401 Unauthorized", "Negotiate, basic realm=x").as_bytes()));
         assert!(!basic_challenge(head("401 Unauthorized", "Bearer realm=\"basic\"").as_bytes()));
         assert!(!basic_challenge(head("401 Unauthorized", "Digest realm=x, nonce=basic").as_bytes()));
+        assert!(!basic_challenge(head("401 Unauthorized", "Digest realm=\"a, Basic b\"").as_bytes()));
+        assert!(!basic_challenge(head("401 Unauthorized", "Digest realm=\"a\\\", Basic b\"").as_bytes()));
+        assert!(basic_challenge(head("401 Unauthorized", "Digest realm=\"a, b\", Basic realm=c").as_bytes()));
         assert!(!basic_challenge(head("403 Forbidden", "Basic realm=x").as_bytes()));
         assert!(!basic_challenge(b"HTTP/1.1 401 Unauthorized\r\n\r\n"));
         assert!(!basic_challenge(b"HTTP/1.1 401 Unauth"));

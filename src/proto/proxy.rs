@@ -8,7 +8,7 @@
 //! No text made here contains a credential: messages name a proxy by its
 //! host and port only.
 
-use crate::proto::target::{basic_credentials, TargetHost};
+use crate::proto::target::{basic_credentials, is_localhost, TargetHost};
 use percent_encoding::percent_decode_str;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use url::Url;
@@ -86,7 +86,15 @@ impl Proxy {
             // address literals included.
             Some(url::Host::Domain(d)) if !d.is_empty() => match d.parse::<IpAddr>() {
                 Ok(ip) => TargetHost::Ip(ip),
-                Err(_) => TargetHost::Domain(percent_decode_str(d).decode_utf8_lossy().to_ascii_lowercase()),
+                // A name for getaddrinfo, or for a SOCKS5 proxy to resolve:
+                // letters, digits, '-', '_' and dots only.
+                Err(_) => {
+                    let name = percent_decode_str(d).decode_utf8_lossy().to_ascii_lowercase();
+                    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                        return Err("proxy host is not an address nor a DNS name".into());
+                    }
+                    TargetHost::Domain(name)
+                }
             },
             _ => return Err("proxy URL has no host".into()),
         };
@@ -157,13 +165,6 @@ impl Proxy {
     }
 }
 
-/// RFC 6761 6.3: "localhost" and names under it are the loopback.
-pub fn is_localhost(name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    name.eq_ignore_ascii_case("localhost")
-        || name.len() > 10 && name[name.len() - 10..].eq_ignore_ascii_case(".localhost")
-}
-
 /// Whether the URL's authority ends in ":digits".
 fn explicit_port(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -173,75 +174,86 @@ fn explicit_port(url: &str) -> bool {
     after_host.rsplit_once(':').is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The proxy the environment gives a connection, with curl's rules:
-/// `no_proxy` (then `NO_PROXY`) lists hosts that go direct; else ws://
-/// uses `http_proxy` (lower case only: CGI programs get a request's
-/// `Proxy:` header as `HTTP_PROXY`), wss:// `https_proxy` then
-/// `HTTPS_PROXY`, and both fall back to `all_proxy` then `ALL_PROXY`. An
-/// empty variable counts as unset. `Err` names the variable, never its
-/// value.
+/// The proxy the environment gives a connection, with curl's rules
+/// (`detect_proxy` in its url.c): `no_proxy` (then `NO_PROXY`) lists
+/// hosts that go direct; else ws:// uses `ws_proxy`, `WS_PROXY`, then
+/// `http_proxy` (lower case only: CGI programs get a request's `Proxy:`
+/// header as `HTTP_PROXY`); wss:// `wss_proxy`, `WSS_PROXY`, then
+/// `https_proxy`, `HTTPS_PROXY`; both then fall back to `all_proxy` and
+/// `ALL_PROXY`. An empty variable counts as unset. `Err` names the
+/// variable, never its value (a value that is not UTF-8 is an error, not
+/// "unset": it must not send the connection around the proxy).
 pub fn from_environment(
     secure: bool,
     host: &TargetHost,
-    env: impl Fn(&str) -> Option<String>,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Result<Option<Proxy>, String> {
-    let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-    if let Some(list) = get("no_proxy").or_else(|| get("NO_PROXY")) {
-        if no_proxy_matches(&list, host) {
-            return Ok(None);
+    let get = |name: &str| -> Result<Option<String>, String> {
+        match env(name).map(std::ffi::OsString::into_string) {
+            None => Ok(None),
+            Some(Ok(v)) => Ok(Some(v).filter(|v| !v.trim().is_empty())),
+            Some(Err(_)) => Err(format!("environment variable {name} is not UTF-8")),
         }
+    };
+    let no_proxy = match get("no_proxy")? {
+        Some(list) => Some(list),
+        None => get("NO_PROXY")?,
+    };
+    if no_proxy.is_some_and(|list| no_proxy_matches(&list, host)) {
+        return Ok(None);
     }
     let names: &[&str] = if secure {
-        &["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
+        &["wss_proxy", "WSS_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
     } else {
-        &["http_proxy", "all_proxy", "ALL_PROXY"]
+        &["ws_proxy", "WS_PROXY", "http_proxy", "all_proxy", "ALL_PROXY"]
     };
     for name in names {
-        if let Some(value) = get(name) {
+        if let Some(value) = get(name)? {
             return Proxy::parse_env(&value).map(Some).map_err(|e| format!("environment variable {name}: {e}"));
         }
     }
     Ok(None)
 }
 
-/// curl's `no_proxy`: `*` alone matches every host; otherwise a comma
-/// list where a name matches itself and every name under it (a leading dot
-/// changes nothing), and an address matches itself or, as `addr/bits`,
-/// the range it starts.
+/// curl's `no_proxy`: `*` alone matches every host; otherwise a list
+/// (commas or spaces between) where a name matches itself and every name
+/// under it (a leading dot changes nothing), and an address matches itself
+/// or, as `addr/bits`, the range it starts.
 pub fn no_proxy_matches(list: &str, host: &TargetHost) -> bool {
-    if list.trim() == "*" {
+    if list == "*" {
         return true;
     }
-    list.split(',').map(str::trim).filter(|e| !e.is_empty()).any(|entry| match host {
-        TargetHost::Ip(ip) => {
-            let (addr, bits) = match entry.split_once('/') {
-                Some((a, b)) => (a, b.parse::<u8>().ok()),
-                None => (entry, None),
-            };
-            let addr = addr.trim_start_matches('[').trim_end_matches(']');
-            match (addr.parse::<IpAddr>(), bits) {
-                (Ok(net), Some(bits)) => in_range(*ip, net, bits),
-                (Ok(net), None) => net == *ip,
-                (Err(_), _) => false,
-            }
-        }
+    let mut entries = list.split(|c: char| c == ',' || c.is_ascii_whitespace()).filter(|e| !e.is_empty());
+    entries.any(|entry| match host {
+        // curl's Curl_cidr4_match / Curl_cidr6_match: "/0" is the address
+        // itself; a prefix longer than the address, or not a number,
+        // matches nothing; brackets are no address.
+        TargetHost::Ip(ip) => match entry.split_once('/') {
+            Some((addr, bits)) => match (addr.parse::<IpAddr>(), bits.parse::<u32>()) {
+                (Ok(net), Ok(bits)) => in_range(*ip, net, bits),
+                _ => false,
+            },
+            None => entry.parse::<IpAddr>().is_ok_and(|net| net == *ip),
+        },
         TargetHost::Domain(name) => {
-            let name = name.strip_suffix('.').unwrap_or(name);
-            let entry = entry.trim_start_matches('.');
-            let entry = entry.strip_suffix('.').unwrap_or(entry);
+            let (name, entry) = (name.as_bytes(), entry.as_bytes());
+            let name = name.strip_suffix(b".").unwrap_or(name);
+            let entry = entry.strip_prefix(b".").unwrap_or(entry);
+            let entry = entry.strip_suffix(b".").unwrap_or(entry);
             !entry.is_empty()
                 && (name.eq_ignore_ascii_case(entry)
                     || name.len() > entry.len()
-                        && name.as_bytes()[name.len() - entry.len() - 1] == b'.'
+                        && name[name.len() - entry.len() - 1] == b'.'
                         && name[name.len() - entry.len()..].eq_ignore_ascii_case(entry))
         }
     })
 }
 
-fn in_range(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
-    let prefix = |a: u128, b: u128, width: u32| {
-        let bits = u32::from(bits).min(width);
-        bits == 0 || (a ^ b) >> (width - bits) == 0
+fn in_range(ip: IpAddr, net: IpAddr, bits: u32) -> bool {
+    let prefix = |a: u128, b: u128, width: u32| match bits {
+        0 => a == b,
+        _ if bits > width => false,
+        _ => (a ^ b) >> (width - bits) == 0,
     };
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => prefix(u32::from(a).into(), u32::from(b).into(), 32),
@@ -289,8 +301,11 @@ const MAX_HTTP_ANSWER: usize = 16 * 1024;
 
 /// One proxy handshake, driven by the bytes the caller moves: write
 /// `output()` (and report it with `wrote`), then read at most
-/// `read_limit()` bytes and hand them to `received`. The limit keeps every
-/// read inside the proxy's answer, so no byte of the origin is taken.
+/// `read_limit()` bytes and hand them to `received`. For SOCKS5 the limit
+/// is the answer's exact length, so no byte of the origin is taken; an
+/// HTTP answer's length is unknown until its head ends, so a read may go
+/// past it, and bytes found there fail the connection (the origin speaks
+/// only after our TLS hello or upgrade request).
 pub struct Handshake {
     label: String,
     stage: Stage,
@@ -382,6 +397,14 @@ impl Handshake {
             Stage::HttpAnswer => self.http_answer(),
             Stage::SocksMethod if self.input.len() == 2 => self.socks_method(),
             Stage::SocksAuth if self.input.len() == 2 => self.socks_auth(),
+            // A refusal is reported as soon as its code is in: a proxy may
+            // close without the rest.
+            Stage::SocksReply if self.input.len() >= 2 && (self.input[0] != 5 || self.input[1] != 0) => {
+                self.socks_reply()
+            }
+            Stage::SocksReply if self.input.len() >= 4 && !matches!(self.input[3], 1 | 3 | 4) => {
+                Err(format!("SOCKS5 proxy: answered CONNECT with address type {} ({})", self.input[3], self.label))
+            }
             Stage::SocksReply if self.input.len() >= 5 && self.read_limit() == 0 => self.socks_reply(),
             Stage::Done => Ok(Progress::Done),
             _ => Ok(Progress::More),
@@ -464,6 +487,10 @@ impl Handshake {
     }
 
     fn socks_auth(&mut self) -> Result<Progress, String> {
+        // RFC 1929: the answer is version 1, then the status.
+        if self.input[0] != 1 {
+            return Err(format!("SOCKS5 proxy: answered the password with version {} ({})", self.input[0], self.label));
+        }
         if self.input[1] != 0 {
             return Err(format!("SOCKS5 proxy: authentication failed ({})", self.label));
         }
@@ -532,8 +559,8 @@ fn socks_connect(destination: &Destination) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
 
-    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
+        move |name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.into())
     }
 
     fn domain(name: &str) -> TargetHost {
@@ -564,6 +591,9 @@ mod tests {
             ("http://h:3128/path", "path"),
             ("http://h:0", "port 0"),
             ("socks5://:pw@h:1080", "username"),
+            // Once a panic (a char boundary in the localhost check).
+            ("socks5h://\u{e9}123456789:1080", "not an address nor a DNS name"),
+            ("socks5h://%FF123456789localhost:1080", "not an address nor a DNS name"),
         ] {
             let e = Proxy::parse(url).unwrap_err();
             assert!(e.contains(why), "{url}: {e}");
@@ -605,6 +635,11 @@ mod tests {
             chosen(&[("all_proxy", "e:5"), ("no_proxy", "other.com"), ("NO_PROXY", "*")], true),
             Some("e:5".into())
         );
+        // ws_proxy and wss_proxy come first, in both cases.
+        assert_eq!(chosen(&[("ws_proxy", "w:1"), ("http_proxy", "a:1")], false), Some("w:1".into()));
+        assert_eq!(chosen(&[("WS_PROXY", "w:2"), ("http_proxy", "a:1")], false), Some("w:2".into()));
+        assert_eq!(chosen(&[("wss_proxy", "w:3"), ("https_proxy", "a:1")], true), Some("w:3".into()));
+        assert_eq!(chosen(&[("WSS_PROXY", "w:4"), ("ws_proxy", "w:1")], true), Some("w:4".into()));
         let e = from_environment(false, &host, env(&[("http_proxy", "ftp://u:secret@h:1")])).unwrap_err();
         assert!(e.starts_with("environment variable http_proxy: ") && !e.contains("secret"), "{e}");
     }
@@ -625,10 +660,15 @@ mod tests {
         assert!(m("10.0.0.0/8", &ip("10.20.30.40")));
         assert!(!m("10.0.0.0/8", &ip("11.0.0.1")));
         assert!(m("::1", &ip("::1")));
-        assert!(m("[::1]", &ip("::1")));
+        assert!(!m("[::1]", &ip("::1")), "brackets are no address (curl)");
         assert!(m("fd00::/8", &ip("fd12::5")));
         assert!(!m("fd00::/8", &ip("fe80::1")));
-        assert!(m("0.0.0.0/0", &ip("1.2.3.4")));
+        assert!(!m("0.0.0.0/0", &ip("1.2.3.4")), "/0 is the address itself (curl)");
+        assert!(m("1.2.3.4/0", &ip("1.2.3.4")));
+        assert!(!m("1.2.3.4/33", &ip("1.2.3.4")), "a prefix longer than the address");
+        assert!(!m("1.2.3.4/x", &ip("1.2.3.4")));
+        assert!(!m(" * ", &domain("a.b")), "only \"*\" itself");
+        assert!(m("foo bar.example", &domain("x.bar.example")), "spaces separate too");
         assert!(!m("localhost", &ip("127.0.0.1")));
     }
 
@@ -718,5 +758,17 @@ mod tests {
         ok6.extend_from_slice(&[0; 18]);
         let (_, r) = drive(&mut hs, &[&[5, 0], &ok6]);
         assert_eq!((r, hs.read_limit()), (Ok(Progress::Done), 0));
+        // An unknown address type fails at once; so does a refusal, as
+        // soon as its code is in; and a password answer of another version.
+        let dest = Destination::Name("o".into(), 80);
+        let mut hs = Handshake::start(&no_creds, dest.clone()).unwrap();
+        let (_, r) = drive(&mut hs, &[&[5, 0], &[5, 0, 0, 2]]);
+        assert!(r.unwrap_err().contains("address type 2"));
+        let mut hs = Handshake::start(&no_creds, dest.clone()).unwrap();
+        let (_, r) = drive(&mut hs, &[&[5, 0], &[5, 4]]);
+        assert!(r.unwrap_err().contains("host unreachable (reply 4)"));
+        let mut hs = Handshake::start(&p, dest).unwrap();
+        let (_, r) = drive(&mut hs, &[&[5, 2], &[5, 0]]);
+        assert!(r.unwrap_err().contains("answered the password with version 5"));
     }
 }

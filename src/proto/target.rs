@@ -6,7 +6,7 @@ use crate::error::{io_text, Error};
 use url::{Host, Url};
 
 /// Where to connect and what to ask for, after every constructor check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Target {
     /// The serialized URL with the scheme mapped to ws/wss: what `ws_url` returns.
     pub url: String,
@@ -21,6 +21,19 @@ pub struct Target {
     /// From the URL's userinfo, sent only when the server asks (a 401
     /// with a Basic challenge), as browsers do.
     pub credentials: Option<Credentials>,
+}
+
+/// Never prints the URL's password.
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &redacted(&self.url))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("resource", &self.resource)
+            .field("protocols", &self.protocols)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An `Authorization` value (Basic, RFC 7617) made from a URL's userinfo.
@@ -40,6 +53,15 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// RFC 6761 6.3: "localhost" and names under it are the loopback.
+/// Compared as bytes: a name may hold any text.
+pub fn is_localhost(name: &str) -> bool {
+    let name = name.as_bytes();
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    name.eq_ignore_ascii_case(b"localhost")
+        || name.len() > 10 && name[name.len() - 10..].eq_ignore_ascii_case(b".localhost")
+}
+
 /// "Basic base64(user:password)" (RFC 7617), for `Authorization` and
 /// `Proxy-Authorization`.
 pub fn basic_credentials(user: &[u8], pass: &[u8]) -> String {
@@ -54,14 +76,11 @@ pub fn basic_credentials(user: &[u8], pass: &[u8]) -> String {
 /// replaced by "***" (the text is split by hand, since the URL may not
 /// parse).
 fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
+    // Parsers disagree on where a broken URL's userinfo ends (an unencoded
+    // '/' in a password, "ws:u:p@h", "ws:///u:p@h"): everything between
+    // the scheme and the last '@' goes.
+    match (url.split_once(':'), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) if scheme.len() < at => format!("{scheme}:***{}", &url[at..]),
         _ => url.to_string(),
     }
 }
@@ -93,17 +112,12 @@ impl Target {
         use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
         match &self.host {
             TargetHost::Ip(ip) => Some(vec![SocketAddr::new(*ip, self.port)]),
-            TargetHost::Domain(name) => {
-                let name = name.strip_suffix('.').unwrap_or(name);
-                let local = name.eq_ignore_ascii_case("localhost")
-                    || name.len() > 10 && name[name.len() - 10..].eq_ignore_ascii_case(".localhost");
-                local.then(|| {
-                    vec![
-                        SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), self.port),
-                        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port),
-                    ]
-                })
-            }
+            TargetHost::Domain(name) => is_localhost(name).then(|| {
+                vec![
+                    SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), self.port),
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port),
+                ]
+            }),
         }
     }
 
@@ -229,7 +243,7 @@ mod tests {
         let t = ok("ws://Aladdin:open%20sesame@example.com/");
         assert_eq!(t.credentials.as_ref().map(Credentials::reveal), Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="));
         assert_eq!(t.url, "ws://Aladdin:open%20sesame@example.com/");
-        assert!(!format!("{t:?}").contains("QWxh"));
+        assert!(!format!("{t:?}").contains("QWxh") && !format!("{t:?}").contains("sesame"), "{t:?}");
         assert_eq!(ok("ws://user@h/").credentials.unwrap().reveal(), format!("Basic {}", "dXNlcjo="));
         assert!(ok("ws://h/").credentials.is_none());
     }
@@ -240,8 +254,15 @@ mod tests {
             let e = Target::parse(url, &[]).unwrap_err();
             assert!(!e.to_string().contains("hunter2"), "{e}");
         }
-        assert_eq!(redacted("ws://u:p@w@h:1/x?y"), "ws://u:***@h:1/x?y");
-        assert_eq!(redacted("ws://h/p:q@r"), "ws://h/p:q@r");
+        assert_eq!(redacted("ws://u:p@w@h:1/x?y"), "ws:***@h:1/x?y");
+        assert_eq!(redacted("ws://h/p:q"), "ws://h/p:q");
+        for url in ["ws:u:hunter2@h:99999", "ws:///u:hunter2@h:99999", "ws://u:hun/ter2@h/", "ws:\\\\u:hunter2@h:99999"]
+        {
+            assert!(!redacted(url).contains("hunter2"), "{url}");
+            if let Err(e) = Target::parse(url, &[]) {
+                assert!(!e.to_string().contains("hunter2") && !e.to_string().contains("ter2"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! CONNECT, optionally with Basic authentication or a port allow-list) and
 //! microsocks (SOCKS5, optionally with a username and password). Debian
 //! packages `tinyproxy-bin` and `microsocks`; `.ci/run` installs them.
+//! `counting_relay` in front of one proves that a client went through it.
 
 use crate::paths::scratch_dir;
 use crate::peers::peer_missing;
@@ -102,4 +103,49 @@ pub fn microsocks(auth: Option<(&str, &str)>) -> Option<RealProxy> {
         cmd.arg("-u").arg(user).arg("-P").arg(pass);
     }
     Some(start(cmd, port, PathBuf::from("/nonexistent"), "microsocks"))
+}
+
+/// A TCP relay to `target` on 127.0.0.1 that counts the connections it
+/// took: put in front of a proxy, it proves a client went through it (a
+/// client that connected to the origin directly leaves it at 0).
+pub struct CountingRelay {
+    pub port: u16,
+    pub connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub fn counting_relay(target: u16) -> CountingRelay {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                })
+            };
+            pipe(client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            pipe(upstream, client);
+        }
+    });
+    CountingRelay { port, connections }
+}
+
+impl CountingRelay {
+    pub fn url(&self, scheme: &str, credentials: Option<(&str, &str)>) -> String {
+        match credentials {
+            Some((u, p)) => format!("{scheme}://{u}:{p}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

@@ -1035,7 +1035,7 @@ const char *ws_response_header(const struct ws_socket *ws, const char *name);
  Sets the process's one log sink: `fn` gets every line of `max_level`
  (`WS_LOG_ERROR` 0 .. `WS_LOG_DEBUG` 3) or below, with `user_data`.
  Lines name the connection by a short id and its URL without
- credentials ("ws#12 ws://host:9001/chat: TCP connected to
+ credentials or query ("ws#12 ws://host:9001/chat: TCP connected to
  127.0.0.1:9001"); no line ever holds a password, a proxy's credentials
  or a header value of the request. `fn` NULL (or a negative level) turns
  logging off, the default; off, a log point costs one atomic load and

@@ -59,6 +59,11 @@ pub fn set(f: Option<LogFn>, user_data: *mut c_void, max_level: i32) -> bool {
 /// Formats and hands one line to the sink (use `log!`, which checks the
 /// level first).
 pub fn emit(level: i32, args: fmt::Arguments<'_>) {
+    // A line made while this thread runs the sink (a sink that runs a loop,
+    // say) is dropped: a second read lock could wait behind a writer.
+    if IN_SINK.with(|c| c.get()) {
+        return;
+    }
     let sink = SINK.read().unwrap_or_else(|e| e.into_inner());
     let Some(sink) = sink.as_ref() else { return };
     if !enabled(level) {

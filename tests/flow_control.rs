@@ -199,7 +199,46 @@ fn a_producer_streams_64_mib_from_on_drain() {
     stream_from_on_drain(64 << 20, None);
 }
 
+/// A reset while paused ends the connection (1006, connection lost with
+/// ECONNRESET) instead of leaving epoll reporting it forever.
+fn a_reset_while_paused_ends_the_connection() {
+    let (paused_tx, paused_rx) = crossbeam_channel::bounded::<()>(1);
+    let server = raw_server(move |mut s| {
+        raw_handshake(&mut s, "");
+        let _ = paused_rx.recv_timeout(WAIT);
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: a live socket and a linger struct of the size passed.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        let _ = s.flush();
+    });
+    let rec = Recorder::new();
+    rec.set_hook(move |ws, ev| {
+        if matches!(ev, Ev::Open { .. }) {
+            // SAFETY: inside the handle's callback.
+            unsafe { ws_set_receiving(ws, false) };
+            let _ = paused_tx.send(());
+        }
+    });
+    let c = Client::try_with(&server.url("/"), &[], None, rec).unwrap();
+    assert_eq!(close_event(&c), (1006, String::new(), false));
+    // SAFETY: the handle is live.
+    assert_eq!(
+        unsafe { (ws_failure_cause(c.ws), ws_failure_errno(c.ws)) },
+        (WS_CAUSE_CONNECTION_LOST, libc::ECONNRESET)
+    );
+}
+
 every_mode!(
+    a_reset_while_paused_ends_the_connection,
     a_paused_client_pushes_back_on_a_flooding_server,
     a_ping_while_paused_is_answered_on_resume,
     keepalive_holds_a_paused_connection,

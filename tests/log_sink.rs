@@ -121,11 +121,11 @@ fn no_password_in_any_line() {
         let _ = s.write_all(answer.as_bytes());
         let _ = read_until_close(&mut s);
     });
-    let c = Client::new(&format!("ws://user:hunter%232@127.0.0.1:{}/secret", server.port));
+    let c = Client::new(&format!("ws://user:hunter%232@127.0.0.1:{}/secret?token=hunter3", server.port));
     c.wait_open();
     assert_eq!(c.close(1000, None), WS_OK);
     close_event(&c);
-    let lines = lines_of(&format!("ws://127.0.0.1:{}/secret", server.port));
+    let lines = lines_of(&format!("ws://127.0.0.1:{}/secret?...", server.port));
     assert_in_order(&lines, &[(2, "answer 401"), (2, "401 with a Basic challenge"), (2, "answer 101")]);
     let everything = LINES.lock().unwrap().iter().chain(&lines).map(|(_, l)| l.clone()).collect::<Vec<_>>();
     for l in &everything {

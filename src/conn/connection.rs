@@ -666,7 +666,8 @@ impl Connection {
     /// The upgrade request goes out (`written` bytes of it already have).
     fn upgrade(&mut self, stream: Stream, request: Vec<u8>, key: String, written: usize) -> Result<(), End> {
         // The request line only: headers may hold credentials.
-        log!(DEBUG, "{}: upgrade request GET {} ({} bytes)", self.who(), self.target.resource, request.len());
+        let path = self.target.resource.split('?').next().unwrap_or("");
+        log!(DEBUG, "{}: upgrade request GET {path} ({} bytes)", self.who(), request.len());
         let response = InputBuffer::default();
         let unsent = written < request.len();
         self.phase = Phase::Upgrading(Box::new(Upgrading { stream, request, written, key, response }));
@@ -826,6 +827,12 @@ impl Connection {
             }
             return self.write_and_check();
         }
+        // Paused, the socket is not read, so a reset (or a user timeout)
+        // would be reported by epoll forever: end it here instead.
+        if !o.reads(&self.shared) && events.is_hangup_or_error() {
+            let errno = net::pending_error(o.stream.fd());
+            return Err(End::socket_done(&o.closing, Cause::ConnectionLost, errno));
+        }
         if (o.more_input || events.is_readable()) && o.reads(&self.shared) {
             match read_socket(&self.shared, &mut *self.handler, o, cx.buffers) {
                 Ok(drained) => o.more_input = !drained,
@@ -870,8 +877,9 @@ impl Connection {
                 if paused {
                     // Paused: the pong waits in the socket unread. The
                     // peer's TCP acknowledging all we sent, the ping
-                    // included, says it is alive.
-                    if unacked == 0 {
+                    // included, or more of it since the ping, says it is
+                    // alive.
+                    if unacked == 0 || keepalive.acknowledged_more(now, unacked) {
                         keepalive.input(now);
                         return Ok(());
                     }
@@ -910,8 +918,15 @@ impl Connection {
             if o.closing.is_failing() {
                 return Err(self.give_up_failing());
             }
-            // The peer is gone; what it sent before may still say how.
-            read_socket(&self.shared, &mut *self.handler, o, &mut BufferPool::new(0))?;
+            // The peer is gone; what it sent before may still say how
+            // (not while paused: nothing is delivered then).
+            if o.reads(&self.shared) {
+                read_socket(&self.shared, &mut *self.handler, o, &mut BufferPool::new(0))?;
+                if o.closing.is_failing() {
+                    return Err(self.give_up_failing());
+                }
+            }
+            let Phase::Open(o) = &mut self.phase else { return Ok(()) };
             return Err(End::socket_done(&o.closing, Cause::ConnectionLost, e.raw_os_error().unwrap_or(0)));
         }
         if o.closing.is_failing() {
@@ -1176,13 +1191,17 @@ fn process_input(shared: &Shared, handler: &mut dyn Handler, o: &mut Open) -> Re
 /// "ws#12 ws://host/path": a connection in log lines, its URL without
 /// credentials.
 fn who(target: &Target, log_id: u32) -> String {
+    // Without userinfo, and without the query, where tokens often go.
     let url = match url::Url::parse(&target.url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+        Ok(mut u) => {
             let _ = u.set_username("");
             let _ = u.set_password(None);
+            if u.query().is_some() {
+                u.set_query(Some("..."));
+            }
             u.to_string()
         }
-        _ => target.url.clone(),
+        Err(_) => "(url)".to_string(),
     };
     format!("ws#{log_id} {url}")
 }

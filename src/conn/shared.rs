@@ -321,7 +321,14 @@ impl Shared {
                 }
             }
         }
-        let payload = self.outbox.copy(data).inspect_err(|_| self.outbox.unreserve(len))?;
+        let payload = self.outbox.copy(data).inspect_err(|_| {
+            self.outbox.unreserve(len);
+            // Another thread's write may have drained it meanwhile, with
+            // this reservation still counted: on_drain is due now.
+            if self.outbox.drain_due() {
+                self.enqueue(Command::Flush);
+            }
+        })?;
         let _gate = self.state_gate.read().unwrap_or_else(|e| e.into_inner());
         if self.state() != ReadyState::Open {
             // Closed while the bytes were copied: as a send made after the

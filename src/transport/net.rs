@@ -332,6 +332,22 @@ fn send_vectored_fd(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
 
 /// Starts a TCP connect that completes in the background; poll for POLLOUT
 /// and then call `finish_connect`.
+/// The pending error of any socket (SO_ERROR, which this clears); 0 when
+/// none or when it cannot be read.
+pub fn pending_error(fd: RawFd) -> i32 {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a live c_int with its size; a bad fd only fails the call.
+    let rc = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut len)
+    };
+    if rc == 0 {
+        err
+    } else {
+        0
+    }
+}
+
 pub fn start_connect(addr: &SocketAddr, send_buffer: Option<u32>) -> io::Result<Socket> {
     let (domain, storage, len) = sockaddr(addr);
     let socket = Socket::new(domain)?;
